@@ -1,0 +1,5 @@
+#![doc = include_str!("../README.md")]
+
+pub mod matchmaker;
+pub mod rate;
+pub mod rooms;

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+
+pub mod addr;
+pub mod embedded;
+pub mod matchmaking;
+pub mod rooms;
+
+pub use addr::ListenAddr;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the state machines
+/// keep their invariants between calls, so the data is consistent even then.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Resolves when the `shutdown` watch turns true (or its sender is gone).
+pub async fn shutdown_signal(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}

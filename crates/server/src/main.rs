@@ -1,0 +1,208 @@
+//! `liveloop-server`: the matchmaking service, the room service, or both.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use liveloop_core::matchmaker::Config as MatcherConfig;
+use liveloop_proto::rtc_config::RtcConfig;
+use liveloop_server::ListenAddr;
+use liveloop_server::matchmaking::{self, MatchmakingConfig};
+use liveloop_server::rooms::{AllowedOrigins, RoomsConfig, RoomsService};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Service {
+    /// Random 1:1 matchmaking over socket.io (seed 000).
+    Matchmaking,
+    /// Rooms by link over a WebSocket at /ws (seed 001).
+    Rooms,
+}
+
+/// LiveLoop's signaling server: random-chat matchmaking (socket.io) and rooms by link
+/// (WebSocket). Runs both by default. Logs go to stderr; set RUST_LOG (e.g. debug) for more.
+#[derive(Debug, Parser)]
+#[command(name = "liveloop-server", version)]
+struct Args {
+    /// Run only these services (repeat or comma-separate). Default: both.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Service>,
+
+    /// Where the matchmaking service listens: host:port, :port (all interfaces), [::]:port or
+    /// unix:/path.
+    #[arg(long, env = "MATCHMAKING_ADDR", default_value = "127.0.0.1:3000")]
+    matchmaking_addr: ListenAddr,
+
+    /// Where the room service listens (same forms as above).
+    #[arg(long, env = "ADDR", default_value = ":8080")]
+    rooms_addr: ListenAddr,
+
+    /// Browser origins allowed to open the room WebSocket: comma-separated host names
+    /// (localhost,example.com) or full origins (https://app.example.com); * allows all.
+    /// Requests from other origins get 403; native clients send no Origin and are allowed.
+    #[arg(long, env = "WS_ALLOWED_ORIGINS", default_value = "*")]
+    allowed_origins: String,
+
+    /// ICE servers handed to room clients, as an RTCConfiguration JSON object
+    /// ({"iceServers":[{"urls":...,"username":...,"credential":...}]}). Checked at start:
+    /// an invalid value stops the server with a message. Default: a public STUN server.
+    #[arg(long, env = "RTC_CONFIG_JSON")]
+    rtc_config_json: Option<String>,
+
+    /// Users the matchmaking queue holds at most; more get a queue_full error.
+    #[arg(long, default_value_t = 10_000)]
+    queue_capacity: usize,
+
+    /// Seconds between WebSocket pings to room clients.
+    #[arg(long, default_value_t = 15)]
+    ping_interval_secs: u64,
+
+    /// Seconds of silence after which a room client is dropped.
+    #[arg(long, default_value_t = 20)]
+    pong_wait_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let rtc_config = match &args.rtc_config_json {
+        Some(json) => RtcConfig::parse(json).context("RTC_CONFIG_JSON is invalid")?,
+        None => RtcConfig::default(),
+    };
+    let services = if args.only.is_empty() {
+        vec![Service::Matchmaking, Service::Rooms]
+    } else {
+        args.only.clone()
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if services.contains(&Service::Matchmaking) {
+        let config = MatchmakingConfig {
+            matcher: MatcherConfig {
+                queue_capacity: args.queue_capacity,
+                ..MatcherConfig::default()
+            },
+        };
+        let router = matchmaking::router(config);
+        let listener = bind(&args.matchmaking_addr)
+            .await
+            .context("matchmaking service")?;
+        tracing::info!(addr = %args.matchmaking_addr, "matchmaking service listening");
+        tasks.spawn(serve(listener, router, shutdown_rx.clone()));
+    }
+    if services.contains(&Service::Rooms) {
+        let config = RoomsConfig {
+            allowed_origins: AllowedOrigins::parse(&args.allowed_origins),
+            rtc_config,
+            ping_interval: Duration::from_secs(args.ping_interval_secs.max(1)),
+            pong_wait: Duration::from_secs(args.pong_wait_secs.max(1)),
+            ..RoomsConfig::default()
+        };
+        let router = RoomsService::new(config, shutdown_rx.clone()).router();
+        let listener = bind(&args.rooms_addr).await.context("room service")?;
+        tracing::info!(addr = %args.rooms_addr, "room service listening");
+        tasks.spawn(serve(listener, router, shutdown_rx.clone()));
+    }
+
+    tokio::select! {
+        () = terminate() => {
+            tracing::info!("shutting down");
+            let _ = shutdown_tx.send(true);
+        }
+        Some(result) = tasks.join_next() => {
+            result??;
+            bail!("a service stopped unexpectedly");
+        }
+    }
+    // Give open connections a moment to close cleanly.
+    let drain = async {
+        while let Some(result) = tasks.join_next().await {
+            result??;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), drain).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("connections still open after 5 s; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+async fn bind(addr: &ListenAddr) -> Result<Listener> {
+    Ok(match addr {
+        ListenAddr::Tcp(a) => Listener::Tcp(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?,
+        ),
+        ListenAddr::Unix(path) => {
+            if path.exists() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot replace {}", path.display()))?;
+            }
+            Listener::Unix(
+                tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("cannot listen on {}", path.display()))?,
+            )
+        }
+    })
+}
+
+async fn serve(
+    listener: Listener,
+    router: axum::Router,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let signal = liveloop_server::shutdown_signal(shutdown);
+    match listener {
+        Listener::Tcp(l) => {
+            axum::serve(l, router)
+                .with_graceful_shutdown(signal)
+                .await?
+        }
+        Listener::Unix(l) => {
+            axum::serve(l, router)
+                .with_graceful_shutdown(signal)
+                .await?
+        }
+    }
+    Ok(())
+}
+
+async fn terminate() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let sigterm = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let sigterm = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = sigterm => {} }
+}

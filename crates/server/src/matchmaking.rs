@@ -1,0 +1,199 @@
+//! The matchmaking service (seed 000): socket.io v4 via socketioxide, driving
+//! [`liveloop_core::matchmaker::Matchmaker`], plus `GET /` and `GET /api/status`.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Json;
+use axum::routing::get;
+use liveloop_core::matchmaker::{Config, Matchmaker};
+use liveloop_proto::matchmaking as mm;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use socketioxide::extract::{Event, SocketRef, State as IoState, TryData};
+use socketioxide::socket::{DisconnectReason, Sid};
+use socketioxide::{ParserError, SocketIo};
+
+use crate::lock;
+
+/// Everything the matchmaking service can be configured with.
+#[derive(Debug, Clone, Default)]
+pub struct MatchmakingConfig {
+    pub matcher: Config,
+}
+
+#[derive(Debug)]
+struct Inner {
+    epoch: Instant,
+    matcher: Mutex<Matchmaker>,
+}
+
+type Shared = Arc<Inner>;
+
+impl Inner {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Runs `f` on the matchmaker, then emits everything it produced.
+    fn drive(&self, io: &SocketIo, f: impl FnOnce(&mut Matchmaker, Duration)) {
+        let emits: Vec<_> = {
+            let mut matcher = lock(&self.matcher);
+            f(&mut matcher, self.now());
+            std::iter::from_fn(|| matcher.poll_output()).collect()
+        };
+        for emit in emits {
+            let Some(socket) = Sid::from_str(&emit.to)
+                .ok()
+                .and_then(|sid| io.get_socket(sid))
+            else {
+                continue;
+            };
+            let sent = if emit.payload.is_null() {
+                socket.emit(emit.event, &())
+            } else {
+                socket.emit(emit.event, &emit.payload)
+            };
+            if let Err(e) = sent {
+                tracing::debug!(to = %emit.to, event = emit.event, error = %e, "emit failed");
+            }
+        }
+    }
+}
+
+/// Decodes a payload into the event's type; `None` when it is missing or has the wrong shape.
+fn decode<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Option<T> {
+    data.ok().and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// The service: an axum router with the socket.io layer, and the status endpoints.
+///
+/// Must be called inside a tokio runtime: it starts the once-a-second matching timer, which ends
+/// when the router is dropped.
+pub fn router(config: MatchmakingConfig) -> Router {
+    let inner: Shared = Arc::new(Inner {
+        epoch: Instant::now(),
+        matcher: Mutex::new(Matchmaker::new(config.matcher)),
+    });
+    let (layer, io) = SocketIo::builder()
+        .max_payload(256 * 1024)
+        .with_state(inner.clone())
+        .build_layer();
+    io.ns("/", on_connect);
+    tokio::spawn(timer(Arc::downgrade(&inner), io));
+    Router::new()
+        .route(
+            "/",
+            get(|| async { Json(json!({"status": "OK", "message": "LiveLoop matchmaking"})) }),
+        )
+        .route("/api/status", get(status))
+        .with_state(inner)
+        .layer(layer)
+}
+
+async fn timer(inner: Weak<Inner>, io: SocketIo) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.drive(&io, |m, now| m.handle_timeout(now));
+    }
+}
+
+async fn status(State(inner): State<Shared>) -> Json<Value> {
+    let s = lock(&inner.matcher).status();
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Json(json!({
+        "queue": {"size": s.queue.len(), "users": s.queue},
+        "rooms": {"active": s.active_rooms, "total": s.total_rooms},
+        "timestamp": timestamp,
+    }))
+}
+
+async fn on_connect(socket: SocketRef, io: SocketIo, IoState(inner): IoState<Shared>) {
+    let sid = socket.id.to_string();
+    inner.drive(&io, |m, now| m.connect(now, &sid));
+
+    socket.on(
+        mm::EV_REQUEST_ROOM,
+        async |s: SocketRef,
+               io: SocketIo,
+               IoState(inner): IoState<Shared>,
+               TryData(d): TryData<Value>| {
+            inner.drive(&io, |m, now| {
+                m.handle_request_room(now, s.id.as_str(), decode(d))
+            });
+        },
+    );
+    socket.on(
+        mm::EV_OFFER,
+        async |s: SocketRef,
+               io: SocketIo,
+               IoState(inner): IoState<Shared>,
+               TryData(d): TryData<Value>| {
+            inner.drive(&io, |m, _| m.handle_offer(s.id.as_str(), decode(d)));
+        },
+    );
+    socket.on(
+        mm::EV_ANSWER,
+        async |s: SocketRef,
+               io: SocketIo,
+               IoState(inner): IoState<Shared>,
+               TryData(d): TryData<Value>| {
+            inner.drive(&io, |m, _| m.handle_answer(s.id.as_str(), decode(d)));
+        },
+    );
+    socket.on(
+        mm::EV_SEND_ICE,
+        async |s: SocketRef,
+               io: SocketIo,
+               IoState(inner): IoState<Shared>,
+               TryData(d): TryData<Value>| {
+            inner.drive(&io, |m, _| m.handle_ice(s.id.as_str(), decode(d)));
+        },
+    );
+    socket.on(
+        mm::EV_NEW_MESSAGE,
+        async |s: SocketRef,
+               io: SocketIo,
+               IoState(inner): IoState<Shared>,
+               TryData(d): TryData<Value>| {
+            inner.drive(&io, |m, now| {
+                m.handle_message(now, s.id.as_str(), decode(d))
+            });
+        },
+    );
+    socket.on(
+        mm::EV_STOP_CALL,
+        async |s: SocketRef,
+               io: SocketIo,
+               IoState(inner): IoState<Shared>,
+               TryData(d): TryData<Value>| {
+            // stop-call with no payload at all is fine: the server knows the call.
+            let payload = match d {
+                Ok(Value::Null) | Err(_) => Some(mm::StopCall::default()),
+                other => decode(other),
+            };
+            inner.drive(&io, |m, now| m.handle_stop(now, s.id.as_str(), payload));
+        },
+    );
+    socket.on_fallback(
+        async |s: SocketRef, io: SocketIo, IoState(inner): IoState<Shared>, Event(event): Event| {
+            inner.drive(&io, |m, _| m.handle_unknown(s.id.as_str(), &event));
+        },
+    );
+    socket.on_disconnect(
+        async |s: SocketRef,
+               io: SocketIo,
+               IoState(inner): IoState<Shared>,
+               reason: DisconnectReason| {
+            tracing::debug!(sid = %s.id, ?reason, "matchmaking socket left");
+            inner.drive(&io, |m, now| m.disconnect(now, s.id.as_str()));
+        },
+    );
+}

@@ -1,0 +1,119 @@
+//! The user's settings, persisted as JSON in the app's configuration folder.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::AppError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Settings {
+    /// The name others see.
+    pub display_name: String,
+    /// Matchmaking server base URL; empty means the embedded one on loopback.
+    pub matchmaking_url: String,
+    /// Room server base URL; empty means the embedded one on loopback.
+    pub rooms_url: String,
+}
+
+impl Settings {
+    /// Reads the settings file; a missing or unreadable file gives the defaults (and a log
+    /// line), never a failed start.
+    #[must_use]
+    pub fn load(path: &Path) -> Self {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "settings file unreadable; using defaults");
+                Self::default()
+            }),
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// Trims and checks every field.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidSetting`] naming the field.
+    pub fn validated(mut self) -> Result<Self, AppError> {
+        self.display_name = self.display_name.trim().to_owned();
+        if self.display_name.chars().count() > 64 {
+            return Err(AppError::InvalidSetting(
+                "the display name is longer than 64 characters".into(),
+            ));
+        }
+        for (label, url) in [
+            ("matchmaking", &mut self.matchmaking_url),
+            ("room", &mut self.rooms_url),
+        ] {
+            *url = url.trim().trim_end_matches('/').to_owned();
+            let ok = url.is_empty()
+                || ["http://", "https://"]
+                    .iter()
+                    .any(|p| url.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+            if !ok {
+                return Err(AppError::InvalidSetting(format!(
+                    "the {label} server must be empty (built-in) or an http(s):// address"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Writes the settings atomically (temporary file, then rename).
+    ///
+    /// # Errors
+    /// When the folder or file cannot be written.
+    pub fn save(&self, path: &Path) -> Result<(), AppError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_trims_and_refuses_bad_urls() {
+        let s = Settings {
+            display_name: "  Ada ".into(),
+            matchmaking_url: "http://h:3000/".into(),
+            rooms_url: String::new(),
+        };
+        let v = s.validated().ok();
+        assert_eq!(v.as_ref().map(|s| s.display_name.as_str()), Some("Ada"));
+        assert_eq!(
+            v.as_ref().map(|s| s.matchmaking_url.as_str()),
+            Some("http://h:3000")
+        );
+        for bad in ["ftp://x", "http://", "localhost:3000"] {
+            let s = Settings {
+                rooms_url: bad.into(),
+                ..Settings::default()
+            };
+            assert!(s.validated().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_bad_files_give_defaults() {
+        let dir = std::env::temp_dir().join(format!("liveloop-settings-{}", std::process::id()));
+        let path = dir.join("settings.json");
+        let s = Settings {
+            display_name: "Ada".into(),
+            ..Settings::default()
+        };
+        assert!(s.save(&path).is_ok());
+        assert_eq!(Settings::load(&path), s);
+        assert!(std::fs::write(&path, "{not json").is_ok());
+        assert_eq!(Settings::load(&path), Settings::default());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

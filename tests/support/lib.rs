@@ -1,0 +1,169 @@
+//! Helpers for LiveLoop's end-to-end tests: locating built binaries, child processes that
+//! die with the test, free ports, and a small W3C WebDriver client for the app window.
+
+// This crate is test code: indexing serde_json values (which yields Null, never panics) and
+// failing loudly are what it is for.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+pub mod webdriver;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The cargo target profile folder the running test was built into (e.g. `target/debug`).
+///
+/// # Errors
+/// When the test executable's path is unusual.
+pub fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .context("test executable is not in target/<profile>/deps")
+}
+
+/// A workspace binary built beside the tests (the test command builds them first).
+///
+/// # Errors
+/// When it has not been built.
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let path = profile_dir()?.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build --workspace --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Where tests put screenshots and other artifacts: `$LIVELOOP_ARTIFACTS` or
+/// `<target>/e2e-artifacts`.
+///
+/// # Errors
+/// When the folder cannot be created.
+pub fn artifacts_dir() -> Result<PathBuf> {
+    let dir = match std::env::var_os("LIVELOOP_ARTIFACTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => profile_dir()?.join("..").join("e2e-artifacts"),
+    };
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir.canonicalize()?)
+}
+
+/// A fresh, empty temporary folder for one test.
+///
+/// # Errors
+/// When it cannot be created.
+pub fn temp_dir(label: &str) -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("liveloop-{label}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process killed (with its process group) when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` in its own process group.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Self {
+            child,
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            // Kill the whole group: tauri-driver's WebKitWebDriver and the app with it, and
+            // the direct children in case one moved to a group of its own.
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &self.child.id().to_string()])
+                .status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &format!("-{}", self.child.id())])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Whatever is left of the group (WebKitWebDriver outlives a TERMed tauri-driver).
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", self.child.id())])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+///
+/// # Errors
+/// When time runs out; the message says what was awaited.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Finds a program: `$<env>` if set, else the first match on `PATH` or in `extra` folders.
+#[must_use]
+pub fn find_program(env: &str, name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra.iter().cloned())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

@@ -1,0 +1,127 @@
+//! The app window, driven through tauri-driver + WebKitWebDriver (needs a display: the test
+//! command runs the suite under Xvfb).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use liveloop_e2e::webdriver::Session;
+use liveloop_e2e::{
+    ChildGuard, artifacts_dir, find_program, free_port, temp_dir, wait_for, workspace_bin,
+};
+
+/// tauri-driver with WebKitWebDriver behind it, and a session launching the app with its own
+/// configuration folder.
+fn open_app(label: &str) -> Result<(ChildGuard, Session, std::path::PathBuf)> {
+    ensure!(
+        std::env::var_os("DISPLAY").is_some(),
+        "no DISPLAY: run the UI tests under Xvfb (the README's test command does)"
+    );
+    let app = workspace_bin("liveloop")?;
+    let tools = std::env::var_os("LIVELOOP_TOOLS")
+        .map(|d| std::path::PathBuf::from(d).join("bin"))
+        .into_iter()
+        .collect::<Vec<_>>();
+    let driver = find_program("TAURI_DRIVER", "tauri-driver", &tools)
+        .context("tauri-driver not found (the test command installs it)")?;
+    let native = find_program("WEBKIT_WEBDRIVER", "WebKitWebDriver", &[])
+        .context("WebKitWebDriver not found (apt package webkit2gtk-driver)")?;
+    let config_dir = temp_dir(label)?;
+    let port = free_port()?;
+    let native_port = free_port()?;
+    let guard = ChildGuard::spawn(
+        "tauri-driver",
+        Command::new(driver)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native_port.to_string(),
+            ])
+            .arg("--native-driver")
+            .arg(native)
+            .env("LIVELOOP_CONFIG_DIR", &config_dir)
+            .stdout(Stdio::null()),
+    )?;
+    wait_for("tauri-driver to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })?;
+    let session = Session::start(port, &app)?;
+    Ok((guard, session, config_dir))
+}
+
+#[test]
+fn window_opens_navigates_and_talks_to_rust() -> Result<()> {
+    let (_driver, s, config_dir) = open_app("ui-smoke")?;
+    assert_eq!(s.title()?, "LiveLoop");
+
+    // The page asked Rust for the server status: the embedded services answered on loopback.
+    let status = wait_for("the page to load", Duration::from_secs(20), || {
+        s.find("#server-status").ok()
+    })?;
+    let text = wait_for("the server status", Duration::from_secs(20), || {
+        s.text(&status).ok().filter(|t| t.starts_with("Ready"))
+    })?;
+    assert!(
+        text.contains("built-in servers") && text.contains("http://127.0.0.1:"),
+        "{text}"
+    );
+
+    // Clicking Settings swaps the view.
+    let home = s.find("#home-view")?;
+    let settings = s.find("#settings-view")?;
+    assert!(s.displayed(&home)? && !s.displayed(&settings)?);
+    s.click(&s.find("#nav-settings")?)?;
+    wait_for("the settings view", Duration::from_secs(5), || {
+        s.displayed(&settings).ok().filter(|d| *d)
+    })?;
+    assert!(!s.displayed(&home)?);
+    assert_eq!(
+        s.execute("return document.body.dataset.view", &[])?,
+        "settings"
+    );
+
+    // A bad server address is refused with a message and nothing is written.
+    s.execute(
+        "document.getElementById('rooms-url').value = 'localhost:8080'",
+        &[],
+    )?;
+    s.click(&s.find("#save-settings")?)?;
+    let toast = s.find("#toast")?;
+    let message = wait_for("the error toast", Duration::from_secs(5), || {
+        s.text(&toast).ok().filter(|t| !t.is_empty())
+    })?;
+    assert!(message.contains("http(s)://"), "{message}");
+    assert!(!config_dir.join("settings.json").exists());
+
+    let shot = artifacts_dir()?.join("ui-settings.png");
+    s.screenshot(&shot)?;
+    ensure!(
+        std::fs::metadata(&shot)?.len() > 1000,
+        "screenshot is empty"
+    );
+    eprintln!("screenshot of the app window: {}", shot.display());
+
+    // Back home, the display name is saved to the settings file.
+    s.click(&s.find("#nav-home")?)?;
+    s.execute(
+        "document.getElementById('display-name').value = '  Ada Lovelace '",
+        &[],
+    )?;
+    s.click(&s.find("#save-name")?)?;
+    let saved = wait_for("settings.json", Duration::from_secs(5), || {
+        std::fs::read_to_string(config_dir.join("settings.json")).ok()
+    })?;
+    let saved: serde_json::Value = serde_json::from_str(&saved)?;
+    assert_eq!(saved["displayName"], "Ada Lovelace");
+    let greeting = s.find("#greeting-name")?;
+    wait_for("the greeting", Duration::from_secs(5), || {
+        s.text(&greeting)
+            .ok()
+            .filter(|t| t.contains("Ada Lovelace"))
+    })?;
+    let shot = artifacts_dir()?.join("ui-home.png");
+    s.screenshot(&shot)?;
+    eprintln!("screenshot of the app window: {}", shot.display());
+    Ok(())
+}
