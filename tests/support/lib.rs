@@ -10,6 +10,7 @@
     clippy::expect_used
 )]
 
+pub mod rooms_client;
 pub mod webdriver;
 
 use std::net::TcpListener;
