@@ -1,1 +1,390 @@
-fn main() {}
+//! The matchmaking service over loopback with real socket.io clients: rust_socketio here, and the
+//! official JavaScript socket.io-client running the seed's own example flow.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use liveloop_core::matchmaker::Config;
+use liveloop_e2e::sio_client::SioClient;
+use liveloop_server::embedded::{self, Embedded};
+use liveloop_server::matchmaking::MatchmakingConfig;
+use liveloop_server::rooms::RoomsConfig;
+use serde_json::{Value, json};
+
+async fn server(matcher: Config) -> Result<(Embedded, String)> {
+    let e = embedded::start(
+        [127, 0, 0, 1].into(),
+        (0, 0),
+        MatchmakingConfig { matcher },
+        RoomsConfig::default(),
+    )
+    .await?;
+    let url = e.matchmaking_url();
+    Ok((e, url))
+}
+
+async fn get_json(url: String) -> Result<Value> {
+    tokio::task::spawn_blocking(move || -> Result<Value> {
+        let mut r = ureq::get(&url).call()?;
+        Ok(r.body_mut().read_json()?)
+    })
+    .await?
+}
+
+fn request(name: &str) -> Value {
+    json!({"name": name, "roomId": null, "userImage": ""})
+}
+
+/// Two clients matched with each other.
+struct Pair {
+    /// Queued first: sends the offer.
+    a: SioClient,
+    b: SioClient,
+    room: String,
+    a_sock: String,
+    b_sock: String,
+}
+
+async fn matched_pair(url: &str) -> Result<Pair> {
+    let mut a = SioClient::connect(url).await?;
+    let mut b = SioClient::connect(url).await?;
+    a.emit("request-room", request("Ada")).await?;
+    // Make sure Ada is queued first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.emit("request-room", request("Bob")).await?;
+    let done_a = a.expect("match-done").await?;
+    let done_b = b.expect("match-done").await?;
+    assert_eq!(done_a["roomId"], done_b["roomId"]);
+    assert_eq!(done_a["remoteUserDetails"]["userName"], "Bob");
+    assert_eq!(done_b["remoteUserDetails"]["userName"], "Ada");
+    assert_eq!(
+        (done_a["makeOffer"].as_bool(), done_b["makeOffer"].as_bool()),
+        (Some(true), Some(false)),
+        "the earlier-queued user offers"
+    );
+    let room = done_a["roomId"].as_str().context("roomId")?.to_owned();
+    let b_sock = done_a["remoteUserDetails"]["socket"]
+        .as_str()
+        .context("socket")?
+        .to_owned();
+    let a_sock = done_b["remoteUserDetails"]["socket"]
+        .as_str()
+        .context("socket")?
+        .to_owned();
+    assert_ne!(a_sock, b_sock);
+    Ok(Pair {
+        a,
+        b,
+        room,
+        a_sock,
+        b_sock,
+    })
+}
+
+#[tokio::test]
+async fn http_status_endpoints() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let root = get_json(format!("{url}/")).await?;
+    assert_eq!(root["status"], "OK");
+    assert!(root["message"].is_string());
+    let waiting = SioClient::connect(&url).await?;
+    waiting.emit("request-room", request("Wanda")).await?;
+    let status = wait_status(&url, |s| s["queue"]["size"] == 1).await?;
+    assert_eq!(status["queue"]["users"], json!(["Wanda"]));
+    assert_eq!(status["rooms"], json!({"active": 0, "total": 0}));
+    let ts = status["timestamp"].as_str().unwrap_or_default();
+    assert!(
+        ts.len() >= 20 && ts.as_bytes()[10] == b'T' && ts.ends_with('Z'),
+        "ISO-8601 UTC: {ts}"
+    );
+    Ok(())
+}
+
+async fn wait_status(url: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    for _ in 0..250 {
+        let s = get_json(format!("{url}/api/status")).await?;
+        if pred(&s) {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("status never matched")
+}
+
+#[tokio::test]
+async fn a_full_call_offer_answer_ice_chat_stop() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair {
+        mut a,
+        mut b,
+        room,
+        a_sock,
+        b_sock,
+    } = matched_pair(&url).await?;
+    assert_eq!(
+        wait_status(&url, |_| true).await?["rooms"],
+        json!({"active": 1, "total": 1})
+    );
+
+    let offer = json!({"type": "offer", "sdp": "v=0\r\n"});
+    a.emit(
+        "negotiation-call-offer",
+        json!({"offer": offer, "roomId": room, "name": "Ada", "remoteSocketId": b_sock}),
+    )
+    .await?;
+    let got = b.expect("negotiation-call-offer").await?;
+    assert_eq!(
+        got,
+        json!({"remoteUserDetails": {"socket": a_sock, "userName": "Ada"}, "roomId": room, "offer": offer})
+    );
+
+    let ans = json!({"type": "answer", "sdp": "v=0"});
+    b.emit(
+        "negotiation-call-answer",
+        json!({"ans": ans, "roomId": room, "name": "Bob", "remoteSocketId": a_sock}),
+    )
+    .await?;
+    let got = a.expect("negotiation-call-answer").await?;
+    assert_eq!(
+        got,
+        json!({"ans": ans, "roomId": room, "name": "Bob", "remoteSocketId": b_sock})
+    );
+
+    let cand = json!({"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    a.emit(
+        "send-new-ice-candidates",
+        json!({"to": b_sock, "candidate": cand}),
+    )
+    .await?;
+    assert_eq!(b.expect("new-ice-candidates").await?["candidate"], cand);
+    b.emit(
+        "send-new-ice-candidates",
+        json!({"to": a_sock, "candidate": cand}),
+    )
+    .await?;
+    assert_eq!(a.expect("new-ice-candidates").await?["from"], b_sock);
+
+    a.emit(
+        "newMessage",
+        json!({"message": "hello 👋", "roomId": room, "remoteSocket": b_sock}),
+    )
+    .await?;
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            c.expect("Message:recived").await?,
+            json!({"from": a_sock, "message": "hello 👋"})
+        );
+    }
+
+    // Stop: Bob hears it and goes back into the queue; Ada is idle.
+    a.emit(
+        "stop-call",
+        json!({"roomId": room, "remoteSocketId": b_sock, "name": "Ada"}),
+    )
+    .await?;
+    b.expect("stop-by-remote-user").await?;
+    let s = wait_status(&url, |s| s["queue"]["size"] == 1).await?;
+    assert_eq!(s["queue"]["users"], json!(["Bob"]));
+    assert_eq!(s["rooms"]["active"], 0);
+    // Signaling after the call ended is refused.
+    a.emit("newMessage", json!({"message": "anyone?"})).await?;
+    a.expect_error("not_in_call").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn disconnect_mid_call_tells_the_peer_and_requeues_it() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair { a, mut b, .. } = matched_pair(&url).await?;
+    a.disconnect().await?;
+    b.expect("stop-by-remote-user").await?;
+    let s = wait_status(&url, |s| s["queue"]["size"] == 1).await?;
+    assert_eq!(s["queue"]["users"], json!(["Bob"]));
+    // A newcomer is matched with Bob.
+    let mut c = SioClient::connect(&url).await?;
+    c.emit("request-room", request("Cy")).await?;
+    assert_eq!(
+        c.expect("match-done").await?["remoteUserDetails"]["userName"],
+        "Bob"
+    );
+    assert_eq!(
+        b.expect("match-done").await?["remoteUserDetails"]["userName"],
+        "Cy"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_third_socket_cannot_inject_into_a_call() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair {
+        mut a,
+        mut b,
+        room,
+        a_sock,
+        b_sock,
+    } = matched_pair(&url).await?;
+    let mut eve = SioClient::connect(&url).await?;
+    let evil = json!({"type": "offer", "sdp": "evil"});
+    eve.emit(
+        "negotiation-call-offer",
+        json!({"offer": evil, "roomId": room, "name": "Eve", "remoteSocketId": b_sock}),
+    )
+    .await?;
+    eve.expect_error("not_in_call").await?;
+    eve.emit(
+        "send-new-ice-candidates",
+        json!({"to": a_sock, "candidate": {}}),
+    )
+    .await?;
+    eve.expect_error("not_in_call").await?;
+    eve.emit(
+        "newMessage",
+        json!({"message": "hi", "roomId": room, "remoteSocket": a_sock}),
+    )
+    .await?;
+    eve.expect_error("not_in_call").await?;
+
+    // Eve in a call of her own still cannot reach into Ada and Bob's.
+    let mut fay = SioClient::connect(&url).await?;
+    eve.emit("request-room", request("Eve")).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fay.emit("request-room", request("Fay")).await?;
+    let eve_done = eve.expect("match-done").await?;
+    eve.emit("negotiation-call-offer", json!({"offer": evil, "roomId": eve_done["roomId"], "name": "Eve", "remoteSocketId": b_sock})).await?;
+    eve.expect_error("invalid_target").await?;
+    eve.emit(
+        "negotiation-call-answer",
+        json!({"ans": evil, "roomId": room, "name": "Eve", "remoteSocketId": a_sock}),
+    )
+    .await?;
+    eve.expect_error("invalid_target").await?;
+    a.expect_silence(Duration::from_millis(300)).await?;
+    b.expect_silence(Duration::from_millis(10)).await?;
+    fay.expect("match-done").await?;
+    fay.expect_silence(Duration::from_millis(10)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_payloads_and_unknown_events_get_errors() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let mut c = SioClient::connect(&url).await?;
+    c.emit(
+        "request-room",
+        json!({"name": "   ", "roomId": null, "userImage": ""}),
+    )
+    .await?;
+    let e = c.expect_error("invalid_payload").await?;
+    assert_eq!(e["event"], "request-room");
+    let mut d = SioClient::connect(&url).await?;
+    d.emit(
+        "request-room",
+        json!({"name": "Dee", "userImage": "data:image/gif;base64,R0lG"}),
+    )
+    .await?;
+    d.expect_error("invalid_payload").await?;
+    let mut f = SioClient::connect(&url).await?;
+    f.emit("request-room", json!("just a string")).await?;
+    f.expect_error("invalid_payload").await?;
+    let mut g = SioClient::connect(&url).await?;
+    g.emit("request-room", json!({"name": 42})).await?;
+    g.expect_error("invalid_payload").await?;
+    c.emit("no-such-event", json!({"x": 1})).await?;
+    let e = c.expect_error("unknown_event").await?;
+    assert_eq!(e["event"], "no-such-event");
+    c.emit("negotiation-call-offer", json!([1, 2, 3])).await?;
+    c.expect_error("invalid_payload").await?;
+    // The server still serves everyone.
+    let p = matched_pair(&url).await?;
+    drop(p);
+    Ok(())
+}
+
+#[tokio::test]
+async fn rate_limits_and_queue_full() -> Result<()> {
+    let (_e, url) = server(Config {
+        queue_capacity: 1,
+        ..Config::default()
+    })
+    .await?;
+    let mut a = SioClient::connect(&url).await?;
+    a.emit("request-room", request("Ada")).await?;
+    a.emit("request-room", request("Ada")).await?;
+    let e = a.expect_error("rate_limited").await?;
+    let retry = e["retryAfterMs"].as_u64().unwrap_or_default();
+    assert!((4000..=5000).contains(&retry), "retryAfterMs {retry}");
+
+    // Queue full: with capacity 1, Bob waits and Ada, who just left him (so is not matched
+    // with him at once), finds no room in the queue.
+    let (_e2, url2) = server(Config {
+        queue_capacity: 1,
+        ..Config::default()
+    })
+    .await?;
+    let Pair { mut a, mut b, .. } = matched_pair(&url2).await?;
+    a.emit("stop-call", json!(null)).await?;
+    b.expect("stop-by-remote-user").await?;
+    // request-room allows one per 5 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.emit("request-room", request("Ada")).await?;
+    a.expect_error("queue_full").await?;
+
+    // Chat: 10 per minute.
+    let (_e3, url3) = server(Config::default()).await?;
+    let Pair {
+        mut a,
+        mut b,
+        b_sock,
+        ..
+    } = matched_pair(&url3).await?;
+    for i in 0..10 {
+        a.emit("newMessage", json!({"message": format!("m{i}")}))
+            .await?;
+    }
+    for _ in 0..10 {
+        b.expect("Message:recived").await?;
+    }
+    a.emit("newMessage", json!({"message": "m10"})).await?;
+    let e = a.expect_error("rate_limited").await?;
+    assert!(e["retryAfterMs"].as_u64().is_some_and(|ms| ms > 1000));
+    // ICE is not limited: 200 candidates in a burst all arrive.
+    for i in 0..200 {
+        a.emit(
+            "send-new-ice-candidates",
+            json!({"to": b_sock, "candidate": {"candidate": format!("c{i}")}}),
+        )
+        .await?;
+    }
+    for i in 0..200 {
+        assert_eq!(
+            b.expect("new-ice-candidates").await?["candidate"]["candidate"],
+            format!("c{i}")
+        );
+    }
+    Ok(())
+}
+
+/// The seed's own example flow, run by the official JavaScript socket.io-client.
+#[tokio::test]
+async fn seed_example_flow_with_the_js_client() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("js/seed_flow.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&url)
+        .output()
+        .await
+        .context("node (the test command installs it)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "node failed:\n{stdout}\n{stderr}");
+    let report: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).context("report line")?;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["steps"],
+        json!(["match-done", "offer", "answer", "ice", "chat", "stop"])
+    );
+    Ok(())
+}

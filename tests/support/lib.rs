@@ -11,6 +11,7 @@
 )]
 
 pub mod rooms_client;
+pub mod sio_client;
 pub mod webdriver;
 
 use std::net::TcpListener;

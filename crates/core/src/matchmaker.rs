@@ -283,14 +283,19 @@ impl Matchmaker {
                 ));
             }
         }
-        if queued >= capacity {
+        user.name = name.to_owned();
+        user.image = payload.user_image;
+        // A newcomer who can be paired at once never occupies the queue, so only one who has
+        // to wait can find it full.
+        if self.partner_for(socket).is_none() && queued >= capacity {
+            if let Some(u) = self.users.get_mut(socket) {
+                u.state = State::Idle;
+            }
             return Err(Reject::new(
                 ErrorCode::QueueFull,
                 "the queue is full; try again later",
             ));
         }
-        user.name = name.to_owned();
-        user.image = payload.user_image;
         self.enqueue(now, socket);
         Ok(())
     }
@@ -323,6 +328,14 @@ impl Matchmaker {
         }
     }
 
+    /// Queue position of the user `socket` would be paired with now: first come, first served,
+    /// skipping anyone it just left (see `handle_timeout`).
+    fn partner_for(&self, socket: &str) -> Option<usize> {
+        self.queue
+            .iter()
+            .position(|(s, _)| s != socket && !self.just_met(s, socket))
+    }
+
     /// True if `a` and `b` just talked to each other (either one's last partner is the other).
     fn just_met(&self, a: &str, b: &str) -> bool {
         let last = |x: &str| self.users.get(x).and_then(|u| u.last_peer.as_deref());
@@ -335,12 +348,7 @@ impl Matchmaker {
             return;
         };
         user.state = State::Queued;
-        // First come, first served, skipping anyone this user just left (see `handle_timeout`).
-        let partner = self
-            .queue
-            .iter()
-            .position(|(s, _)| s != socket && !self.just_met(s, socket));
-        match partner.and_then(|i| self.queue.remove(i)) {
+        match self.partner_for(socket).and_then(|i| self.queue.remove(i)) {
             Some((waiting, _)) => self.pair(&waiting, socket),
             None => self.queue.push_back((socket.to_owned(), now)),
         }

@@ -14,6 +14,7 @@ use liveloop_proto::matchmaking as mm;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketioxide::extract::{Event, SocketRef, State as IoState, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::{ParserError, SocketIo};
 
@@ -80,9 +81,12 @@ pub fn router(config: MatchmakingConfig) -> Router {
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(256 * 1024)
+        // Room for a burst of trickled ICE candidates to a peer that reads a little late
+        // (the default of 128 packets dropped some in a 200-candidate burst).
+        .max_buffer_size(1024)
         .with_state(inner.clone())
         .build_layer();
-    io.ns("/", on_connect);
+    io.ns("/", connected.with(register));
     tokio::spawn(timer(Arc::downgrade(&inner), io));
     Router::new()
         .route(
@@ -115,7 +119,19 @@ async fn status(State(inner): State<Shared>) -> Json<Value> {
     }))
 }
 
-async fn on_connect(socket: SocketRef, io: SocketIo, IoState(inner): IoState<Shared>) {
+/// The connect handler proper has nothing left to do: see [`register`].
+async fn connected(socket: SocketRef) {
+    tracing::debug!(sid = %socket.id, "matchmaking socket connected");
+}
+
+/// Registers the socket and its event handlers. This runs as connect *middleware*, which
+/// socketioxide awaits before acknowledging the connection; the connect handler itself is
+/// spawned, so an event sent right after connecting could otherwise find no handler yet.
+async fn register(
+    socket: SocketRef,
+    io: SocketIo,
+    IoState(inner): IoState<Shared>,
+) -> Result<(), std::convert::Infallible> {
     let sid = socket.id.to_string();
     inner.drive(&io, |m, now| m.connect(now, &sid));
 
@@ -196,4 +212,5 @@ async fn on_connect(socket: SocketRef, io: SocketIo, IoState(inner): IoState<Sha
             inner.drive(&io, |m, now| m.disconnect(now, s.id.as_str()));
         },
     );
+    Ok(())
 }

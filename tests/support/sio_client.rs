@@ -1,0 +1,127 @@
+//! A rust_socketio client for the matchmaking service that records every event it receives.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::FutureExt;
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// A connected socket.io client and the events it has received, in order.
+pub struct SioClient {
+    pub client: Client,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl std::fmt::Debug for SioClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SioClient").finish_non_exhaustive()
+    }
+}
+
+fn first_arg(payload: Payload) -> Value {
+    match payload {
+        Payload::Text(mut values) if !values.is_empty() => values.swap_remove(0),
+        _ => Value::Null,
+    }
+}
+
+impl SioClient {
+    /// Connects to `url` (e.g. `http://127.0.0.1:3000`).
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let tx_err = tx.clone();
+        let (connected_tx, connected) = tokio::sync::oneshot::channel::<()>();
+        let connected_tx = std::sync::Mutex::new(Some(connected_tx));
+        let client = ClientBuilder::new(url)
+            .reconnect(false)
+            .on_any(move |event: Event, payload: Payload, _| {
+                let _ = tx.send((String::from(event), first_arg(payload)));
+                async {}.boxed()
+            })
+            .on(Event::Error, move |payload: Payload, _| {
+                // Our server's `error` event arrives here (rust_socketio maps the name to
+                // Event::Error); transport errors arrive as strings.
+                let _ = tx_err.send(("error".to_owned(), first_arg(payload)));
+                async {}.boxed()
+            })
+            .on(Event::Connect, move |_, _| {
+                if let Some(tx) = connected_tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(());
+                }
+                async {}.boxed()
+            })
+            .connect()
+            .await
+            .context("socket.io connect")?;
+        // rust_socketio returns before the namespace is acknowledged; events sent earlier are
+        // not part of any namespace yet. Wait for the server's CONNECT, as socket.io-client does.
+        tokio::time::timeout(Duration::from_secs(5), connected)
+            .await
+            .context("no CONNECT from the server")??;
+        Ok(Self { client, events })
+    }
+
+    /// # Errors
+    /// When the client is disconnected.
+    pub async fn emit(&self, event: &str, payload: Value) -> Result<()> {
+        self.client
+            .emit(event, payload)
+            .await
+            .with_context(|| format!("emit {event}"))
+    }
+
+    /// Waits for the next `event`, skipping others.
+    ///
+    /// # Errors
+    /// After 5 s.
+    pub async fn expect(&mut self, event: &str) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((name, payload))) if name == event => return Ok(payload),
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("client closed while waiting for {event}"),
+                Err(_) => bail!("no {event} within 5 s"),
+            }
+        }
+    }
+
+    /// Waits for an `error` event with `code`.
+    ///
+    /// # Errors
+    /// After 5 s.
+    pub async fn expect_error(&mut self, code: &str) -> Result<Value> {
+        loop {
+            let e = self
+                .expect("error")
+                .await
+                .with_context(|| format!("waiting for error {code}"))?;
+            if e["code"] == code {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Asserts that no event at all arrives for `quiet`.
+    ///
+    /// # Errors
+    /// When one does.
+    pub async fn expect_silence(&mut self, quiet: Duration) -> Result<()> {
+        match tokio::time::timeout(quiet, self.events.recv()).await {
+            Ok(Some((name, payload))) => bail!("expected silence, got {name} {payload}"),
+            _ => Ok(()),
+        }
+    }
+
+    /// # Errors
+    /// When the disconnect fails.
+    pub async fn disconnect(&self) -> Result<()> {
+        self.client.disconnect().await.context("disconnect")
+    }
+}
