@@ -1,5 +1,13 @@
 //! The room service over real loopback sockets with a real WebSocket client.
 
+// Test code: indexing JSON values (Null when absent) and failing loudly are intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

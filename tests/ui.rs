@@ -1,6 +1,14 @@
 //! The app window, driven through tauri-driver + WebKitWebDriver (needs a display: the test
 //! command runs the suite under Xvfb).
 
+// Test code: indexing JSON values (Null when absent) and failing loudly are intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

@@ -27,11 +27,14 @@ use anyhow::{Context, Result, bail};
 /// When the test executable's path is unusual.
 pub fn profile_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .context("test executable is not in target/<profile>/deps")
+    // Tests live in target/<profile>/deps/<test>-<hash>, binaries in target/<profile>/<bin>.
+    let dir = exe.parent().context("executable has no folder")?;
+    Ok(if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    }
+    .to_path_buf())
 }
 
 /// A workspace binary built beside the tests (the test command builds them first).
@@ -117,27 +120,39 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         #[cfg(unix)]
         {
-            // Kill the whole group: tauri-driver's WebKitWebDriver and the app with it, and
-            // the direct children in case one moved to a group of its own.
-            let _ = Command::new("pkill")
-                .args(["-KILL", "-P", &self.child.id().to_string()])
-                .status();
-            let _ = Command::new("kill")
-                .args(["-TERM", &format!("-{}", self.child.id())])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
+            use nix::sys::signal::{Signal, killpg};
+            use nix::unistd::Pid;
+            // The child leads its own process group (see `spawn`); signal the whole group so
+            // grandchildren (tauri-driver's WebKitWebDriver and the app) go too. Signals are
+            // sent by syscall: procps `kill -TERM -<pgid>` was seen to call kill(-1) here.
+            // The group id cannot be reused before the leader is reaped (by `wait` below).
+            let group = i32::try_from(self.child.id())
+                .ok()
+                .filter(|g| *g > 1)
+                .map(Pid::from_raw);
+            if let Some(group) = group {
+                let _ = killpg(group, Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline && !is_zombie_or_gone(self.child.id()) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = killpg(group, Signal::SIGKILL);
             }
-            // Whatever is left of the group (WebKitWebDriver outlives a TERMed tauri-driver).
-            std::thread::sleep(Duration::from_millis(200));
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.child.id())])
-                .status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// True when `pid` has exited (a zombie awaiting `wait`) or does not exist.
+#[cfg(unix)]
+fn is_zombie_or_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
