@@ -303,9 +303,42 @@ async fn invalid_payloads_and_unknown_events_get_errors() -> Result<()> {
     assert_eq!(e["event"], "no-such-event");
     c.emit("negotiation-call-offer", json!([1, 2, 3])).await?;
     c.expect_error("invalid_payload").await?;
-    // The server still serves everyone.
-    let p = matched_pair(&url).await?;
-    drop(p);
+    // A user is never paired with itself, however often it asks.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let h = SioClient::connect(&url).await?;
+    h.emit("request-room", request("Hal")).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.emit("request-room", request("Cal")).await?;
+    assert_eq!(
+        c.expect("match-done").await?["remoteUserDetails"]["userName"],
+        "Hal"
+    );
+    h.emit("stop-call", json!(null)).await?;
+    c.expect("stop-by-remote-user").await?;
+    // Cal now waits alone; Cal asking again is refused, not paired with Cal.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.emit("request-room", request("Cal")).await?;
+    c.expect_error("already_queued").await?;
+    c.expect_silence(Duration::from_millis(300)).await?;
+    c.disconnect().await?;
+    wait_status(&url, |s| s["queue"]["size"] == 0).await?;
+
+    // Too long a chat message, even a 4 MB one, is refused; the call goes on and nothing
+    // reaches the peer.
+    let Pair { mut a, mut b, .. } = matched_pair(&url).await?;
+    a.emit("newMessage", json!({"message": "x".repeat(1001)}))
+        .await?;
+    a.expect_error("invalid_payload").await?;
+    a.emit(
+        "newMessage",
+        json!({"message": "y".repeat(4 * 1024 * 1024)}),
+    )
+    .await?;
+    a.expect_error("invalid_payload").await?;
+    b.expect_silence(Duration::from_millis(200)).await?;
+    a.emit("newMessage", json!({"message": "still here"}))
+        .await?;
+    assert_eq!(b.expect("Message:recived").await?["message"], "still here");
     Ok(())
 }
 

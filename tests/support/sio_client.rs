@@ -36,6 +36,7 @@ impl SioClient {
     pub async fn connect(url: &str) -> Result<Self> {
         let (tx, events) = mpsc::unbounded_channel();
         let tx_err = tx.clone();
+        let tx_close = tx.clone();
         let (connected_tx, connected) = tokio::sync::oneshot::channel::<()>();
         let connected_tx = std::sync::Mutex::new(Some(connected_tx));
         let client = ClientBuilder::new(url)
@@ -48,6 +49,10 @@ impl SioClient {
                 // Our server's `error` event arrives here (rust_socketio maps the name to
                 // Event::Error); transport errors arrive as strings.
                 let _ = tx_err.send(("error".to_owned(), first_arg(payload)));
+                async {}.boxed()
+            })
+            .on(Event::Close, move |_, _| {
+                let _ = tx_close.send(("close".to_owned(), Value::Null));
                 async {}.boxed()
             })
             .on(Event::Connect, move |_, _| {
