@@ -1,0 +1,351 @@
+//! Microphones and speakers through cpal (PulseAudio when its server runs, else ALSA on Linux;
+//! CoreAudio and WASAPI elsewhere).
+//!
+//! Capture converts whatever the device delivers to 48 kHz mono in the callback and keeps at
+//! most one second in a ring, dropping the oldest: audio never blocks the capture thread.
+//! Playout pulls 48 kHz mono from a [`Mixer`] and copies it to every output channel.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{BufferSize, ErrorKind, StreamConfig};
+
+use super::DeviceEvent;
+use crate::audio::{Mixer, StreamId, ToMono48k};
+use crate::{AudioSource, DeviceInfo, MediaError, SAMPLE_RATE};
+
+fn err(kind: &'static str, e: impl std::fmt::Display) -> MediaError {
+    MediaError::Device {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn describe(device: &cpal::Device) -> (String, String) {
+    let id = device.id().map(|i| i.to_string()).unwrap_or_default();
+    let name = device
+        .description()
+        .map(|d| d.name().to_owned())
+        .unwrap_or_else(|_| id.clone());
+    (id, name)
+}
+
+fn list_of(input: bool) -> Result<Vec<DeviceInfo>, MediaError> {
+    let kind = if input { "microphone" } else { "speaker" };
+    let host = cpal::default_host();
+    let default = if input {
+        host.default_input_device()
+    } else {
+        host.default_output_device()
+    }
+    .map(|d| describe(&d).0);
+    let devices: Vec<cpal::Device> = if input {
+        host.input_devices().map_err(|e| err(kind, e))?.collect()
+    } else {
+        host.output_devices().map_err(|e| err(kind, e))?.collect()
+    };
+    Ok(devices
+        .iter()
+        .map(|d| {
+            let (id, name) = describe(d);
+            DeviceInfo {
+                is_default: Some(&id) == default.as_ref(),
+                id,
+                name,
+            }
+        })
+        .collect())
+}
+
+/// Microphones on this system.
+///
+/// # Errors
+/// When the audio system cannot be queried.
+pub fn list_microphones() -> Result<Vec<DeviceInfo>, MediaError> {
+    list_of(true)
+}
+
+/// Speakers (outputs) on this system.
+///
+/// # Errors
+/// When the audio system cannot be queried.
+pub fn list_speakers() -> Result<Vec<DeviceInfo>, MediaError> {
+    list_of(false)
+}
+
+fn find(input: bool, id: Option<&str>) -> Result<(cpal::Device, String), MediaError> {
+    let kind = if input { "microphone" } else { "speaker" };
+    let host = cpal::default_host();
+    let device = match id {
+        None => if input {
+            host.default_input_device()
+        } else {
+            host.default_output_device()
+        }
+        .ok_or(MediaError::NoDevice {
+            kind,
+            hint: Some("no default audio device".into()),
+        })?,
+        Some(id) => {
+            let mut all: Vec<cpal::Device> = if input {
+                host.input_devices().map_err(|e| err(kind, e))?.collect()
+            } else {
+                host.output_devices().map_err(|e| err(kind, e))?.collect()
+            };
+            let pos = all
+                .iter()
+                .position(|d| describe(d).0 == id)
+                .ok_or_else(|| MediaError::UnknownDevice {
+                    kind,
+                    id: id.to_owned(),
+                })?;
+            all.swap_remove(pos)
+        }
+    };
+    let name = describe(&device).1;
+    Ok((device, name))
+}
+
+fn on_stream_error(
+    kind: &'static str,
+    name: String,
+    events: Sender<DeviceEvent>,
+    lost: Arc<(Mutex<bool>, Condvar)>,
+) -> impl FnMut(cpal::Error) + Send + 'static {
+    move |e: cpal::Error| {
+        let event = match e.kind() {
+            ErrorKind::DeviceNotAvailable | ErrorKind::HostUnavailable => {
+                *lock(&lost.0) = true;
+                lost.1.notify_all();
+                DeviceEvent::Lost {
+                    kind,
+                    name: name.clone(),
+                }
+            }
+            ErrorKind::DeviceChanged => DeviceEvent::Rerouted {
+                kind,
+                name: name.clone(),
+            },
+            _ => DeviceEvent::Error {
+                kind,
+                message: e.to_string(),
+            },
+        };
+        let _ = events.send(event);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    samples: VecDeque<f32>,
+}
+
+/// An open microphone: an [`AudioSource`] of 48 kHz mono.
+pub struct Microphone {
+    _stream: cpal::Stream,
+    ring: Arc<(Mutex<Ring>, Condvar)>,
+    lost: Arc<(Mutex<bool>, Condvar)>,
+    name: String,
+    events: Receiver<DeviceEvent>,
+}
+
+impl std::fmt::Debug for Microphone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Microphone")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Microphone {
+    /// Opens microphone `id` (from [`list_microphones`]) or the default one, at its native rate
+    /// and channel count.
+    ///
+    /// # Errors
+    /// [`MediaError::NoDevice`], [`MediaError::UnknownDevice`], [`MediaError::DeviceBusy`].
+    pub fn open(id: Option<&str>) -> Result<Self, MediaError> {
+        const KIND: &str = "microphone";
+        let (device, name) = find(true, id)?;
+        let native = device.default_input_config().map_err(|e| err(KIND, e))?;
+        let config = StreamConfig {
+            channels: native.channels(),
+            sample_rate: native.sample_rate(),
+            buffer_size: BufferSize::Default,
+        };
+        let mut convert = ToMono48k::new(config.sample_rate, config.channels)?;
+        let ring = Arc::new((Mutex::new(Ring::default()), Condvar::new()));
+        let lost = Arc::new((Mutex::new(false), Condvar::new()));
+        let (tx, events) = channel();
+        let ring_cb = ring.clone();
+        let mut scratch = Vec::new();
+        let stream = device
+            .build_input_stream::<f32, _, _>(
+                config,
+                move |data: &[f32], _| {
+                    scratch.clear();
+                    convert.push(data, &mut scratch);
+                    let mut r = lock(&ring_cb.0);
+                    r.samples.extend(scratch.iter());
+                    let excess = r.samples.len().saturating_sub(SAMPLE_RATE as usize);
+                    r.samples.drain(..excess);
+                    ring_cb.1.notify_all();
+                },
+                on_stream_error(KIND, name.clone(), tx, lost.clone()),
+                None,
+            )
+            .map_err(|e| match e.kind() {
+                ErrorKind::DeviceBusy => MediaError::DeviceBusy {
+                    kind: KIND,
+                    name: name.clone(),
+                },
+                _ => err(KIND, e),
+            })?;
+        stream.play().map_err(|e| err(KIND, e))?;
+        Ok(Self {
+            _stream: stream,
+            ring,
+            lost,
+            name,
+            events,
+        })
+    }
+
+    /// Device events (lost, rerouted, errors).
+    #[must_use]
+    pub fn events(&self) -> &Receiver<DeviceEvent> {
+        &self.events
+    }
+}
+
+impl AudioSource for Microphone {
+    /// Blocks until `out.len()` samples are captured (at most 2 s).
+    fn read(&mut self, out: &mut [f32]) -> Result<(), MediaError> {
+        let (ring, ready) = &*self.ring;
+        let mut r = lock(ring);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while r.samples.len() < out.len() {
+            if *lock(&self.lost.0) {
+                return Err(MediaError::DeviceLost {
+                    kind: "microphone",
+                    name: self.name.clone(),
+                });
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(MediaError::Device {
+                    kind: "microphone",
+                    message: format!("{} delivered nothing for 2 s", self.name),
+                });
+            }
+            r = ready
+                .wait_timeout(r, left.min(Duration::from_millis(100)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        let n = out.len();
+        for (o, s) in out.iter_mut().zip(r.samples.drain(..n)) {
+            *o = s;
+        }
+        Ok(())
+    }
+}
+
+/// An open speaker playing a [`Mixer`].
+pub struct Speaker {
+    _stream: cpal::Stream,
+    mixer: Arc<Mutex<Mixer>>,
+    events: Receiver<DeviceEvent>,
+    name: String,
+}
+
+impl std::fmt::Debug for Speaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Speaker")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Speaker {
+    /// Opens speaker `id` (from [`list_speakers`]) or the default one at 48 kHz, in 20 ms
+    /// buffers.
+    ///
+    /// # Errors
+    /// [`MediaError::NoDevice`], [`MediaError::UnknownDevice`], [`MediaError::DeviceBusy`].
+    pub fn open(id: Option<&str>) -> Result<Self, MediaError> {
+        const KIND: &str = "speaker";
+        let (device, name) = find(false, id)?;
+        let channels = device
+            .default_output_config()
+            .map(|c| c.channels())
+            .unwrap_or(2)
+            .max(1);
+        let config = StreamConfig {
+            channels,
+            sample_rate: SAMPLE_RATE,
+            buffer_size: BufferSize::Fixed(960),
+        };
+        let mixer = Arc::new(Mutex::new(Mixer::default()));
+        let (tx, events) = channel();
+        let lost = Arc::new((Mutex::new(false), Condvar::new()));
+        let mixer_cb = mixer.clone();
+        let mut mono = Vec::new();
+        let ch = usize::from(channels);
+        let stream = device
+            .build_output_stream::<f32, _, _>(
+                config,
+                move |data: &mut [f32], _| {
+                    mono.resize(data.len() / ch, 0.0);
+                    lock(&mixer_cb).mix(&mut mono);
+                    for (frame, s) in data.chunks_mut(ch).zip(&mono) {
+                        frame.fill(*s);
+                    }
+                },
+                on_stream_error(KIND, name.clone(), tx, lost),
+                None,
+            )
+            .map_err(|e| match e.kind() {
+                ErrorKind::DeviceBusy => MediaError::DeviceBusy {
+                    kind: KIND,
+                    name: name.clone(),
+                },
+                _ => err(KIND, e),
+            })?;
+        stream.play().map_err(|e| err(KIND, e))?;
+        Ok(Self {
+            _stream: stream,
+            mixer,
+            events,
+            name,
+        })
+    }
+
+    /// Queues 48 kHz mono samples of stream `id` for playout.
+    pub fn push(&self, id: StreamId, samples: &[f32]) {
+        lock(&self.mixer).push(id, samples);
+    }
+
+    /// Per-stream volume (0-2).
+    pub fn set_volume(&self, id: StreamId, volume: f32) {
+        lock(&self.mixer).set_volume(id, volume);
+    }
+
+    /// Samples still queued for `id`.
+    #[must_use]
+    pub fn buffered(&self, id: StreamId) -> usize {
+        lock(&self.mixer).buffered(id)
+    }
+
+    /// Device events (lost, rerouted, errors).
+    #[must_use]
+    pub fn events(&self) -> &Receiver<DeviceEvent> {
+        &self.events
+    }
+}

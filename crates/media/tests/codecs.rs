@@ -1,0 +1,192 @@
+//! Codec round trips on synthetic media (acceptance figures of the media pipeline).
+
+// Test code: failing loudly is intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
+use liveloop_media::opus::{OpusConfig, OpusDecoder, OpusEncoder};
+use liveloop_media::quality::{aligned_correlation, psnr};
+use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice, read_stamp};
+
+fn round_trip(
+    width: u32,
+    height: u32,
+    bitrate: u32,
+    frames: u64,
+) -> Vec<(
+    liveloop_media::VideoFrame,
+    Option<liveloop_media::VideoFrame>,
+)> {
+    let cam = SyntheticCamera::new(width, height, 30.0);
+    let mut enc = H264Encoder::new(H264Config {
+        bitrate_bps: bitrate,
+        fps: 30.0,
+    })
+    .unwrap();
+    let mut dec = H264Decoder::new().unwrap();
+    (0..frames)
+        .map(|n| {
+            let src = cam.render(n, 1_700_000_000_000_000 + n * 33_333);
+            let coded = enc.encode(&src).unwrap();
+            let out = dec.decode(&coded.data).unwrap();
+            (src, out)
+        })
+        .collect()
+}
+
+#[test]
+fn h264_720p_at_1500_kbps_keeps_psnr_above_35_db() {
+    let pairs = round_trip(1280, 720, 1_500_000, 60);
+    let mut worst = f64::INFINITY;
+    let mut sum = 0.0;
+    // The first frames are the rate controller settling; judge the last second.
+    for (src, out) in pairs.iter().skip(30) {
+        let out = out.as_ref().expect("every frame decodes");
+        let p = psnr(src, out);
+        worst = worst.min(p);
+        sum += p;
+    }
+    let mean = sum / 30.0;
+    eprintln!("720p @ 1.5 Mbps: mean PSNR {mean:.2} dB, worst {worst:.2} dB");
+    assert!(
+        mean >= 35.0 && worst >= 33.0,
+        "mean {mean:.2} dB, worst {worst:.2} dB"
+    );
+}
+
+#[test]
+fn stamps_survive_300_kbps_on_every_frame() {
+    for (w, h) in [(1280, 720), (640, 360)] {
+        let pairs = round_trip(w, h, 300_000, 90);
+        for (src, out) in &pairs {
+            let out = out.as_ref().expect("every frame decodes");
+            let stamp = read_stamp(out)
+                .unwrap_or_else(|| panic!("{w}x{h}: stamp of frame {} unreadable", src.number));
+            assert_eq!(u64::from(stamp.number), src.number);
+            assert_eq!(
+                u64::from(stamp.capture_ms),
+                (src.capture_us / 1000) % (1 << 32)
+            );
+        }
+    }
+}
+
+#[test]
+fn keyframes_on_demand_and_bitrate_changes_while_running() {
+    let cam = SyntheticCamera::new(640, 360, 30.0);
+    let mut enc = H264Encoder::new(H264Config {
+        bitrate_bps: 800_000,
+        fps: 30.0,
+    })
+    .unwrap();
+    let first = enc.encode(&cam.render(0, 0)).unwrap();
+    assert!(first.keyframe);
+    let bytes_at = |enc: &mut H264Encoder, from: u64| -> usize {
+        (from..from + 30)
+            .map(|n| enc.encode(&cam.render(n, 0)).unwrap().data.len())
+            .sum()
+    };
+    let high = bytes_at(&mut enc, 1);
+    enc.set_bitrate(200_000).unwrap();
+    let _settle = bytes_at(&mut enc, 31);
+    let low = bytes_at(&mut enc, 61);
+    eprintln!("bytes per second at 800 kbps {high}, after lowering to 200 kbps {low}");
+    assert!(
+        low * 2 < high,
+        "lowering the bitrate shrank output from {high} to {low} bytes/s"
+    );
+    assert!(!enc.encode(&cam.render(91, 0)).unwrap().keyframe);
+    enc.request_keyframe();
+    assert!(enc.encode(&cam.render(92, 0)).unwrap().keyframe);
+    enc.set_frame_rate(15.0).unwrap();
+    assert!(enc.encode(&cam.render(93, 0)).is_ok());
+    // Odd sizes are refused with an error, not a crash.
+    let mut odd = cam.render(0, 0);
+    odd.width -= 1;
+    assert!(enc.encode(&odd).is_err());
+}
+
+#[test]
+fn decoder_survives_garbage() {
+    let mut dec = H264Decoder::new().unwrap();
+    for junk in [&b""[..], b"\x00\x00\x00\x01\x65garbage", &[0xffu8; 4096]] {
+        let _ = dec.decode(junk);
+    }
+    // And still decodes a real stream afterwards.
+    let pairs = round_trip(320, 180, 300_000, 3);
+    assert!(pairs.iter().all(|(_, out)| out.is_some()));
+}
+
+fn opus_round_trip(frame_ms: u32, lose_every: Option<usize>) -> (Vec<f32>, Vec<f32>) {
+    let mic = SyntheticMic::new(Voice::Speech, false);
+    let reference: Vec<f32> = (0..3 * 48_000).map(|n| mic.sample(n)).collect();
+    let mut enc = OpusEncoder::new(OpusConfig {
+        frame_ms,
+        ..OpusConfig::default()
+    })
+    .unwrap();
+    let mut dec = OpusDecoder::new().unwrap();
+    let n = enc.frame_len();
+    let packets: Vec<Vec<u8>> = reference
+        .chunks_exact(n)
+        .map(|f| enc.encode(f).unwrap())
+        .collect();
+    let mut out = Vec::new();
+    let mut buf = vec![0.0f32; n];
+    for (i, p) in packets.iter().enumerate() {
+        let lost = lose_every.is_some_and(|k| i % k == k - 1);
+        let got = if lost {
+            dec.conceal(packets.get(i + 1).map(Vec::as_slice), &mut buf)
+                .unwrap()
+        } else {
+            dec.decode(p, &mut buf).unwrap()
+        };
+        out.extend_from_slice(&buf[..got]);
+    }
+    (reference, out)
+}
+
+#[test]
+fn opus_speech_keeps_its_waveform() {
+    for frame_ms in [20, 10] {
+        let (reference, out) = opus_round_trip(frame_ms, None);
+        let (delay, c) = aligned_correlation(&reference, &out, 2_000);
+        eprintln!("Opus {frame_ms} ms: correlation {c:.3} at {delay} samples delay");
+        assert!(c >= 0.9, "{frame_ms} ms frames: correlation {c:.3}");
+    }
+}
+
+#[test]
+fn opus_fec_and_concealment_cover_losses() {
+    let (reference, out) = opus_round_trip(20, Some(10));
+    let (_, c) = aligned_correlation(&reference, &out, 2_000);
+    eprintln!("Opus with 10% loss (FEC from the next packet): correlation {c:.3}");
+    assert!(c >= 0.8, "correlation with 10% loss {c:.3}");
+    assert_eq!(
+        out.len(),
+        reference.len() / 960 * 960,
+        "every frame accounted for"
+    );
+    let mut enc = OpusEncoder::new(OpusConfig::default()).unwrap();
+    assert!(enc.encode(&[0.0; 100]).is_err());
+    assert!(
+        OpusEncoder::new(OpusConfig {
+            frame_ms: 15,
+            ..OpusConfig::default()
+        })
+        .is_err()
+    );
+    let mut dec = OpusDecoder::new().unwrap();
+    let mut buf = vec![0.0; 960];
+    let _ = dec.decode(&[0xff, 0xff, 0xff], &mut buf);
+    // DTX: silence costs almost nothing.
+    let silent: usize = (0..50)
+        .map(|_| enc.encode(&[0.0; 960]).unwrap().len())
+        .sum();
+    assert!(silent < 50 * 20, "50 silent frames took {silent} bytes");
+}
