@@ -30,15 +30,13 @@ pub fn psnr(a: &VideoFrame, b: &VideoFrame) -> f64 {
 #[must_use]
 pub fn aligned_correlation(reference: &[f32], received: &[f32], max_delay: usize) -> (usize, f64) {
     let corr_at = |delay: usize, step: usize| -> f64 {
-        let n = reference.len().min(received.len().saturating_sub(delay));
+        let shifted = received.get(delay..).unwrap_or_default();
         let (mut xy, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
-        let mut i = 0;
-        while i < n {
-            let (x, y) = (f64::from(reference[i]), f64::from(received[i + delay]));
+        for (x, y) in reference.iter().zip(shifted).step_by(step) {
+            let (x, y) = (f64::from(*x), f64::from(*y));
             xy += x * y;
             xx += x * x;
             yy += y * y;
-            i += step;
         }
         if xx == 0.0 || yy == 0.0 {
             0.0

@@ -56,7 +56,7 @@ fn stamp_bits(stamp: Stamp) -> [bool; STAMP_BITS] {
     bytes[8] = crc8(&bytes[..8]);
     let mut bits = [false; STAMP_BITS];
     for (i, bit) in bits.iter_mut().enumerate() {
-        *bit = bytes[i / 8] >> (7 - i % 8) & 1 == 1;
+        *bit = bytes.get(i / 8).is_some_and(|b| b >> (7 - i % 8) & 1 == 1);
     }
     bits
 }
@@ -112,8 +112,10 @@ pub fn read_stamp(frame: &VideoFrame) -> Option<Stamp> {
                 sum += u32::from(*y.get(py as usize * w + px as usize)?);
             }
         }
-        if sum / (b * b / 4) > 125 {
-            bytes[i / 8] |= 1 << (7 - i % 8);
+        if sum / (b * b / 4) > 125
+            && let Some(byte) = bytes.get_mut(i / 8)
+        {
+            *byte |= 1 << (7 - i % 8);
         }
     }
     if crc8(&bytes[..8]) != bytes[8] {
@@ -185,7 +187,7 @@ impl SyntheticCamera {
                 let fx = px as f32 / wf;
                 let mut l = 60.0 + 90.0 * (0.5 + 0.5 * (fx * 3.0 + fy * 2.0 + t * 0.4).sin());
                 // A scrolling texture band in the lower third, like a patterned shirt.
-                if fy > 0.72 && ((px + shift) / 12 + py / 12) % 2 == 0 {
+                if fy > 0.72 && ((px + shift) / 12 + py / 12).is_multiple_of(2) {
                     l += 25.0;
                 }
                 for (cx, cy, r, lum) in discs {

@@ -81,7 +81,10 @@ pub fn rgb_to_i420(src: &[u8], width: u32, height: u32) -> Result<VideoFrame, Me
     let rgba: Vec<u8> = src
         .chunks_exact(3)
         .take(n)
-        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .flat_map(|p| match *p {
+            [r, g, b] => [r, g, b, 255],
+            _ => [0, 0, 0, 255],
+        })
         .collect();
     rgba_to_i420(&rgba, width, height)
 }

@@ -92,8 +92,9 @@ impl ScreenSource {
     ) -> Result<Self, MediaError> {
         let (target, name) = match id.and_then(|i| i.split_once(':')) {
             Some(("window", wid)) => {
+                // Without a window manager there are no windows to list, so none can match.
                 let w = xcap::Window::all()
-                    .map_err(err)?
+                    .unwrap_or_default()
                     .into_iter()
                     .find(|w| w.id().ok().map(|i| i.to_string()).as_deref() == Some(wid))
                     .ok_or_else(|| MediaError::UnknownDevice {

@@ -1,0 +1,159 @@
+//! The real device code on a headless machine: cpal through a PulseAudio null sink, xcap on
+//! Xvfb, nokhwa without a camera. The test command (`./dev test`) starts the PulseAudio server
+//! (setting `PULSE_SERVER`) and runs everything under Xvfb (`DISPLAY`).
+
+// Test code: failing loudly is intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use liveloop_media::convert::i420_to_rgba;
+use liveloop_media::device::audio::{Microphone, Speaker, list_microphones, list_speakers};
+use liveloop_media::device::{camera, screen};
+use liveloop_media::quality::aligned_correlation;
+use liveloop_media::synthetic::{SyntheticMic, Voice, find_marks};
+use liveloop_media::{AudioSource, MediaError, VideoSource};
+
+#[test]
+fn audio_plays_into_a_null_sink_and_is_captured_from_its_monitor() {
+    assert!(
+        std::env::var_os("PULSE_SERVER").is_some(),
+        "PULSE_SERVER is not set: run under ./dev test, which starts PulseAudio with a null sink"
+    );
+    let speakers = list_speakers().unwrap();
+    let mics = list_microphones().unwrap();
+    assert!(
+        speakers
+            .iter()
+            .any(|d| d.name.contains("liveloop_null") || d.id.contains("liveloop_null")),
+        "{speakers:?}"
+    );
+    assert!(
+        mics.iter()
+            .any(|d| d.id.contains("liveloop_null.monitor") || d.name.contains("liveloop_null")),
+        "{mics:?}"
+    );
+
+    let speaker = Speaker::open(None).unwrap();
+    let mut mic = Microphone::open(None).unwrap();
+    let voice = SyntheticMic::new(Voice::Speech, true);
+    let played: Vec<f32> = (0..3 * 48_000).map(|n| voice.sample(n)).collect();
+    let feeder = {
+        let played = played.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for (i, chunk) in played.chunks(960).enumerate() {
+                // Keep ~60 ms queued ahead of the speaker, in real time.
+                let due =
+                    Duration::from_millis(20 * i as u64).saturating_sub(Duration::from_millis(60));
+                std::thread::sleep(due.saturating_sub(start.elapsed()));
+                speaker.push(1, chunk);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        })
+    };
+    let mut captured = vec![0.0f32; 4 * 48_000];
+    for chunk in captured.chunks_mut(960) {
+        mic.read(chunk).unwrap();
+    }
+    feeder.join().unwrap();
+    let (delay, c) = aligned_correlation(&played, &captured, 48_000);
+    eprintln!(
+        "cpal loop through PulseAudio: correlation {c:.3}, delay {:.1} ms",
+        delay as f64 / 48.0
+    );
+    assert!(c >= 0.9, "correlation {c:.3}");
+    let marks = find_marks(&captured);
+    assert!(
+        marks.len() >= 2,
+        "timing marks found in the capture: {marks:?}"
+    );
+    assert!(
+        marks
+            .windows(2)
+            .all(|w| w[1].abs_diff(w[0]).abs_diff(48_000) < 480),
+        "marks one second apart: {marks:?}"
+    );
+}
+
+/// Paints the root window. Needs an X server started with `-noreset` (as `./dev test` does):
+/// otherwise the server resets when xsetroot, its last client, disconnects.
+fn paint_root(colour: &str) {
+    let ok = Command::new("xsetroot")
+        .args(["-solid", colour])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "xsetroot failed (apt package x11-xserver-utils)");
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn corner_colour(src: &mut screen::ScreenSource) -> [u8; 3] {
+    let frame = src.next_frame(0).unwrap();
+    let rgba = i420_to_rgba(&frame).unwrap();
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    // Bottom-right corner: away from any window the other tests open at the top left.
+    let i = ((h - 8) * w + (w - 8)) * 4;
+    [rgba[i], rgba[i + 1], rgba[i + 2]]
+}
+
+#[test]
+fn xcap_captures_the_xvfb_screen() {
+    assert!(
+        std::env::var_os("DISPLAY").is_some(),
+        "no DISPLAY: run under Xvfb (./dev test does)"
+    );
+    let screens = screen::list().unwrap();
+    let monitor = screens
+        .iter()
+        .find(|d| d.id.starts_with("monitor:"))
+        .expect("a monitor");
+    let mut src = screen::ScreenSource::open(Some(&monitor.id), None, 10.0).unwrap();
+    let format = src.format();
+    assert!(format.width >= 640 && format.height >= 480, "{format:?}");
+    for (colour, rgb) in [
+        ("#3366cc", [0x33, 0x66, 0xcc]),
+        ("#cc3300", [0xcc, 0x33, 0x00]),
+    ] {
+        paint_root(colour);
+        let got = corner_colour(&mut src);
+        let close = got.iter().zip(rgb).all(|(a, b)| a.abs_diff(b) <= 12);
+        assert!(close, "painted {colour}, captured {got:?}");
+    }
+    // Scaled capture keeps the aspect and the content.
+    let mut small = screen::ScreenSource::open(Some(&monitor.id), Some((640, 640)), 10.0).unwrap();
+    let f = small.next_frame(0).unwrap();
+    assert_eq!(f.width, 640);
+    assert_eq!(f.height, (640 * format.height / format.width) & !1);
+    assert!(matches!(
+        screen::ScreenSource::open(Some("window:999999999"), None, 10.0),
+        Err(MediaError::UnknownDevice { .. })
+    ));
+}
+
+#[test]
+fn no_camera_means_a_clear_error() {
+    let cameras = camera::list().unwrap();
+    match camera::Camera::open(None) {
+        Err(e @ MediaError::NoDevice { .. }) => {
+            assert!(cameras.is_empty());
+            let text = e.to_string();
+            assert!(text.starts_with("no camera found"), "{text}");
+        }
+        Ok(mut cam) => {
+            assert!(!cameras.is_empty());
+            assert!(cam.next_frame(0).is_ok());
+        }
+        Err(other) => panic!("unexpected camera error: {other}"),
+    }
+    assert!(matches!(
+        camera::Camera::open(Some("no-such-camera")),
+        Err(MediaError::NoDevice { .. } | MediaError::UnknownDevice { .. })
+    ));
+}
