@@ -54,7 +54,19 @@ fn open_app(label: &str) -> Result<(ChildGuard, Session, std::path::PathBuf)> {
     wait_for("tauri-driver to listen", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     })?;
-    let session = Session::start(port, &app)?;
+    // Under load WebKitWebDriver can drop the first session request while it starts up.
+    let mut attempt = 0;
+    let session = loop {
+        attempt += 1;
+        match Session::start(port, &app) {
+            Ok(s) => break s,
+            Err(e) if attempt < 3 => {
+                eprintln!("new session failed ({e:#}); retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     Ok((guard, session, config_dir))
 }
 

@@ -49,9 +49,10 @@ fn audio_plays_into_a_null_sink_and_is_captured_from_its_monitor() {
         std::thread::spawn(move || {
             let start = Instant::now();
             for (i, chunk) in played.chunks(960).enumerate() {
-                // Keep ~60 ms queued ahead of the speaker, in real time.
+                // Keep ~150 ms queued ahead of the speaker (its mixer holds 200 ms), in real
+                // time, so a busy machine delaying this thread does not starve playout.
                 let due =
-                    Duration::from_millis(20 * i as u64).saturating_sub(Duration::from_millis(60));
+                    Duration::from_millis(20 * i as u64).saturating_sub(Duration::from_millis(150));
                 std::thread::sleep(due.saturating_sub(start.elapsed()));
                 speaker.push(1, chunk);
             }
