@@ -9,6 +9,7 @@ pub mod frame;
 pub mod h264;
 pub mod opus;
 pub mod quality;
+pub mod sink;
 pub mod synthetic;
 
 pub use error::MediaError;

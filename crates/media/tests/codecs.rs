@@ -111,6 +111,31 @@ fn keyframes_on_demand_and_bitrate_changes_while_running() {
     assert!(enc.encode(&odd).is_err());
 }
 
+/// The SPS says constrained baseline (profile_idc 66 with constraint_set1), which every browser
+/// decodes; with packetization-mode 1 that is the `42e0xx` profile-level-id Chromium offers.
+#[test]
+fn output_is_constrained_baseline() {
+    let cam = SyntheticCamera::new(640, 360, 30.0);
+    let mut enc = H264Encoder::new(H264Config {
+        bitrate_bps: 500_000,
+        fps: 30.0,
+    })
+    .unwrap();
+    let au = enc.encode(&cam.render(0, 0)).unwrap().data;
+    let sps = au
+        .windows(5)
+        .find(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7)
+        .map(|w| w.as_ptr() as usize - au.as_ptr() as usize + 4)
+        .expect("an SPS in the first access unit");
+    let (profile, constraints, level) = (au[sps], au[sps + 1], au[sps + 2]);
+    eprintln!("SPS profile-level-id {profile:02x}{constraints:02x}{level:02x}");
+    assert_eq!(profile, 66, "baseline");
+    assert!(
+        constraints & 0x40 != 0,
+        "constraint_set1_flag: constrained baseline ({constraints:08b})"
+    );
+}
+
 #[test]
 fn decoder_survives_garbage() {
     let mut dec = H264Decoder::new().unwrap();
