@@ -32,11 +32,13 @@ pub fn parse_y4m_header(line: &str) -> Result<Y4mHeader, String> {
     }
     let (mut width, mut height, mut fps) = (None, None, 30.0f32);
     for field in fields {
-        let (tag, value) = field.split_at(field.len().min(1));
+        let mut chars = field.chars();
+        let tag = chars.next();
+        let value = chars.as_str();
         match tag {
-            "W" => width = value.parse::<u32>().ok(),
-            "H" => height = value.parse::<u32>().ok(),
-            "F" => {
+            Some('W') => width = value.parse::<u32>().ok(),
+            Some('H') => height = value.parse::<u32>().ok(),
+            Some('F') => {
                 if let Some((n, d)) = value.split_once(':')
                     && let (Ok(n), Ok(d)) = (n.parse::<f32>(), d.parse::<f32>())
                     && n > 0.0
@@ -45,7 +47,7 @@ pub fn parse_y4m_header(line: &str) -> Result<Y4mHeader, String> {
                     fps = n / d;
                 }
             }
-            "C" if !value.starts_with("420") => {
+            Some('C') if !value.starts_with("420") => {
                 return Err(format!("colour space {value} (only 4:2:0)"));
             }
             _ => {}
