@@ -118,6 +118,11 @@ impl Mixer {
         s.queue.drain(..excess);
     }
 
+    /// Changes how many samples a stream may hold before the oldest are dropped.
+    pub fn set_max_buffered(&mut self, samples: usize) {
+        self.max_buffered = samples.max(1);
+    }
+
     /// Volume from 0 (silent) to 2 (double).
     pub fn set_volume(&mut self, id: StreamId, volume: f32) {
         let volume = if volume.is_finite() {

@@ -11,7 +11,7 @@
 )]
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use liveloop_media::convert::i420_to_rgba;
 use liveloop_media::device::audio::{Microphone, Speaker, list_microphones, list_speakers};
@@ -44,26 +44,14 @@ fn audio_plays_into_a_null_sink_and_is_captured_from_its_monitor() {
     let mut mic = Microphone::open(None).unwrap();
     let voice = SyntheticMic::new(Voice::Speech, true);
     let played: Vec<f32> = (0..3 * 48_000).map(|n| voice.sample(n)).collect();
-    let feeder = {
-        let played = played.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            for (i, chunk) in played.chunks(960).enumerate() {
-                // Keep ~150 ms queued ahead of the speaker (its mixer holds 200 ms), in real
-                // time, so a busy machine delaying this thread does not starve playout.
-                let due =
-                    Duration::from_millis(20 * i as u64).saturating_sub(Duration::from_millis(150));
-                std::thread::sleep(due.saturating_sub(start.elapsed()));
-                speaker.push(1, chunk);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        })
-    };
+    // Queue the whole clip at once, so a busy machine delaying this test cannot starve playout.
+    speaker.set_max_buffered(played.len());
+    speaker.push(1, &played);
     let mut captured = vec![0.0f32; 4 * 48_000];
     for chunk in captured.chunks_mut(960) {
         mic.read(chunk).unwrap();
     }
-    feeder.join().unwrap();
+    drop(speaker);
     let (delay, c) = aligned_correlation(&played, &captured, 48_000);
     eprintln!(
         "cpal loop through PulseAudio: correlation {c:.3}, delay {:.1} ms",

@@ -332,6 +332,12 @@ impl Speaker {
         lock(&self.mixer).push(id, samples);
     }
 
+    /// How much each stream may queue (default 200 ms): a latency bound for live calls; file
+    /// playback and tests queue more.
+    pub fn set_max_buffered(&self, samples: usize) {
+        lock(&self.mixer).set_max_buffered(samples);
+    }
+
     /// Per-stream volume (0-2).
     pub fn set_volume(&self, id: StreamId, volume: f32) {
         lock(&self.mixer).set_volume(id, volume);
