@@ -1,0 +1,603 @@
+#![doc = include_str!("../README.md")]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::PayloadType;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+/// Errors of the peer connection driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RtcError {
+    #[error("WebRTC: {0}")]
+    WebRtc(String),
+    #[error("invalid signaling payload: {0}")]
+    InvalidSignal(String),
+    #[error("the connection is not ready to send {0}")]
+    NotReady(&'static str),
+}
+
+fn rtc_err(e: impl std::fmt::Display) -> RtcError {
+    RtcError::WebRtc(e.to_string())
+}
+
+/// One ICE server (STUN or TURN).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// How to build a peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerOptions {
+    pub ice_servers: Vec<IceServer>,
+    /// The polite side yields on offer collisions (perfect negotiation).
+    pub polite: bool,
+    /// Addresses to gather host candidates on; empty means `0.0.0.0:0` (every interface).
+    pub udp_addrs: Vec<String>,
+}
+
+/// Connection states the application cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// What a peer reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// Send this description (`{type, sdp}`) to the remote side.
+    LocalDescription(serde_json::Value),
+    /// Send this candidate (`RTCIceCandidateInit` JSON) to the remote side.
+    LocalCandidate(serde_json::Value),
+    Connection(ConnectionState),
+    /// A text message on the data channel.
+    Chat(String),
+    /// The data channel is open: chat can be sent.
+    ChatOpen,
+    /// One H.264 access unit (Annex-B) and its RTP timestamp (90 kHz).
+    Video {
+        access_unit: Bytes,
+        rtp_timestamp: u32,
+    },
+    /// One Opus packet and its RTP timestamp (48 kHz).
+    Audio {
+        packet: Bytes,
+        rtp_timestamp: u32,
+    },
+}
+
+fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+#[derive(Debug, Default)]
+struct Negotiation {
+    making_offer: bool,
+    ignore_offer: bool,
+    stable: bool,
+    remote_set: bool,
+    pending: Vec<RTCIceCandidateInit>,
+}
+
+struct Shared {
+    events: mpsc::Sender<PeerEvent>,
+    negotiation: Mutex<Negotiation>,
+    chat: Mutex<Option<Arc<dyn DataChannel>>>,
+    remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn emit(&self, event: PeerEvent) {
+        if self.events.try_send(event).is_err() && !self.closed.load(Ordering::Relaxed) {
+            tracing::warn!("peer event queue full or closed; an event was dropped");
+        }
+    }
+
+    fn watch_chat(self: &Arc<Self>, dc: Arc<dyn DataChannel>) {
+        *lock(&self.chat) = Some(dc.clone());
+        let shared = self.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = dc.poll().await {
+                match ev {
+                    DataChannelEvent::OnOpen => shared.emit(PeerEvent::ChatOpen),
+                    DataChannelEvent::OnMessage(m) => shared.emit(PeerEvent::Chat(
+                        String::from_utf8_lossy(&m.data).into_owned(),
+                    )),
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+struct Handler(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, e: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = e.candidate.to_json()
+            && let Ok(json) = serde_json::to_value(&init)
+        {
+            self.0.emit(PeerEvent::LocalCandidate(json));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let state = match state {
+            RTCPeerConnectionState::Connected => ConnectionState::Connected,
+            RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+            RTCPeerConnectionState::Failed => ConnectionState::Failed,
+            RTCPeerConnectionState::Closed => ConnectionState::Closed,
+            _ => ConnectionState::Connecting,
+        };
+        self.0.emit(PeerEvent::Connection(state));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        self.0.watch_chat(dc);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let shared = self.0.clone();
+        let kind = track.kind().await;
+        let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+        if kind == RtpCodecKind::Video {
+            *lock(&shared.remote_video) = Some((track.clone(), ssrc));
+        }
+        tokio::spawn(async move {
+            let mut h264 = H264Packet::default();
+            let mut au = BytesMut::new();
+            while let Some(ev) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+                    if matches!(ev, TrackRemoteEvent::OnEnded) {
+                        break;
+                    }
+                    continue;
+                };
+                match kind {
+                    RtpCodecKind::Video => {
+                        if let Ok(nals) = h264.depacketize(&pkt.payload) {
+                            au.extend_from_slice(&nals);
+                        }
+                        if pkt.header.marker && !au.is_empty() {
+                            shared.emit(PeerEvent::Video {
+                                access_unit: au.split().freeze(),
+                                rtp_timestamp: pkt.header.timestamp,
+                            });
+                        }
+                    }
+                    RtpCodecKind::Audio => shared.emit(PeerEvent::Audio {
+                        packet: pkt.payload.clone(),
+                        rtp_timestamp: pkt.header.timestamp,
+                    }),
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+/// A peer connection to one remote participant.
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    polite: bool,
+    video: Arc<TrackLocalStaticSample>,
+    audio: Arc<TrackLocalStaticSample>,
+    video_pt: Mutex<Option<PayloadType>>,
+    audio_pt: Mutex<Option<PayloadType>>,
+    senders: Vec<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("polite", &self.polite)
+            .finish_non_exhaustive()
+    }
+}
+
+fn local_track(
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    id: &str,
+) -> Result<Arc<TrackLocalStaticSample>, RtcError> {
+    let encoding = RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            ssrc: Some(rand::random::<u32>()),
+            ..Default::default()
+        },
+        codec,
+        ..Default::default()
+    };
+    let track = MediaStreamTrack::new(
+        "liveloop".to_owned(),
+        id.to_owned(),
+        id.to_owned(),
+        kind,
+        vec![encoding],
+    );
+    Ok(Arc::new(
+        TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err)?,
+    ))
+}
+
+impl Peer {
+    /// Builds a peer with H.264 and Opus send tracks; events go to `events`. The impolite side
+    /// also creates the chat channel (the polite side receives it).
+    ///
+    /// # Errors
+    /// When webrtc-rs refuses the configuration or cannot bind sockets.
+    pub async fn new(
+        options: PeerOptions,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Self, RtcError> {
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: h264_codec(),
+                    payload_type: 102,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(rtc_err)?;
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: opus_codec(),
+                    payload_type: 111,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(rtc_err)?;
+        let registry =
+            register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
+        let settings = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+            .build();
+        let ice_servers = options
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+            .collect();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(ice_servers)
+            .build();
+        let shared = Arc::new(Shared {
+            events,
+            negotiation: Mutex::new(Negotiation {
+                stable: true,
+                ..Negotiation::default()
+            }),
+            chat: Mutex::new(None),
+            remote_video: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        });
+        let udp = if options.udp_addrs.is_empty() {
+            vec!["0.0.0.0:0".to_owned()]
+        } else {
+            options.udp_addrs.clone()
+        };
+        // The builder's future is large (20 kB); box it rather than grow every caller's.
+        let pc = Box::pin(
+            PeerConnectionBuilder::new()
+                .with_configuration(config)
+                .with_media_engine(media)
+                .with_setting_engine(settings)
+                .with_interceptor_registry(registry)
+                .with_handler(Arc::new(Handler(shared.clone())))
+                .with_udp_addrs(udp)
+                .build(),
+        )
+        .await
+        .map_err(rtc_err)?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let video = local_track(RtpCodecKind::Video, h264_codec(), "video")?;
+        let audio = local_track(RtpCodecKind::Audio, opus_codec(), "audio")?;
+        let video_sender = pc
+            .add_track(video.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(rtc_err)?;
+        let audio_sender = pc
+            .add_track(audio.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(rtc_err)?;
+        if !options.polite {
+            let dc = pc
+                .create_data_channel("chat", None)
+                .await
+                .map_err(rtc_err)?;
+            shared.watch_chat(dc);
+        }
+        Ok(Self {
+            pc,
+            shared,
+            polite: options.polite,
+            video,
+            audio,
+            video_pt: Mutex::new(None),
+            audio_pt: Mutex::new(None),
+            senders: vec![video_sender, audio_sender],
+        })
+    }
+
+    /// Creates and sends an offer (the caller of a call, or to renegotiate).
+    ///
+    /// # Errors
+    /// On a WebRTC error.
+    pub async fn start_offer(&self) -> Result<(), RtcError> {
+        lock(&self.shared.negotiation).making_offer = true;
+        let result = async {
+            let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+            self.pc
+                .set_local_description(offer)
+                .await
+                .map_err(rtc_err)?;
+            // Signaling state is tracked here, not from the state-change callback, which can
+            // arrive after the remote offer of a glare does.
+            lock(&self.shared.negotiation).stable = false;
+            self.emit_local_description().await
+        }
+        .await;
+        lock(&self.shared.negotiation).making_offer = false;
+        result
+    }
+
+    async fn emit_local_description(&self) -> Result<(), RtcError> {
+        let desc = self
+            .pc
+            .local_description()
+            .await
+            .ok_or(RtcError::NotReady("a description"))?;
+        let json = serde_json::to_value(&desc).map_err(rtc_err)?;
+        self.shared.emit(PeerEvent::LocalDescription(json));
+        Ok(())
+    }
+
+    /// A remote description (`{type, sdp}`), applied with perfect negotiation: on an offer
+    /// collision the impolite side ignores the remote offer and the polite side rolls back.
+    ///
+    /// # Errors
+    /// For a malformed description or a WebRTC error.
+    pub async fn handle_description(&self, json: &serde_json::Value) -> Result<(), RtcError> {
+        let desc: RTCSessionDescription = serde_json::from_value(json.clone())
+            .map_err(|e| RtcError::InvalidSignal(e.to_string()))?;
+        let is_offer = desc.sdp_type == RTCSdpType::Offer;
+        let collision = {
+            let mut n = lock(&self.shared.negotiation);
+            let collision = is_offer && (n.making_offer || !n.stable);
+            n.ignore_offer = !self.polite && collision;
+            if n.ignore_offer {
+                return Ok(());
+            }
+            collision
+        };
+        if collision {
+            let rollback = RTCSessionDescription::rollback(None).map_err(rtc_err)?;
+            self.pc
+                .set_local_description(rollback)
+                .await
+                .map_err(rtc_err)?;
+        }
+        self.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(rtc_err)?;
+        let pending = {
+            let mut n = lock(&self.shared.negotiation);
+            n.remote_set = true;
+            // An applied answer completes our offer; an applied offer awaits our answer.
+            n.stable = !is_offer;
+            std::mem::take(&mut n.pending)
+        };
+        for c in pending {
+            self.pc.add_ice_candidate(c).await.map_err(rtc_err)?;
+        }
+        if is_offer {
+            let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
+            self.pc
+                .set_local_description(answer)
+                .await
+                .map_err(rtc_err)?;
+            lock(&self.shared.negotiation).stable = true;
+            self.emit_local_description().await?;
+        }
+        Ok(())
+    }
+
+    /// A remote ICE candidate (`RTCIceCandidateInit` JSON); queued until the remote description
+    /// is set. Candidates for an offer this side ignored are dropped.
+    ///
+    /// # Errors
+    /// For a malformed candidate or a WebRTC error.
+    pub async fn add_candidate(&self, json: &serde_json::Value) -> Result<(), RtcError> {
+        if json.is_null() {
+            return Ok(()); // end of candidates
+        }
+        let init: RTCIceCandidateInit = serde_json::from_value(json.clone())
+            .map_err(|e| RtcError::InvalidSignal(e.to_string()))?;
+        {
+            let mut n = lock(&self.shared.negotiation);
+            if !n.remote_set {
+                n.pending.push(init);
+                return Ok(());
+            }
+            if n.ignore_offer {
+                return Ok(());
+            }
+        }
+        self.pc.add_ice_candidate(init).await.map_err(rtc_err)
+    }
+
+    async fn payload_type(&self, video: bool) -> Result<PayloadType, RtcError> {
+        let slot = if video {
+            &self.video_pt
+        } else {
+            &self.audio_pt
+        };
+        if let Some(pt) = *lock(slot) {
+            return Ok(pt);
+        }
+        let (sender, mime) = if video {
+            (self.senders.first(), MIME_TYPE_H264)
+        } else {
+            (self.senders.get(1), MIME_TYPE_OPUS)
+        };
+        let sender = sender.ok_or(RtcError::NotReady("media"))?;
+        let params = sender.get_parameters().await.map_err(rtc_err)?;
+        let pt = params
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+            .map(|c| c.payload_type)
+            .ok_or(RtcError::NotReady("media before negotiation"))?;
+        *lock(slot) = Some(pt);
+        Ok(pt)
+    }
+
+    /// Sends one H.264 access unit (Annex-B) lasting `duration`.
+    ///
+    /// # Errors
+    /// Before negotiation, or on a WebRTC error.
+    pub async fn send_video(&self, access_unit: Bytes, duration: Duration) -> Result<(), RtcError> {
+        let pt = self.payload_type(true).await?;
+        let ssrc = *self
+            .video
+            .ssrcs()
+            .await
+            .first()
+            .ok_or(RtcError::NotReady("video"))?;
+        let sample = Sample {
+            data: access_unit,
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        self.video
+            .sample_writer(ssrc, pt)
+            .write_sample(&sample)
+            .await
+            .map_err(rtc_err)
+    }
+
+    /// Sends one Opus packet lasting `duration`.
+    ///
+    /// # Errors
+    /// Before negotiation, or on a WebRTC error.
+    pub async fn send_audio(&self, packet: Bytes, duration: Duration) -> Result<(), RtcError> {
+        let pt = self.payload_type(false).await?;
+        let ssrc = *self
+            .audio
+            .ssrcs()
+            .await
+            .first()
+            .ok_or(RtcError::NotReady("audio"))?;
+        let sample = Sample {
+            data: packet,
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        self.audio
+            .sample_writer(ssrc, pt)
+            .write_sample(&sample)
+            .await
+            .map_err(rtc_err)
+    }
+
+    /// Sends a chat or metadata message on the data channel.
+    ///
+    /// # Errors
+    /// [`RtcError::NotReady`] before the channel opens.
+    pub async fn send_chat(&self, text: &str) -> Result<(), RtcError> {
+        let dc = lock(&self.shared.chat)
+            .clone()
+            .ok_or(RtcError::NotReady("chat"))?;
+        dc.send_text(text).await.map_err(rtc_err)
+    }
+
+    /// Asks the remote sender for a keyframe (PLI), after loss or when a decoder starts.
+    ///
+    /// # Errors
+    /// Before remote video arrived, or on a WebRTC error.
+    pub async fn request_keyframe(&self) -> Result<(), RtcError> {
+        let (track, ssrc) = lock(&self.shared.remote_video)
+            .clone()
+            .ok_or(RtcError::NotReady("a keyframe request"))?;
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await
+            .map_err(rtc_err)
+    }
+
+    /// Closes the connection; every internal task ends.
+    ///
+    /// # Errors
+    /// On a WebRTC error.
+    pub async fn close(&self) -> Result<(), RtcError> {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.pc.close().await.map_err(rtc_err)
+    }
+}
