@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backoff;
 pub mod matchmaker;
 pub mod rate;
 pub mod rooms;

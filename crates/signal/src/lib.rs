@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+
+pub mod rooms;
+
+/// Errors of the signaling clients.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("the signaling client has stopped")]
+    Stopped,
+}
