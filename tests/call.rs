@@ -23,6 +23,7 @@ use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
 use liveloop_server::embedded::{self, Embedded};
 use liveloop_server::matchmaking::MatchmakingConfig;
 use liveloop_server::rooms::RoomsConfig;
+use liveloop_signal::matchmaking::{MatchClient, MatchEvent};
 use liveloop_signal::rooms::{RoomClient, SignalEvent};
 use tokio::sync::mpsc;
 
@@ -234,5 +235,181 @@ async fn two_clients_call_through_the_room_server_and_survive_its_restart() {
     .await;
     assert_eq!(restarted.rooms_service.stats().members, 2);
     alice.peer.close().await.unwrap();
+    bob.peer.close().await.unwrap();
+}
+
+/// A random-chat participant: matchmaking client plus peer, glued the way the engine will.
+struct RandomParticipant {
+    client: Arc<MatchClient>,
+    peer: Arc<Peer>,
+    media: mpsc::Receiver<PeerEvent>,
+    events: mpsc::UnboundedReceiver<MatchEvent>,
+}
+
+async fn random_chat(url: &str, name: &str) -> RandomParticipant {
+    let (client, mut events) = MatchClient::connect(url).await.unwrap();
+    let client = Arc::new(client);
+    let (fwd_tx, fwd_events) = mpsc::unbounded_channel();
+    let (media_tx, media) = mpsc::channel(4096);
+    let (peer_tx, mut peer_rx) = mpsc::channel(4096);
+    // The peer is made when the match is known: polite unless this side offers.
+    let peer_slot: Arc<tokio::sync::OnceCell<Arc<Peer>>> = Arc::default();
+    let (slot, c) = (peer_slot.clone(), client.clone());
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match &ev {
+                MatchEvent::Matched { make_offer, .. } => {
+                    let options = PeerOptions {
+                        polite: !make_offer,
+                        udp_addrs: vec!["127.0.0.1:0".into()],
+                        ..PeerOptions::default()
+                    };
+                    let peer = Arc::new(Peer::new(options, peer_tx.clone()).await.unwrap());
+                    let _ = slot.set(peer.clone());
+                    if *make_offer {
+                        peer.start_offer().await.unwrap();
+                    }
+                }
+                MatchEvent::Offer { sdp, .. } | MatchEvent::Answer { sdp, .. } => {
+                    slot.get().unwrap().handle_description(sdp).await.unwrap()
+                }
+                MatchEvent::Candidate { candidate, .. } => {
+                    slot.get().unwrap().add_candidate(candidate).await.unwrap()
+                }
+                _ => {}
+            }
+            let _ = fwd_tx.send(ev);
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(ev) = peer_rx.recv().await {
+            match ev {
+                PeerEvent::LocalDescription(d) => {
+                    let _ = if d["type"] == "offer" {
+                        c.send_offer(d).await
+                    } else {
+                        c.send_answer(d).await
+                    };
+                }
+                PeerEvent::LocalCandidate(cand) => {
+                    let _ = c.send_candidate(cand).await;
+                }
+                other => {
+                    let _ = media_tx.send(other).await;
+                }
+            }
+        }
+    });
+    client.request(name, "").await.unwrap();
+    let peer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(p) = peer_slot.get() {
+                return p.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("matched within 10 s");
+    RandomParticipant {
+        client,
+        peer,
+        media,
+        events: fwd_events,
+    }
+}
+
+async fn next_peer_event(
+    rx: &mut mpsc::Receiver<PeerEvent>,
+    pred: impl Fn(&PeerEvent) -> bool,
+) -> PeerEvent {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ev = rx.recv().await.expect("peer events ended");
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a peer event")
+}
+
+async fn next_match_event(
+    rx: &mut mpsc::UnboundedReceiver<MatchEvent>,
+    pred: impl Fn(&MatchEvent) -> bool,
+) -> MatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ev = rx.recv().await.expect("match events ended");
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a matchmaking event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_chat_through_the_matchmaking_server() {
+    let server = embedded::start(
+        Ipv4Addr::LOCALHOST.into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        RoomsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let url = server.matchmaking_url();
+    let (mut ada, mut bob) = tokio::join!(random_chat(&url, "Ada"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        random_chat(&url, "Bob").await
+    });
+    for p in [&mut ada, &mut bob] {
+        next_peer_event(&mut p.media, |e| {
+            matches!(e, PeerEvent::Connection(ConnectionState::Connected))
+        })
+        .await;
+    }
+    // Video from Ada reaches Bob.
+    let cam = SyntheticCamera::new(320, 180, 30.0);
+    let mut enc = H264Encoder::new(H264Config {
+        bitrate_bps: 300_000,
+        fps: 30.0,
+    })
+    .unwrap();
+    let mut dec = H264Decoder::new().unwrap();
+    for n in 0..15 {
+        let au = enc.encode(&cam.render(n, n * 33_000)).unwrap();
+        ada.peer
+            .send_video(Bytes::from(au.data), Duration::from_micros(33_333))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(33)).await;
+    }
+    let mut got = 0;
+    while got < 15 {
+        let PeerEvent::Video { access_unit, .. } =
+            next_peer_event(&mut bob.media, |e| matches!(e, PeerEvent::Video { .. })).await
+        else {
+            unreachable!()
+        };
+        if let Ok(Some(f)) = dec.decode(&access_unit)
+            && read_stamp(&f).is_some()
+        {
+            got += 1;
+        }
+    }
+    // Chat through the matchmaking server reaches both.
+    ada.client.send_chat("hi via socket.io").await.unwrap();
+    for p in [&mut ada, &mut bob] {
+        let msg = next_match_event(&mut p.events, |e| matches!(e, MatchEvent::Chat { .. })).await;
+        assert!(matches!(msg, MatchEvent::Chat { message, .. } if message == "hi via socket.io"));
+    }
+    // Stop: Bob hears the call end and is queued again.
+    ada.client.stop().await.unwrap();
+    next_match_event(&mut bob.events, |e| matches!(e, MatchEvent::PeerLeft)).await;
+    ada.peer.close().await.unwrap();
     bob.peer.close().await.unwrap();
 }

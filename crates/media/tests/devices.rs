@@ -53,11 +53,27 @@ fn audio_plays_into_a_null_sink_and_is_captured_from_its_monitor() {
     }
     drop(speaker);
     let (delay, c) = aligned_correlation(&played, &captured, 48_000);
+    // A capture client starved by a busy machine can lose a few milliseconds, which shifts
+    // everything after it; so judge the loop in half-second pieces, each aligned on its own
+    // near the overall delay. Broken capture or playout fails every piece.
+    let mut pieces = Vec::new();
+    for start in (0..played.len() - 24_000).step_by(24_000) {
+        let piece = &played[start..start + 24_000];
+        let from = (start + delay).saturating_sub(2_400);
+        let window = &captured
+            [from.min(captured.len())..(start + delay + 24_000 + 2_400).min(captured.len())];
+        pieces.push(aligned_correlation(piece, window, 4_800).1);
+    }
+    let good = pieces.iter().filter(|p| **p >= 0.9).count();
     eprintln!(
-        "cpal loop through PulseAudio: correlation {c:.3}, delay {:.1} ms",
+        "cpal loop through PulseAudio: correlation {c:.3} overall, delay {:.1} ms; per half second {pieces:.3?}",
         delay as f64 / 48.0
     );
-    assert!(c >= 0.9, "correlation {c:.3}");
+    assert!(
+        good * 5 >= pieces.len() * 4,
+        "half-second pieces at correlation >= 0.9: {good} of {}",
+        pieces.len()
+    );
     let marks = find_marks(&captured);
     assert!(
         marks.len() >= 2,

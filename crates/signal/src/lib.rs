@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod matchmaking;
 pub mod rooms;
 
 /// Errors of the signaling clients.
