@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+mod keyframe;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,8 +21,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::Track;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -96,6 +98,8 @@ pub enum PeerEvent {
         packet: Bytes,
         rtp_timestamp: u32,
     },
+    /// The remote asked for a keyframe (PLI or FIR): the encoder should send an IDR.
+    KeyframeRequested,
 }
 
 fn h264_codec() -> RTCRtpCodec {
@@ -242,6 +246,9 @@ pub struct Peer {
     video_pt: Mutex<Option<PayloadType>>,
     audio_pt: Mutex<Option<PayloadType>>,
     senders: Vec<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
+    /// Serialises offers and applied descriptions: webrtc-rs's calls are async, and an offer
+    /// half made when the remote's offer is applied would otherwise fail on a stale state.
+    negotiating: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -306,8 +313,12 @@ impl Peer {
                 RtpCodecKind::Audio,
             )
             .map_err(rtc_err)?;
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media).map_err(rtc_err)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(rtc_err)?
+            .with(
+                rtc::interceptor::Slot::from(14_000),
+                keyframe::KeyframeRequests::default(),
+            );
         let settings = SettingEngineBuilder::new()
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
             .build();
@@ -362,6 +373,17 @@ impl Peer {
             .add_track(audio.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(rtc_err)?;
+        {
+            // Keyframe requests about our video arrive as RTCP events on its local track.
+            let (track, shared) = (video.clone(), shared.clone());
+            tokio::spawn(async move {
+                while let Some(ev) = track.poll().await {
+                    if matches!(ev, TrackLocalEvent::OnRtcpPacket(_)) {
+                        shared.emit(PeerEvent::KeyframeRequested);
+                    }
+                }
+            });
+        }
         if !options.polite {
             let dc = pc
                 .create_data_channel("chat", None)
@@ -378,6 +400,7 @@ impl Peer {
             video_pt: Mutex::new(None),
             audio_pt: Mutex::new(None),
             senders: vec![video_sender, audio_sender],
+            negotiating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -386,6 +409,7 @@ impl Peer {
     /// # Errors
     /// On a WebRTC error.
     pub async fn start_offer(&self) -> Result<(), RtcError> {
+        let _turn = self.negotiating.lock().await;
         lock(&self.shared.negotiation).making_offer = true;
         let result = async {
             let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
@@ -423,6 +447,7 @@ impl Peer {
         let desc: RTCSessionDescription = serde_json::from_value(json.clone())
             .map_err(|e| RtcError::InvalidSignal(e.to_string()))?;
         let is_offer = desc.sdp_type == RTCSdpType::Offer;
+        let _turn = self.negotiating.lock().await;
         let collision = {
             let mut n = lock(&self.shared.negotiation);
             let collision = is_offer && (n.making_offer || !n.stable);

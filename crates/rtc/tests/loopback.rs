@@ -177,7 +177,9 @@ async fn video_audio_and_chat_flow_between_two_peers() {
     let mut a = a;
     let got = wait_for(&mut a.events, |e| matches!(e, PeerEvent::Chat(_))).await;
     assert_eq!(got, PeerEvent::Chat("hello from b".into()));
+    // A keyframe request from the receiver reaches the sender's application.
     b.peer.request_keyframe().await.unwrap();
+    wait_for(&mut a.events, |e| matches!(e, PeerEvent::KeyframeRequested)).await;
     a.peer.close().await.unwrap();
     b.peer.close().await.unwrap();
 }
