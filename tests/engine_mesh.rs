@@ -1,0 +1,148 @@
+//! The engine in a 3-member room on the real room server: a full mesh where every member
+//! decodes the other two's video, chat reaches everyone, mute and camera state propagate, and
+//! leaving is seen by the others.
+
+// Test code: failing loudly is intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use liveloop_engine::{Command, EngineConfig, EngineEvent, EngineHandle, State, join_room};
+use liveloop_media::synthetic::SyntheticCamera;
+use liveloop_server::embedded;
+use liveloop_server::matchmaking::MatchmakingConfig;
+use liveloop_server::rooms::RoomsConfig;
+use tokio::sync::mpsc;
+
+struct Client {
+    id: &'static str,
+    handle: EngineHandle,
+    events: mpsc::Receiver<EngineEvent>,
+}
+
+async fn until(c: &mut Client, what: &str, mut pred: impl FnMut(&EngineEvent) -> bool) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let ev = c.events.recv().await.expect("engine events ended");
+            if pred(&ev) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", c.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
+    let server = embedded::start(
+        Ipv4Addr::LOCALHOST.into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        RoomsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/ws", server.rooms);
+    let mut clients = Vec::new();
+    for id in ["ann", "ben", "cat"] {
+        let config = EngineConfig {
+            name: id.to_uppercase(),
+            bitrate_bps: 300_000,
+            udp_addrs: vec!["127.0.0.1:0".into()],
+        };
+        let camera = Box::new(SyntheticCamera::new(320, 180, 15.0));
+        let (handle, events) =
+            join_room(config, url.clone(), "mesh".into(), id.into(), camera).unwrap();
+        clients.push(Client { id, handle, events });
+    }
+    // Everyone decodes stamped frames from both others.
+    for c in &mut clients {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let me = c.id;
+        until(c, "10 stamped frames from each other member", |e| {
+            if let EngineEvent::FrameDecoded {
+                from,
+                stamp: Some(_),
+                ..
+            } = e
+            {
+                *counts.entry(from.clone()).or_default() += 1;
+            }
+            counts.len() == 2 && counts.values().all(|n| *n >= 10) && !counts.contains_key(me)
+        })
+        .await;
+    }
+    // Chat from ann reaches ben and cat.
+    clients[0]
+        .handle
+        .send(Command::SendChat("hello mesh".into()))
+        .await
+        .unwrap();
+    for c in &mut clients[1..] {
+        until(c, "ann's chat", |e| matches!(e, EngineEvent::Chat { from, text } if from == "ann" && text == "hello mesh")).await;
+    }
+    // Ben mutes; cat turns the camera off: the others see both.
+    clients[1]
+        .handle
+        .send(Command::SetMuted(true))
+        .await
+        .unwrap();
+    clients[2]
+        .handle
+        .send(Command::SetCamera(false))
+        .await
+        .unwrap();
+    for i in [0, 2] {
+        until(&mut clients[i], "ben muted", |e| matches!(e, EngineEvent::PeerState { id, muted: true, name, .. } if id == "ben" && name == "BEN")).await;
+    }
+    until(
+        &mut clients[0],
+        "cat's camera off",
+        |e| matches!(e, EngineEvent::PeerState { id, camera_off: true, .. } if id == "cat"),
+    )
+    .await;
+    // With cat's camera off, ann keeps getting ben's frames but no new ones from cat.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while clients[0].events.try_recv().is_ok() {}
+    let mut from: HashSet<String> = HashSet::new();
+    let mut ben_frames = 0;
+    until(&mut clients[0], "15 more frames from ben", |e| {
+        if let EngineEvent::FrameDecoded { from: f, .. } = e {
+            from.insert(f.clone());
+            if f == "ben" {
+                ben_frames += 1;
+            }
+        }
+        ben_frames >= 15
+    })
+    .await;
+    assert!(
+        !from.contains("cat"),
+        "frames from cat after camera off: {from:?}"
+    );
+    // Cat leaves: the others see it, cat goes idle.
+    clients[2].handle.send(Command::Leave).await.unwrap();
+    until(&mut clients[2], "idle", |e| {
+        matches!(e, EngineEvent::State(State::Idle))
+    })
+    .await;
+    for i in [0, 1] {
+        until(
+            &mut clients[i],
+            "cat left",
+            |e| matches!(e, EngineEvent::PeerLeft { id } if id == "cat"),
+        )
+        .await;
+    }
+    for c in &clients[..2] {
+        c.handle.send(Command::Leave).await.unwrap();
+    }
+}
