@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use liveloop_engine::{Command, EngineConfig, EngineEvent, EngineHandle, State, join_room};
-use liveloop_media::synthetic::SyntheticCamera;
+use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice};
 use liveloop_server::embedded;
 use liveloop_server::matchmaking::MatchmakingConfig;
 use liveloop_server::rooms::RoomsConfig;
@@ -59,8 +59,9 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
             udp_addrs: vec!["127.0.0.1:0".into()],
         };
         let camera = Box::new(SyntheticCamera::new(320, 180, 15.0));
+        let mic = Box::new(SyntheticMic::new(Voice::Speech, true));
         let (handle, events) =
-            join_room(config, url.clone(), "mesh".into(), id.into(), camera).unwrap();
+            join_room(config, url.clone(), "mesh".into(), id.into(), camera, mic).unwrap();
         clients.push(Client { id, handle, events });
     }
     // Everyone decodes stamped frames from both others.
@@ -100,33 +101,67 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
         .send(Command::SetCamera(false))
         .await
         .unwrap();
-    for i in [0, 2] {
-        until(&mut clients[i], "ben muted", |e| matches!(e, EngineEvent::PeerState { id, muted: true, name, .. } if id == "ben" && name == "BEN")).await;
-    }
-    until(
-        &mut clients[0],
-        "cat's camera off",
-        |e| matches!(e, EngineEvent::PeerState { id, camera_off: true, .. } if id == "cat"),
-    )
-    .await;
-    // With cat's camera off, ann keeps getting ben's frames but no new ones from cat.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    while clients[0].events.try_recv().is_ok() {}
-    let mut from: HashSet<String> = HashSet::new();
-    let mut ben_frames = 0;
-    until(&mut clients[0], "15 more frames from ben", |e| {
-        if let EngineEvent::FrameDecoded { from: f, .. } = e {
-            from.insert(f.clone());
-            if f == "ben" {
-                ben_frames += 1;
-            }
+    // The two updates may arrive in either order: watch for both at once.
+    let (mut ben_muted, mut cat_off) = (false, false);
+    until(&mut clients[0], "ben muted and cat's camera off", |e| {
+        match e {
+            EngineEvent::PeerState {
+                id,
+                muted: true,
+                name,
+                ..
+            } if id == "ben" && name == "BEN" => ben_muted = true,
+            EngineEvent::PeerState {
+                id,
+                camera_off: true,
+                ..
+            } if id == "cat" => cat_off = true,
+            _ => {}
         }
-        ben_frames >= 15
+        ben_muted && cat_off
     })
     .await;
+    until(
+        &mut clients[2],
+        "ben muted",
+        |e| matches!(e, EngineEvent::PeerState { id, muted: true, .. } if id == "ben"),
+    )
+    .await;
+    // With cat's camera off and ben muted, ann keeps getting ben's frames and cat's audio but
+    // no new frames from cat and no audio from ben.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while clients[0].events.try_recv().is_ok() {}
+    let mut video_from: HashSet<String> = HashSet::new();
+    let mut audio_from: HashMap<String, usize> = HashMap::new();
+    let mut ben_frames = 0;
+    until(
+        &mut clients[0],
+        "15 more frames from ben and 25 audio packets from cat",
+        |e| {
+            match e {
+                EngineEvent::FrameDecoded { from, .. } => {
+                    video_from.insert(from.clone());
+                    if from == "ben" {
+                        ben_frames += 1;
+                    }
+                }
+                EngineEvent::AudioDecoded { from, pcm } => {
+                    assert_eq!(pcm.len(), 960, "20 ms of 48 kHz audio");
+                    *audio_from.entry(from.clone()).or_default() += 1;
+                }
+                _ => {}
+            }
+            ben_frames >= 15 && audio_from.get("cat").is_some_and(|n| *n >= 25)
+        },
+    )
+    .await;
     assert!(
-        !from.contains("cat"),
-        "frames from cat after camera off: {from:?}"
+        !video_from.contains("cat"),
+        "frames from cat after camera off: {video_from:?}"
+    );
+    assert!(
+        !audio_from.contains_key("ben"),
+        "audio from ben while muted: {audio_from:?}"
     );
     // Cat leaves: the others see it, cat goes idle.
     clients[2].handle.send(Command::Leave).await.unwrap();

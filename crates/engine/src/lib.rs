@@ -7,8 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
+use liveloop_media::opus::{OpusConfig, OpusDecoder, OpusEncoder};
 use liveloop_media::synthetic::read_stamp;
-use liveloop_media::{VideoFrame, VideoSource};
+use liveloop_media::{AudioSource, VideoFrame, VideoSource};
 use liveloop_proto::rooms::RelayKind;
 use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
 use liveloop_signal::rooms::{RoomClient, SignalEvent};
@@ -88,6 +89,11 @@ pub enum EngineEvent {
         width: u32,
         height: u32,
         stamp: Option<u32>,
+    },
+    /// Decoded audio from `from`: 48 kHz mono, one packet's worth (the app plays it).
+    AudioDecoded {
+        from: String,
+        pcm: Vec<f32>,
     },
     Error(String),
 }
@@ -175,6 +181,54 @@ fn start_video(
     tx
 }
 
+/// The capture-and-encode thread for audio: 20 ms Opus frames; while muted nothing is sent.
+fn start_audio(
+    mut source: Box<dyn AudioSource>,
+    muted: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> broadcast::Sender<Encoded> {
+    let (tx, _) = broadcast::channel(16);
+    let out = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("audio-encode".into())
+        .spawn(move || {
+            let mut encoder = match OpusEncoder::new(OpusConfig::default()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "no audio encoder");
+                    return;
+                }
+            };
+            let mut frame = vec![0.0f32; encoder.frame_len()];
+            let period = Duration::from_millis(20);
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                next += period;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                // Capture goes on while muted (a live microphone must be drained); nothing is sent.
+                if let Err(e) = source.read(&mut frame) {
+                    tracing::warn!(error = %e, "audio source failed");
+                    continue;
+                }
+                if muted.load(Ordering::Relaxed) || out.receiver_count() == 0 {
+                    continue;
+                }
+                match encoder.encode(&frame) {
+                    Ok(packet) => {
+                        let _ = out.send(Bytes::from(packet));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Opus encode failed"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the audio thread");
+    }
+    tx
+}
+
 /// A decoder thread for one remote member.
 fn start_decoder(
     from: String,
@@ -214,9 +268,11 @@ fn start_decoder(
 struct Member {
     peer: Arc<Peer>,
     decoder: std::sync::mpsc::Sender<Bytes>,
+    /// Behind a mutex only to make `Member` `Sync` (libopus state is not); one task uses it.
+    audio: Option<std::sync::Mutex<OpusDecoder>>,
 }
 
-/// Joins `room` on the room server at `ws_url` as `id`, sending video from `video`.
+/// Joins `room` on the room server at `ws_url` as `id`, sending `video` and `audio`.
 ///
 /// # Errors
 /// For an invalid room or id.
@@ -226,6 +282,7 @@ pub fn join_room(
     room: String,
     id: String,
     video: Box<dyn VideoSource>,
+    audio: Box<dyn AudioSource>,
 ) -> Result<(EngineHandle, mpsc::Receiver<EngineEvent>), EngineError> {
     let (client, signal_events) = RoomClient::start(ws_url, room, id.clone())?;
     let (commands, command_rx) = mpsc::channel(64);
@@ -240,6 +297,8 @@ pub fn join_room(
         camera_on.clone(),
         stop.clone(),
     );
+    let muted = Arc::new(AtomicBool::new(false));
+    let encoded_audio = start_audio(audio, muted.clone(), stop.clone());
     let run = Runner {
         config,
         me: id,
@@ -247,10 +306,11 @@ pub fn join_room(
         events,
         members: HashMap::new(),
         encoded,
+        encoded_audio,
         keyframe,
         camera_on,
         stop,
-        muted: false,
+        muted,
     };
     tokio::spawn(run.run(signal_events, command_rx));
     Ok((EngineHandle { commands }, event_rx))
@@ -263,10 +323,11 @@ struct Runner {
     events: mpsc::Sender<EngineEvent>,
     members: HashMap<String, Member>,
     encoded: broadcast::Sender<Encoded>,
+    encoded_audio: broadcast::Sender<Encoded>,
     keyframe: Arc<AtomicBool>,
     camera_on: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    muted: bool,
+    muted: Arc<AtomicBool>,
 }
 
 impl Runner {
@@ -275,7 +336,7 @@ impl Runner {
     }
 
     fn state_message(&self) -> String {
-        json!({"type": "state", "name": self.config.name, "muted": self.muted, "cameraOff": !self.camera_on.load(Ordering::Relaxed)}).to_string()
+        json!({"type": "state", "name": self.config.name, "muted": self.muted.load(Ordering::Relaxed), "cameraOff": !self.camera_on.load(Ordering::Relaxed)}).to_string()
     }
 
     async fn broadcast_state(&self) {
@@ -324,7 +385,7 @@ impl Runner {
                 }
             }
             Command::SetMuted(muted) => {
-                self.muted = muted;
+                self.muted.store(muted, Ordering::Relaxed);
                 self.broadcast_state().await;
             }
             Command::SetCamera(on) => {
@@ -434,12 +495,32 @@ impl Runner {
                 }
             }
         });
+        let (sender, mut packets) = (peer.clone(), self.encoded_audio.subscribe());
+        tokio::spawn(async move {
+            loop {
+                match packets.recv().await {
+                    Ok(p) => {
+                        let _ = sender.send_audio(p, Duration::from_millis(20)).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         let decoder = start_decoder(other.clone(), self.events.clone());
+        let audio = OpusDecoder::new().ok().map(std::sync::Mutex::new);
         if !polite && let Err(e) = peer.start_offer().await {
             self.emit(EngineEvent::Error(format!("offer to {other}: {e}")))
                 .await;
         }
-        self.members.insert(other, Member { peer, decoder });
+        self.members.insert(
+            other,
+            Member {
+                peer,
+                decoder,
+                audio,
+            },
+        );
     }
 
     async fn on_peer(&mut self, from: &str, ev: PeerEvent) {
@@ -511,6 +592,28 @@ impl Runner {
             PeerEvent::Video { access_unit, .. } => {
                 if let Some(m) = self.members.get(from) {
                     let _ = m.decoder.send(access_unit);
+                }
+            }
+            PeerEvent::Audio { packet, .. } => {
+                let decoded = self
+                    .members
+                    .get(from)
+                    .and_then(|m| m.audio.as_ref())
+                    .and_then(|decoder| {
+                        let mut pcm = vec![0.0f32; 5760];
+                        let mut decoder = decoder
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let n = decoder.decode(&packet, &mut pcm).ok()?;
+                        pcm.truncate(n);
+                        Some(pcm)
+                    });
+                if let Some(pcm) = decoded {
+                    self.emit(EngineEvent::AudioDecoded {
+                        from: from.to_owned(),
+                        pcm,
+                    })
+                    .await;
                 }
             }
             PeerEvent::KeyframeRequested => self.keyframe.store(true, Ordering::Relaxed),
