@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use liveloop_e2e::free_port;
+use liveloop_e2e::{free_port, next_event};
 use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
 use liveloop_media::synthetic::{SyntheticCamera, read_stamp};
 use liveloop_proto::rooms::RelayKind;
@@ -123,29 +123,17 @@ async fn join_and_call(url: &str, room: &str, me: &str, other: &str) -> Particip
 }
 
 async fn next_media(p: &mut Participant, pred: impl Fn(&PeerEvent) -> bool) -> PeerEvent {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let ev = p.media.recv().await.expect("peer events ended");
-            if pred(&ev) {
-                return ev;
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a peer event")
+    next_event(&mut p.media, "a peer event", Duration::from_secs(10), pred).await
 }
 
 async fn next_signal(p: &mut Participant, pred: impl Fn(&SignalEvent) -> bool) -> SignalEvent {
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let ev = p.signal_events.recv().await.expect("signal events ended");
-            if pred(&ev) {
-                return ev;
-            }
-        }
-    })
+    next_event(
+        &mut p.signal_events,
+        "a signaling event",
+        Duration::from_secs(15),
+        pred,
+    )
     .await
-    .expect("timed out waiting for a signaling event")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,32 +311,14 @@ async fn next_peer_event(
     rx: &mut mpsc::Receiver<PeerEvent>,
     pred: impl Fn(&PeerEvent) -> bool,
 ) -> PeerEvent {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let ev = rx.recv().await.expect("peer events ended");
-            if pred(&ev) {
-                return ev;
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a peer event")
+    next_event(rx, "a peer event", Duration::from_secs(10), pred).await
 }
 
 async fn next_match_event(
     rx: &mut mpsc::UnboundedReceiver<MatchEvent>,
     pred: impl Fn(&MatchEvent) -> bool,
 ) -> MatchEvent {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let ev = rx.recv().await.expect("match events ended");
-            if pred(&ev) {
-                return ev;
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a matchmaking event")
+    next_event(rx, "a matchmaking event", Duration::from_secs(10), pred).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

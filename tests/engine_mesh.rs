@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use liveloop_e2e::next_event;
 use liveloop_engine::{Command, EngineConfig, EngineEvent, EngineHandle, State, join_room};
 use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice};
 use liveloop_server::embedded;
@@ -27,17 +28,14 @@ struct Client {
     events: mpsc::Receiver<EngineEvent>,
 }
 
-async fn until(c: &mut Client, what: &str, mut pred: impl FnMut(&EngineEvent) -> bool) {
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let ev = c.events.recv().await.expect("engine events ended");
-            if pred(&ev) {
-                return;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", c.id));
+async fn until(c: &mut Client, what: &str, pred: impl FnMut(&EngineEvent) -> bool) {
+    next_event(
+        &mut c.events,
+        &format!("{}: {what}", c.id),
+        Duration::from_secs(15),
+        pred,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

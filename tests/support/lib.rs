@@ -184,3 +184,41 @@ pub fn find_program(env: &str, name: &str, extra: &[PathBuf]) -> Option<PathBuf>
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+/// A channel of events the end-to-end tests wait on.
+pub trait EventSource<T> {
+    fn recv_event(&mut self) -> impl std::future::Future<Output = Option<T>> + Send;
+}
+
+impl<T: Send> EventSource<T> for tokio::sync::mpsc::Receiver<T> {
+    fn recv_event(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
+impl<T: Send> EventSource<T> for tokio::sync::mpsc::UnboundedReceiver<T> {
+    fn recv_event(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
+/// Skips events until one satisfies `pred` and returns it; panics naming `what` when `timeout`
+/// passes or the stream ends first.
+pub async fn next_event<T>(
+    rx: &mut impl EventSource<T>,
+    what: &str,
+    timeout: Duration,
+    mut pred: impl FnMut(&T) -> bool,
+) -> T {
+    let found = tokio::time::timeout(timeout, async {
+        loop {
+            match rx.recv_event().await {
+                Some(ev) if pred(&ev) => return ev,
+                Some(_) => {}
+                None => panic!("event stream ended while waiting for {what}"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out after {timeout:?} waiting for {what}"))
+}

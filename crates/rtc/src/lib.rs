@@ -243,8 +243,9 @@ pub struct Peer {
     polite: bool,
     video: Arc<TrackLocalStaticSample>,
     audio: Arc<TrackLocalStaticSample>,
-    video_pt: Mutex<Option<PayloadType>>,
-    audio_pt: Mutex<Option<PayloadType>>,
+    /// (payload type, SSRC) per send track, looked up once after negotiation.
+    video_route: Mutex<Option<(PayloadType, u32)>>,
+    audio_route: Mutex<Option<(PayloadType, u32)>>,
     senders: Vec<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
     /// Serialises offers and applied descriptions: webrtc-rs's calls are async, and an offer
     /// half made when the remote's offer is applied would otherwise fail on a stale state.
@@ -397,8 +398,8 @@ impl Peer {
             polite: options.polite,
             video,
             audio,
-            video_pt: Mutex::new(None),
-            audio_pt: Mutex::new(None),
+            video_route: Mutex::new(None),
+            audio_route: Mutex::new(None),
             senders: vec![video_sender, audio_sender],
             negotiating: tokio::sync::Mutex::new(()),
         })
@@ -514,20 +515,27 @@ impl Peer {
         self.pc.add_ice_candidate(init).await.map_err(rtc_err)
     }
 
-    async fn payload_type(&self, video: bool) -> Result<PayloadType, RtcError> {
-        let slot = if video {
-            &self.video_pt
+    /// The negotiated payload type and our SSRC for the video or audio track, cached: they do
+    /// not change during a call, and every frame needs them.
+    async fn route(&self, video: bool) -> Result<(PayloadType, u32), RtcError> {
+        let (slot, track, sender, mime) = if video {
+            (
+                &self.video_route,
+                &self.video,
+                self.senders.first(),
+                MIME_TYPE_H264,
+            )
         } else {
-            &self.audio_pt
+            (
+                &self.audio_route,
+                &self.audio,
+                self.senders.get(1),
+                MIME_TYPE_OPUS,
+            )
         };
-        if let Some(pt) = *lock(slot) {
-            return Ok(pt);
+        if let Some(route) = *lock(slot) {
+            return Ok(route);
         }
-        let (sender, mime) = if video {
-            (self.senders.first(), MIME_TYPE_H264)
-        } else {
-            (self.senders.get(1), MIME_TYPE_OPUS)
-        };
         let sender = sender.ok_or(RtcError::NotReady("media"))?;
         let params = sender.get_parameters().await.map_err(rtc_err)?;
         let pt = params
@@ -537,8 +545,33 @@ impl Peer {
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
             .map(|c| c.payload_type)
             .ok_or(RtcError::NotReady("media before negotiation"))?;
-        *lock(slot) = Some(pt);
-        Ok(pt)
+        let ssrc = *track
+            .ssrcs()
+            .await
+            .first()
+            .ok_or(RtcError::NotReady("media"))?;
+        *lock(slot) = Some((pt, ssrc));
+        Ok((pt, ssrc))
+    }
+
+    async fn send_sample(
+        &self,
+        video: bool,
+        data: Bytes,
+        duration: Duration,
+    ) -> Result<(), RtcError> {
+        let (pt, ssrc) = self.route(video).await?;
+        let track = if video { &self.video } else { &self.audio };
+        let sample = Sample {
+            data,
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        track
+            .sample_writer(ssrc, pt)
+            .write_sample(&sample)
+            .await
+            .map_err(rtc_err)
     }
 
     /// Sends one H.264 access unit (Annex-B) lasting `duration`.
@@ -546,23 +579,7 @@ impl Peer {
     /// # Errors
     /// Before negotiation, or on a WebRTC error.
     pub async fn send_video(&self, access_unit: Bytes, duration: Duration) -> Result<(), RtcError> {
-        let pt = self.payload_type(true).await?;
-        let ssrc = *self
-            .video
-            .ssrcs()
-            .await
-            .first()
-            .ok_or(RtcError::NotReady("video"))?;
-        let sample = Sample {
-            data: access_unit,
-            duration,
-            ..Sample::new(Instant::now())
-        };
-        self.video
-            .sample_writer(ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .map_err(rtc_err)
+        self.send_sample(true, access_unit, duration).await
     }
 
     /// Sends one Opus packet lasting `duration`.
@@ -570,23 +587,7 @@ impl Peer {
     /// # Errors
     /// Before negotiation, or on a WebRTC error.
     pub async fn send_audio(&self, packet: Bytes, duration: Duration) -> Result<(), RtcError> {
-        let pt = self.payload_type(false).await?;
-        let ssrc = *self
-            .audio
-            .ssrcs()
-            .await
-            .first()
-            .ok_or(RtcError::NotReady("audio"))?;
-        let sample = Sample {
-            data: packet,
-            duration,
-            ..Sample::new(Instant::now())
-        };
-        self.audio
-            .sample_writer(ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .map_err(rtc_err)
+        self.send_sample(false, packet, duration).await
     }
 
     /// Sends a chat or metadata message on the data channel.
