@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backoff;
+pub mod jitter;
 pub mod matchmaker;
 pub mod rate;
 pub mod rooms;

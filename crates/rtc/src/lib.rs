@@ -28,7 +28,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    StatsSelector, register_default_interceptors,
 };
 
 /// Errors of the peer connection driver.
@@ -93,13 +93,35 @@ pub enum PeerEvent {
         access_unit: Bytes,
         rtp_timestamp: u32,
     },
-    /// One Opus packet and its RTP timestamp (48 kHz).
+    /// One Opus packet, its RTP sequence number and timestamp (48 kHz).
     Audio {
         packet: Bytes,
+        sequence: u16,
         rtp_timestamp: u32,
     },
     /// The remote asked for a keyframe (PLI or FIR): the encoder should send an IDR.
     KeyframeRequested,
+    /// Video packets were lost: the frames up to the next keyframe are dropped and a keyframe
+    /// was asked for (PLI).
+    VideoLoss { lost_packets: u32 },
+}
+
+/// A snapshot of one connection's counters (cumulative; rates are the caller's differences).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Round-trip time of the selected candidate pair (STUN), in milliseconds.
+    pub rtt_ms: f64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub packets_received: u64,
+    /// Packets lost, as counted by the receiver (all inbound streams).
+    pub packets_lost: i64,
+    /// Inter-arrival jitter of the inbound audio, in milliseconds.
+    pub audio_jitter_ms: f64,
+    /// Inter-arrival jitter of the inbound video, in milliseconds.
+    pub video_jitter_ms: f64,
+    pub nacks_sent: u32,
+    pub plis_sent: u32,
 }
 
 fn h264_codec() -> RTCRtpCodec {
@@ -206,6 +228,7 @@ impl PeerConnectionEventHandler for Handler {
         tokio::spawn(async move {
             let mut h264 = H264Packet::default();
             let mut au = BytesMut::new();
+            let mut assembly = FrameAssembly::default();
             while let Some(ev) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
                     if matches!(ev, TrackRemoteEvent::OnEnded) {
@@ -215,18 +238,36 @@ impl PeerConnectionEventHandler for Handler {
                 };
                 match kind {
                     RtpCodecKind::Video => {
+                        let lost = assembly.packet(pkt.header.sequence_number);
+                        if lost > 0 {
+                            // A frame with a hole cannot be decoded, and neither can the frames
+                            // that reference it: drop them until a keyframe, and ask for one.
+                            au.clear();
+                            shared.emit(PeerEvent::VideoLoss { lost_packets: lost });
+                            let pli = PictureLossIndication {
+                                sender_ssrc: 0,
+                                media_ssrc: ssrc,
+                            };
+                            if track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
+                                tracing::debug!("keyframe request after loss not sent");
+                            }
+                        }
                         if let Ok(nals) = h264.depacketize(&pkt.payload) {
                             au.extend_from_slice(&nals);
                         }
                         if pkt.header.marker && !au.is_empty() {
-                            shared.emit(PeerEvent::Video {
-                                access_unit: au.split().freeze(),
-                                rtp_timestamp: pkt.header.timestamp,
-                            });
+                            let frame = au.split().freeze();
+                            if assembly.frame_complete(has_idr(&frame)) {
+                                shared.emit(PeerEvent::Video {
+                                    access_unit: frame,
+                                    rtp_timestamp: pkt.header.timestamp,
+                                });
+                            }
                         }
                     }
                     RtpCodecKind::Audio => shared.emit(PeerEvent::Audio {
                         packet: pkt.payload.clone(),
+                        sequence: pkt.header.sequence_number,
                         rtp_timestamp: pkt.header.timestamp,
                     }),
                     _ => {}
@@ -234,6 +275,52 @@ impl PeerConnectionEventHandler for Handler {
             }
         });
     }
+}
+
+/// Loss tracking for the video frame assembler: sequence gaps break the current frame and
+/// every frame after it until a keyframe arrives.
+#[derive(Debug, Default)]
+struct FrameAssembly {
+    last_sequence: Option<u16>,
+    /// A packet was lost: frames are dropped until a keyframe.
+    broken: bool,
+}
+
+impl FrameAssembly {
+    /// Records one packet; returns how many packets were lost just before it.
+    fn packet(&mut self, sequence: u16) -> u32 {
+        let lost = match self.last_sequence {
+            Some(last) => {
+                let step = sequence.wrapping_sub(last);
+                // A late or repeated packet (a retransmission already covered, or reordering)
+                // moves nothing; a forward jump beyond one is loss.
+                if step == 0 || step > u16::MAX / 2 {
+                    return 0;
+                }
+                u32::from(step - 1)
+            }
+            None => 0,
+        };
+        self.last_sequence = Some(sequence);
+        if lost > 0 {
+            self.broken = true;
+        }
+        lost
+    }
+
+    /// A frame ended: whether it can be passed to the decoder.
+    fn frame_complete(&mut self, keyframe: bool) -> bool {
+        if keyframe {
+            self.broken = false;
+        }
+        !self.broken
+    }
+}
+
+/// Whether an Annex-B access unit holds an IDR slice (NAL type 5).
+fn has_idr(au: &[u8]) -> bool {
+    au.windows(4)
+        .any(|w| matches!(w, [0, 0, 1, nal] if nal & 0x1f == 5))
 }
 
 /// A peer connection to one remote participant.
@@ -618,6 +705,45 @@ impl Peer {
             .map_err(rtc_err)
     }
 
+    /// Restarts ICE (new credentials, fresh candidates) and sends a new offer: what the
+    /// impolite side does when the connection failed.
+    ///
+    /// # Errors
+    /// On a WebRTC error.
+    pub async fn restart_ice(&self) -> Result<(), RtcError> {
+        self.pc.restart_ice().await.map_err(rtc_err)?;
+        self.start_offer().await
+    }
+
+    /// The connection's counters now.
+    pub async fn stats(&self) -> PeerStats {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let mut stats = PeerStats::default();
+        if let Some(pair) = report
+            .candidate_pairs()
+            .find(|p| p.nominated)
+            .or_else(|| report.candidate_pairs().max_by_key(|p| p.bytes_received))
+        {
+            stats.rtt_ms = pair.current_round_trip_time * 1000.0;
+            stats.bytes_sent = pair.bytes_sent;
+            stats.bytes_received = pair.bytes_received;
+        }
+        for inbound in report.inbound_rtp_streams() {
+            let received = &inbound.received_rtp_stream_stats;
+            stats.packets_received += received.packets_received;
+            stats.packets_lost += received.packets_lost;
+            let jitter_ms = received.jitter * 1000.0;
+            if received.rtp_stream_stats.kind == RtpCodecKind::Video {
+                stats.video_jitter_ms = jitter_ms;
+            } else {
+                stats.audio_jitter_ms = jitter_ms;
+            }
+            stats.nacks_sent += inbound.nack_count;
+            stats.plis_sent += inbound.pli_count;
+        }
+        stats
+    }
+
     /// Closes the connection; every internal task ends.
     ///
     /// # Errors
@@ -625,5 +751,39 @@ impl Peer {
     pub async fn close(&self) -> Result<(), RtcError> {
         self.shared.closed.store(true, Ordering::Relaxed);
         self.pc.close().await.map_err(rtc_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembly_drops_frames_after_loss_until_a_keyframe() {
+        let mut a = FrameAssembly::default();
+        assert_eq!(a.packet(65_534), 0);
+        assert_eq!(a.packet(65_535), 0);
+        assert!(a.frame_complete(false));
+        // Wraps without loss.
+        assert_eq!(a.packet(0), 0);
+        assert!(a.frame_complete(false));
+        // Two packets missing: this frame and the next delta frame are dropped.
+        assert_eq!(a.packet(3), 2);
+        assert!(!a.frame_complete(false));
+        assert_eq!(a.packet(4), 0);
+        assert!(!a.frame_complete(false));
+        // A late packet (already given up on) changes nothing.
+        assert_eq!(a.packet(2), 0);
+        assert_eq!(a.packet(5), 0);
+        assert!(a.frame_complete(true));
+        assert_eq!(a.packet(6), 0);
+        assert!(a.frame_complete(false));
+    }
+
+    #[test]
+    fn idr_detection() {
+        assert!(has_idr(&[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 9]));
+        assert!(!has_idr(&[0, 0, 0, 1, 0x41, 1, 2, 3]));
+        assert!(!has_idr(&[]));
     }
 }

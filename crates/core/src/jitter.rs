@@ -1,0 +1,337 @@
+//! An adaptive audio jitter buffer, sans-IO.
+//!
+//! Packets go in with their RTP timestamp and arrival time; the playout clock pulls one frame
+//! per tick with [`JitterBuffer::pop`]. The buffer holds each packet for a target delay that
+//! follows the network's jitter: the spread of `arrival − media time` over the last two
+//! seconds, plus a small margin, between 20 and 400 ms. When the queue runs deeper than the
+//! target (after a burst), a frame is dropped to catch up; when it runs dry the caller
+//! conceals and the timeline waits (a pause — mute, DTX — is not loss).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Where the target delay may go.
+pub const MIN_DELAY: Duration = Duration::from_millis(20);
+pub const MAX_DELAY: Duration = Duration::from_millis(400);
+/// Added to the measured spread.
+const MARGIN: Duration = Duration::from_millis(10);
+/// How far back the spread is measured.
+const WINDOW: Duration = Duration::from_secs(2);
+/// After this long with nothing to play, output is silence instead of concealment.
+const CONCEAL_LIMIT: Duration = Duration::from_millis(100);
+
+/// What to play for this tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout<T> {
+    /// Decode this packet.
+    Packet(T),
+    /// The packet for this tick was lost (later ones are here): conceal, using the in-band FEC
+    /// of `next` when present.
+    Lost { next: Option<T> },
+    /// Nothing arrived yet (late packet or the start of a pause): conceal, the timeline waits.
+    Conceal,
+    /// Not started, or paused for a while: play silence.
+    Silence,
+}
+
+/// The adaptive jitter buffer for one stream of fixed-length frames.
+#[derive(Debug)]
+pub struct JitterBuffer<T> {
+    clock_rate: u32,
+    frame_ticks: u64,
+    packets: BTreeMap<u64, (Duration, T)>,
+    /// Extended timestamp of the next frame to play; `None` until started.
+    next: Option<u64>,
+    /// Buffering (at the start or after a pause): wait for the target delay before playing.
+    buffering: bool,
+    last_extended: Option<u64>,
+    /// (arrival, arrival − media time) over the last [`WINDOW`].
+    transits: VecDeque<(Duration, i64)>,
+    dry_since: Option<Duration>,
+    /// The smallest `arrival − media time` in the window (µs): the fastest path.
+    min_transit: i64,
+    stats: JitterStats,
+}
+
+/// Counters for the stats panel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    pub played: u64,
+    pub lost: u64,
+    pub concealed: u64,
+    pub late_dropped: u64,
+    pub catch_up_dropped: u64,
+    /// The current target delay.
+    pub target: Duration,
+}
+
+impl<T: Clone> JitterBuffer<T> {
+    /// A buffer for `clock_rate` Hz timestamps and frames `frame` long (20 ms Opus: 48 kHz).
+    #[must_use]
+    pub fn new(clock_rate: u32, frame: Duration) -> Self {
+        let frame_ticks = (u128::from(clock_rate) * frame.as_micros() / 1_000_000) as u64;
+        Self {
+            clock_rate: clock_rate.max(1),
+            frame_ticks: frame_ticks.max(1),
+            packets: BTreeMap::new(),
+            next: None,
+            buffering: true,
+            last_extended: None,
+            transits: VecDeque::new(),
+            dry_since: None,
+            min_transit: 0,
+            stats: JitterStats {
+                target: MIN_DELAY,
+                ..JitterStats::default()
+            },
+        }
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// The delay packets are held for now.
+    #[must_use]
+    pub fn target_delay(&self) -> Duration {
+        self.stats.target
+    }
+
+    /// Unwraps a 32-bit RTP timestamp next to the last one seen.
+    fn extend(&mut self, ts: u32) -> u64 {
+        let extended = match self.last_extended {
+            None => u64::from(ts) + (1 << 32),
+            Some(last) => {
+                let delta = ts.wrapping_sub(last as u32) as i32;
+                last.saturating_add_signed(i64::from(delta))
+            }
+        };
+        if self.last_extended.is_none_or(|l| extended > l) {
+            self.last_extended = Some(extended);
+        }
+        extended
+    }
+
+    fn media_time_us(&self, extended: u64) -> i64 {
+        (u128::from(extended) * 1_000_000 / u128::from(self.clock_rate)) as i64
+    }
+
+    /// A packet arrived at `now`.
+    pub fn push(&mut self, rtp_timestamp: u32, now: Duration, payload: T) {
+        let extended = self.extend(rtp_timestamp);
+        let transit = now.as_micros() as i64 - self.media_time_us(extended);
+        self.transits.push_back((now, transit));
+        while self
+            .transits
+            .front()
+            .is_some_and(|(at, _)| now.saturating_sub(*at) > WINDOW)
+        {
+            self.transits.pop_front();
+        }
+        let (lo, hi) = self
+            .transits
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), (_, t)| {
+                (lo.min(*t), hi.max(*t))
+            });
+        let spread = Duration::from_micros(hi.saturating_sub(lo).max(0) as u64);
+        self.stats.target = (spread + MARGIN).clamp(MIN_DELAY, MAX_DELAY);
+        self.min_transit = lo;
+        // Too late to play: it still taught the estimator how late packets come.
+        if self.next.is_some_and(|next| extended < next) {
+            self.stats.late_dropped += 1;
+            return;
+        }
+        self.packets.insert(extended, (now, payload));
+    }
+
+    /// The frame to play at `now` (call once per frame length).
+    pub fn pop(&mut self, now: Duration) -> Playout<T> {
+        if self.buffering {
+            // Start (or resume) once the oldest packet has waited the target delay.
+            let ready = self
+                .packets
+                .iter()
+                .find(|(ts, _)| self.next.is_none_or(|n| **ts >= n))
+                .filter(|(_, (arrived, _))| now.saturating_sub(*arrived) >= self.stats.target)
+                .map(|(ts, _)| *ts);
+            match ready {
+                Some(ts) => {
+                    self.buffering = false;
+                    self.next = Some(ts);
+                }
+                None => return Playout::Silence,
+            }
+        }
+        let Some(mut next) = self.next else {
+            return Playout::Silence;
+        };
+        // How far playout runs behind media time, against where the target puts it.
+        let offset = now.as_micros() as i64 - self.media_time_us(next);
+        let desired = self.min_transit + self.stats.target.as_micros() as i64;
+        let frame = self.frame().as_micros() as i64;
+        if let Some((_, payload)) = self.packets.remove(&next) {
+            // Too far behind (after a burst, or once the jitter calmed down): skip a frame.
+            if offset > desired + 2 * frame
+                && let Some((_, later)) = self.packets.remove(&(next + self.frame_ticks))
+            {
+                self.stats.catch_up_dropped += 1;
+                next += self.frame_ticks;
+                self.next = Some(next + self.frame_ticks);
+                self.dry_since = None;
+                self.stats.played += 1;
+                return Playout::Packet(later);
+            }
+            self.next = Some(next + self.frame_ticks);
+            self.dry_since = None;
+            self.stats.played += 1;
+            return Playout::Packet(payload);
+        }
+        if self.packets.range(next..).next().is_some() {
+            if offset < desired - frame / 2 {
+                // Playout runs ahead of the target (the jitter grew): stretch by one frame.
+                self.stats.concealed += 1;
+                return Playout::Conceal;
+            }
+            // Later packets are here and this one is overdue: lost.
+            self.next = Some(next + self.frame_ticks);
+            self.stats.lost += 1;
+            let fec = self
+                .packets
+                .get(&(next + self.frame_ticks))
+                .map(|(_, p)| p.clone());
+            return Playout::Lost { next: fec };
+        }
+        // Dry: conceal briefly, then call it a pause and buffer again on resumption.
+        let since = *self.dry_since.get_or_insert(now);
+        if now.saturating_sub(since) >= CONCEAL_LIMIT {
+            // A pause (mute, DTX): the sender's clock may not have run over it, so the transit
+            // history no longer describes the path. Start measuring afresh on resumption.
+            self.buffering = true;
+            self.transits.clear();
+            return Playout::Silence;
+        }
+        self.stats.concealed += 1;
+        Playout::Conceal
+    }
+
+    fn frame(&self) -> Duration {
+        Duration::from_micros(self.frame_ticks * 1_000_000 / u64::from(self.clock_rate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const FRAME: u32 = 960;
+
+    fn buffer() -> JitterBuffer<u32> {
+        JitterBuffer::new(48_000, 20 * MS)
+    }
+
+    #[test]
+    fn steady_stream_plays_every_packet_in_order_after_the_minimum_delay() {
+        let mut jb = buffer();
+        let mut played = Vec::new();
+        for i in 0..50u32 {
+            let now = 20 * MS * i;
+            jb.push(1_000 + i * FRAME, now, i);
+            if let Playout::Packet(p) = jb.pop(now + 5 * MS) {
+                played.push(p);
+            }
+        }
+        assert_eq!(played.first(), Some(&0));
+        assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
+        assert_eq!(jb.target_delay(), MIN_DELAY);
+        assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn jitter_raises_the_target_and_nothing_is_lost() {
+        let mut jb = buffer();
+        let mut played = Vec::new();
+        // Every third packet is 60 ms late.
+        let mut arrivals: Vec<(Duration, u32)> = (0..150u32)
+            .map(|i| {
+                let late = if i % 3 == 0 { 60 * MS } else { Duration::ZERO };
+                (20 * MS * i + late, i)
+            })
+            .collect();
+        arrivals.sort();
+        let mut a = arrivals.into_iter().peekable();
+        for tick in 0..200u32 {
+            let now = 20 * MS * tick;
+            while let Some((at, i)) = a.next_if(|(at, _)| *at <= now) {
+                jb.push(i.wrapping_mul(FRAME), at, i);
+            }
+            if let Playout::Packet(p) = jb.pop(now) {
+                played.push(p);
+            }
+        }
+        assert!(jb.target_delay() >= 60 * MS, "{:?}", jb.target_delay());
+        // Once adapted (the first seconds may lose a few), every packet plays in order.
+        let tail: Vec<u32> = played.iter().copied().filter(|p| *p > 60).collect();
+        assert!(tail.windows(2).all(|w| w[1] == w[0] + 1), "{tail:?}");
+        assert_eq!(tail.last(), Some(&149));
+    }
+
+    #[test]
+    fn a_lost_packet_is_reported_with_the_next_for_fec() {
+        let mut jb = buffer();
+        let mut out = Vec::new();
+        for i in 0..10u32 {
+            let now = 20 * MS * i;
+            if i != 4 {
+                jb.push(i * FRAME, now, i);
+            }
+            out.push(jb.pop(now + 40 * MS));
+        }
+        assert!(out.contains(&Playout::Lost { next: Some(5) }), "{out:?}");
+        assert_eq!(jb.stats().lost, 1);
+    }
+
+    #[test]
+    fn a_pause_then_resumption_buffers_again_without_dropping() {
+        let mut jb = buffer();
+        for i in 0..5u32 {
+            jb.push(i * FRAME, 20 * MS * i, i);
+            let _ = jb.pop(20 * MS * i + 25 * MS);
+        }
+        // Muted for 2 s: the sender's timestamps do not advance over the gap.
+        let mut results = Vec::new();
+        for tick in 0..100u32 {
+            results.push(jb.pop(Duration::from_millis(125) + 20 * MS * tick));
+        }
+        assert_eq!(results.last(), Some(&Playout::Silence));
+        let resume = Duration::from_secs(3);
+        let mut played = Vec::new();
+        for k in 0..10u32 {
+            let now = resume + 20 * MS * k;
+            jb.push((5 + k) * FRAME, now, 5 + k);
+            if let Playout::Packet(p) = jb.pop(now + 5 * MS) {
+                played.push(p);
+            }
+        }
+        assert_eq!(played.first(), Some(&5), "{played:?}");
+        assert_eq!(jb.stats().late_dropped, 0);
+        assert_eq!(jb.target_delay(), MIN_DELAY);
+    }
+
+    #[test]
+    fn timestamps_wrap() {
+        let mut jb = buffer();
+        let start = u32::MAX - 2 * FRAME + 1;
+        let mut played = Vec::new();
+        for i in 0..6u32 {
+            let now = 20 * MS * i;
+            jb.push(start.wrapping_add(i * FRAME), now, i);
+            if let Playout::Packet(p) = jb.pop(now + 25 * MS) {
+                played.push(p);
+            }
+        }
+        assert_eq!(played, vec![0, 1, 2, 3, 4, 5]);
+    }
+}
