@@ -67,11 +67,18 @@ async fn two_cli_clients_call_each_other_by_link() {
             .count();
         let audio = events
             .iter()
-            .filter(|e| e["event"] == "audio" && e["from"] == other)
+            .filter(|e| {
+                e["event"] == "audio" && e["from"] == other && e["rms"].as_f64().unwrap() > 0.01
+            })
             .count();
-        eprintln!("{me}: {frames} stamped frames and {audio} audio packets from {other}");
+        eprintln!("{me}: {frames} stamped frames and {audio} s of audio from {other}");
         assert!(frames >= 20, "{me} decoded {frames} frames from {other}");
-        assert!(audio >= 50, "{me} got {audio} audio packets from {other}");
+        assert!(audio >= 3, "{me} got {audio} s of audio from {other}");
+        let summary = events.last().unwrap();
+        assert_eq!(summary["event"], "summary", "the last line sums up");
+        assert!(summary["join_to_connected_ms"].as_f64().unwrap() > 0.0);
+        assert!(summary["latency_ms"]["n"].as_u64().unwrap() >= 20);
+        assert!(summary["rss_mb"].as_f64().unwrap() > 1.0);
         assert!(
             events
                 .iter()

@@ -1,6 +1,6 @@
-//! The engine in a 3-member room on the real room server: a full mesh where every member
-//! decodes the other two's video, chat reaches everyone, mute and camera state propagate, and
-//! leaving is seen by the others.
+//! The engine in a 4-member room on the real room server: a full mesh where every member
+//! decodes the other three's video and hears their audio, chat reaches everyone, mute and
+//! camera state propagate, and leaving is seen by the others.
 
 // Test code: failing loudly is intended.
 #![allow(
@@ -38,8 +38,12 @@ async fn until(c: &mut Client, what: &str, pred: impl FnMut(&EngineEvent) -> boo
     .await;
 }
 
+fn rms(pcm: &[f32]) -> f32 {
+    (pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32).sqrt()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
+async fn four_members_form_a_mesh_with_chat_mute_camera_and_leave() {
     let server = embedded::start(
         Ipv4Addr::LOCALHOST.into(),
         (0, 0),
@@ -50,11 +54,12 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
     .unwrap();
     let url = format!("ws://{}/ws", server.rooms);
     let mut clients = Vec::new();
-    for id in ["ann", "ben", "cat"] {
+    for id in ["ann", "ben", "cat", "dan"] {
         let config = EngineConfig {
             name: id.to_uppercase(),
             bitrate_bps: 300_000,
             udp_addrs: vec!["127.0.0.1:0".into()],
+            ..EngineConfig::default()
         };
         let camera = Box::new(SyntheticCamera::new(320, 180, 15.0));
         let mic = Box::new(SyntheticMic::new(Voice::Speech, true));
@@ -62,21 +67,33 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
             join_room(config, url.clone(), "mesh".into(), id.into(), camera, mic).unwrap();
         clients.push(Client { id, handle, events });
     }
-    // Everyone decodes stamped frames from both others.
+    // Everyone decodes stamped frames from, and hears speech from, all three others.
     for c in &mut clients {
         let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut heard: HashMap<String, usize> = HashMap::new();
         let me = c.id;
-        until(c, "10 stamped frames from each other member", |e| {
-            if let EngineEvent::FrameDecoded {
-                from,
-                stamp: Some(_),
-                ..
-            } = e
-            {
-                *counts.entry(from.clone()).or_default() += 1;
-            }
-            counts.len() == 2 && counts.values().all(|n| *n >= 10) && !counts.contains_key(me)
-        })
+        until(
+            c,
+            "10 stamped frames and speech from each other member",
+            |e| {
+                match e {
+                    EngineEvent::FrameDecoded {
+                        from,
+                        stamp: Some(_),
+                        ..
+                    } => *counts.entry(from.clone()).or_default() += 1,
+                    EngineEvent::AudioPlayout { from, pcm } if rms(pcm) > 0.01 => {
+                        *heard.entry(from.clone()).or_default() += 1;
+                    }
+                    _ => {}
+                }
+                counts.len() == 3
+                    && counts.values().all(|n| *n >= 10)
+                    && heard.len() == 3
+                    && heard.values().all(|n| *n >= 10)
+                    && !counts.contains_key(me)
+            },
+        )
         .await;
     }
     // Chat from ann reaches ben and cat.
@@ -125,8 +142,8 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
         |e| matches!(e, EngineEvent::PeerState { id, muted: true, .. } if id == "ben"),
     )
     .await;
-    // With cat's camera off and ben muted, ann keeps getting ben's frames and cat's audio but
-    // no new frames from cat and no audio from ben.
+    // With cat's camera off and ben muted, ann keeps getting ben's frames and cat's speech but
+    // no new frames from cat and only silence from ben.
     tokio::time::sleep(Duration::from_millis(500)).await;
     while clients[0].events.try_recv().is_ok() {}
     let mut video_from: HashSet<String> = HashSet::new();
@@ -134,7 +151,7 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
     let mut ben_frames = 0;
     until(
         &mut clients[0],
-        "15 more frames from ben and 25 audio packets from cat",
+        "15 more frames from ben and 25 speech frames from cat",
         |e| {
             match e {
                 EngineEvent::FrameDecoded { from, .. } => {
@@ -143,9 +160,11 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
                         ben_frames += 1;
                     }
                 }
-                EngineEvent::AudioDecoded { from, pcm } => {
+                EngineEvent::AudioPlayout { from, pcm } => {
                     assert_eq!(pcm.len(), 960, "20 ms of 48 kHz audio");
-                    *audio_from.entry(from.clone()).or_default() += 1;
+                    if rms(pcm) > 0.001 {
+                        *audio_from.entry(from.clone()).or_default() += 1;
+                    }
                 }
                 _ => {}
             }
@@ -159,7 +178,7 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
     );
     assert!(
         !audio_from.contains_key("ben"),
-        "audio from ben while muted: {audio_from:?}"
+        "sound from ben while muted: {audio_from:?}"
     );
     // Cat leaves: the others see it, cat goes idle.
     clients[2].handle.send(Command::Leave).await.unwrap();
@@ -167,7 +186,7 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
         matches!(e, EngineEvent::State(State::Idle))
     })
     .await;
-    for i in [0, 1] {
+    for i in [0, 1, 3] {
         until(
             &mut clients[i],
             "cat left",
@@ -175,7 +194,7 @@ async fn three_members_form_a_mesh_with_chat_mute_camera_and_leave() {
         )
         .await;
     }
-    for c in &clients[..2] {
-        c.handle.send(Command::Leave).await.unwrap();
+    for i in [0, 1, 3] {
+        clients[i].handle.send(Command::Leave).await.unwrap();
     }
 }

@@ -1,5 +1,7 @@
-//! `liveloop-cli`: a headless LiveLoop client for tests, demos and bots. Joins a room, sends
-//! synthetic or file media, and prints every engine event as one JSON line on stdout.
+//! `liveloop-cli`: a headless LiveLoop client for tests, demos and bots. Joins a room or random
+//! chat, sends
+//! synthetic, file or device media, or echoes what it receives; prints engine events as JSON
+//! lines on stdout and a summary (setup times, latency percentiles, CPU, RSS) at the end.
 // This binary's output is its interface.
 #![allow(clippy::print_stdout)]
 
@@ -8,7 +10,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use liveloop_engine::{Command, EngineConfig, EngineEvent, join_room};
+use std::collections::HashMap;
+use std::time::Instant;
+
+use liveloop_engine::echo::{EchoFeed, echo_media};
+use liveloop_engine::{
+    Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State, join_room_with,
+    random_chat,
+};
+use liveloop_media::VideoFormat;
 use liveloop_media::file::{WavSource, Y4mSource};
 use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice};
 use liveloop_media::{AudioSource, VideoSource};
@@ -40,25 +50,54 @@ enum Cmd {
         /// Your id in the room (default: a random guest id).
         #[arg(long)]
         id: Option<String>,
-        /// Display name.
-        #[arg(long, default_value = "LiveLoop CLI")]
-        name: String,
-        /// Video: `synthetic[:WxH@FPS]` or a .y4m file.
-        #[arg(long, default_value = "synthetic:640x360@30")]
-        video: String,
-        /// Audio: `synthetic`, `tone`, `silence` or a .wav file.
-        #[arg(long, default_value = "synthetic")]
-        audio: String,
-        /// Leave after this many seconds (default: run until interrupted).
-        #[arg(long)]
-        seconds: Option<u64>,
-        /// Send this chat message once a peer is connected.
-        #[arg(long)]
-        chat: Option<String>,
-        /// Start muted.
-        #[arg(long)]
-        muted: bool,
+        #[command(flatten)]
+        opts: Opts,
     },
+    /// Random chat through a matchmaking server (`http://host:3000`).
+    Random {
+        /// Matchmaking server URL.
+        server: String,
+        /// Press "Next" after this many seconds in a call.
+        #[arg(long)]
+        next_after: Option<u64>,
+        #[command(flatten)]
+        opts: Opts,
+    },
+}
+
+/// What every mode shares.
+#[derive(Debug, clap::Args)]
+struct Opts {
+    /// Display name.
+    #[arg(long, default_value = "LiveLoop CLI")]
+    name: String,
+    /// Video: `synthetic[:WxH@FPS]`, a .y4m file, `camera[:ID]` or `none`.
+    #[arg(long, default_value = "synthetic:640x360@30")]
+    video: String,
+    /// Audio: `synthetic`, `tone`, `silence`, a .wav file, `mic` or `none`.
+    #[arg(long, default_value = "synthetic")]
+    audio: String,
+    /// Be an echo peer: send back the video and audio received (replaces --video/--audio).
+    #[arg(long)]
+    echo: bool,
+    /// Leave after this many seconds (default: run until interrupted).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Send this chat message once a peer is connected.
+    #[arg(long)]
+    chat: Option<String>,
+    /// Start muted.
+    #[arg(long)]
+    muted: bool,
+    /// Print call statistics every second.
+    #[arg(long)]
+    stats: bool,
+    /// Give up when the server has not let us in after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+    /// Video bitrate in kbit/s.
+    #[arg(long, default_value_t = 1500)]
+    bitrate: u32,
 }
 
 /// `liveloop://join/<room>?server=<ws url>` → (server, room).
@@ -77,7 +116,16 @@ fn parse_link(link: &str) -> Result<(Option<String>, String)> {
     Ok((server, room.to_owned()))
 }
 
-fn video_source(spec: &str) -> Result<Box<dyn VideoSource>> {
+fn video_source(spec: &str) -> Result<Option<Box<dyn VideoSource>>> {
+    if spec == "none" {
+        return Ok(None);
+    }
+    if let Some(rest) = spec.strip_prefix("camera") {
+        let id = rest.trim_start_matches(':');
+        let camera = liveloop_media::device::camera::Camera::open((!id.is_empty()).then_some(id))
+            .context("cannot open the camera")?;
+        return Ok(Some(Box::new(camera)));
+    }
     if let Some(rest) = spec.strip_prefix("synthetic") {
         let rest = rest.trim_start_matches(':');
         let (size, fps) = rest.split_once('@').unwrap_or((rest, "30"));
@@ -91,30 +139,36 @@ fn video_source(spec: &str) -> Result<Box<dyn VideoSource>> {
         } else {
             (parse(w, "width")?, parse(h, "height")?)
         };
-        return Ok(Box::new(SyntheticCamera::new(
+        return Ok(Some(Box::new(SyntheticCamera::new(
             w,
             h,
             fps.parse().context("bad frame rate")?,
-        )));
+        ))));
     }
-    Ok(Box::new(Y4mSource::open(&PathBuf::from(spec))?))
+    Ok(Some(Box::new(Y4mSource::open(&PathBuf::from(spec))?)))
 }
 
-fn audio_source(spec: &str) -> Result<Box<dyn AudioSource>> {
-    Ok(match spec {
+fn audio_source(spec: &str) -> Result<Option<Box<dyn AudioSource>>> {
+    Ok(Some(match spec {
+        "none" => return Ok(None),
         "synthetic" => Box::new(SyntheticMic::new(Voice::Speech, true)),
         "tone" => Box::new(SyntheticMic::new(Voice::Tone(440.0), true)),
         "silence" => Box::new(SyntheticMic::new(Voice::Silence, false)),
+        "mic" => Box::new(
+            liveloop_media::device::audio::Microphone::open(None)
+                .context("cannot open the microphone")?,
+        ),
         path => Box::new(WavSource::open(&PathBuf::from(path))?),
-    })
+    }))
 }
 
-fn event_json(ev: &EngineEvent) -> serde_json::Value {
-    match ev {
-        EngineEvent::State(s) => {
-            json!({"event": "state", "state": format!("{s:?}").to_lowercase()})
-        }
+fn event_json(ev: &EngineEvent) -> Option<serde_json::Value> {
+    Some(match ev {
+        EngineEvent::State(s) => json!({"event": "state", "state": s.as_str()}),
         EngineEvent::Joined { id } => json!({"event": "joined", "id": id}),
+        EngineEvent::PeerJoined { id, name } => {
+            json!({"event": "peer_joined", "id": id, "name": name})
+        }
         EngineEvent::PeerConnected { id } => json!({"event": "peer_connected", "id": id}),
         EngineEvent::PeerLeft { id } => json!({"event": "peer_left", "id": id}),
         EngineEvent::PeerState {
@@ -128,19 +182,110 @@ fn event_json(ev: &EngineEvent) -> serde_json::Value {
         EngineEvent::Chat { from, text } => json!({"event": "chat", "from": from, "text": text}),
         EngineEvent::FrameDecoded {
             from,
-            width,
-            height,
+            frame,
             stamp,
+            decoded_ms,
         } => {
-            json!({"event": "frame", "from": from, "width": width, "height": height, "stamp": stamp})
+            let latency = stamp.map(|s| decoded_ms.wrapping_sub(s.capture_ms));
+            json!({
+                "event": "frame", "from": from, "width": frame.width, "height": frame.height,
+                "stamp": stamp.map(|s| s.number), "latency_ms": latency,
+            })
         }
-        EngineEvent::AudioDecoded { from, pcm } => {
-            let rms = (pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32).sqrt();
-            json!({"event": "audio", "from": from, "samples": pcm.len(), "rms": rms})
+        EngineEvent::Stats(stats) => json!({"event": "stats", "peers": stats.peers}),
+        EngineEvent::Error { kind, message } => {
+            json!({"event": "error", "kind": kind.as_str(), "message": message})
         }
-        EngineEvent::Error(message) => json!({"event": "error", "message": message}),
-        other => json!({"event": "other", "debug": format!("{other:?}")}),
+        // Audio is summarised once a second (see `AudioMeter`).
+        _ => return None,
+    })
+}
+
+/// One second of a participant's audio, summarised.
+#[derive(Debug, Default)]
+struct AudioMeter {
+    samples: usize,
+    energy: f64,
+}
+
+/// What a run measured, printed as the last line.
+#[derive(Debug, Default)]
+struct Summary {
+    start: Option<Instant>,
+    joined_ms: Option<f64>,
+    connected_ms: Option<f64>,
+    first_frame_ms: Option<f64>,
+    latencies: Vec<u32>,
+    frames: HashMap<String, u64>,
+    audio_seconds: HashMap<String, u64>,
+}
+
+impl Summary {
+    fn ms_since_start(&self) -> Option<f64> {
+        self.start.map(|s| s.elapsed().as_secs_f64() * 1000.0)
     }
+
+    fn json(&mut self) -> serde_json::Value {
+        self.latencies.sort_unstable();
+        let pct = |p: f64| -> Option<u32> {
+            let n = self.latencies.len();
+            (n > 0).then(|| {
+                let i = ((n as f64 - 1.0) * p).round() as usize;
+                self.latencies
+                    .get(i.min(n - 1))
+                    .copied()
+                    .unwrap_or_default()
+            })
+        };
+        let (cpu, rss, peak) = process_usage();
+        json!({
+            "event": "summary",
+            "join_to_joined_ms": self.joined_ms,
+            "join_to_connected_ms": self.connected_ms,
+            "join_to_first_frame_ms": self.first_frame_ms,
+            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99), "n": self.latencies.len()},
+            "frames": self.frames,
+            "audio_seconds": self.audio_seconds,
+            "cpu_percent": cpu,
+            "rss_mb": rss,
+            "peak_rss_mb": peak,
+        })
+    }
+}
+
+/// CPU use since start (percent of one core) and RSS now and at peak (MB), from /proc.
+fn process_usage() -> (Option<f64>, Option<f64>, Option<f64>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v / 1024.0)
+    };
+    let cpu = (|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces) start after ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let start_ticks: f64 = fields.get(19)?.parse().ok()?;
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let hz = 100.0; // USER_HZ on Linux
+        let alive = uptime - start_ticks / hz;
+        (alive > 0.0).then(|| 100.0 * ticks / hz / alive)
+    })();
+    (cpu, kb("VmRSS:"), kb("VmHWM:"))
+}
+
+fn print(value: &serde_json::Value) {
+    println!("{value}");
 }
 
 #[tokio::main]
@@ -151,79 +296,223 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Cmd::Join {
-        link,
-        server,
-        room,
-        id,
-        name,
-        video,
-        audio,
-        seconds,
-        chat,
-        muted,
-    } = Args::parse().command;
-    let (link_server, link_room) = match &link {
-        Some(l) => {
-            let (s, r) = parse_link(l)?;
-            (s, Some(r))
+    let started = Instant::now();
+    let (opts, mode) = match Args::parse().command {
+        Cmd::Join {
+            link,
+            server,
+            room,
+            id,
+            opts,
+        } => {
+            let (link_server, link_room) = match &link {
+                Some(l) => {
+                    let (s, r) = parse_link(l)?;
+                    (s, Some(r))
+                }
+                None => (None, None),
+            };
+            let server = server
+                .or(link_server)
+                .context("no room server: pass --server or a link with ?server=")?;
+            let room = room
+                .or(link_room)
+                .context("no room: pass --room or a link")?;
+            let id = id.unwrap_or_else(|| format!("cli-{}", std::process::id()));
+            (opts, Mode::Room { server, room, id })
         }
-        None => (None, None),
+        Cmd::Random {
+            server,
+            next_after,
+            opts,
+        } => (opts, Mode::Random { server, next_after }),
     };
-    let server = server
-        .or(link_server)
-        .context("no room server: pass --server or a link with ?server=")?;
-    let room = room
-        .or(link_room)
-        .context("no room: pass --room or a link")?;
-    let id = id.unwrap_or_else(|| format!("cli-{}", std::process::id()));
     let config = EngineConfig {
-        name,
-        bitrate_bps: 800_000,
-        udp_addrs: Vec::new(),
+        name: opts.name.clone(),
+        bitrate_bps: opts.bitrate.saturating_mul(1000),
+        stats_interval: opts.stats.then_some(Duration::from_secs(1)),
+        ..EngineConfig::default()
     };
-    let (handle, mut events) = join_room(
-        config,
-        server,
-        room,
-        id,
-        video_source(&video)?,
-        audio_source(&audio)?,
-    )
-    .context("cannot join")?;
-    if muted {
+    let (media, echo) = if opts.echo {
+        let (media, feed) = echo_media(VideoFormat {
+            width: 640,
+            height: 360,
+            fps: 30.0,
+        });
+        (media, Some(feed))
+    } else {
+        (
+            Media {
+                video: video_source(&opts.video)?,
+                audio: audio_source(&opts.audio)?,
+            },
+            None,
+        )
+    };
+    let next_after = match &mode {
+        Mode::Random { next_after, .. } => *next_after,
+        Mode::Room { .. } => None,
+    };
+    let (handle, mut events) = match mode {
+        Mode::Room { server, room, id } => {
+            join_room_with(config, server, room, id, media).context("cannot join")?
+        }
+        Mode::Random { server, .. } => tokio::time::timeout(
+            Duration::from_secs(opts.connect_timeout),
+            random_chat(config, &server, media),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the matchmaking server did not answer"))?
+        .context("cannot start random chat")?,
+    };
+    if opts.muted {
         handle.send(Command::SetMuted(true)).await?;
     }
-    let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let mut chat = chat;
-    loop {
-        let next = async {
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, events.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => events.recv().await,
+    let result = run(&handle, &mut events, &opts, echo, next_after, started).await;
+    handle.send(Command::Leave).await.ok();
+    // Let the engine say goodbye (peers closed, room left) before the process ends.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(ev) = events.recv().await {
+            if matches!(ev, EngineEvent::State(State::Idle)) {
+                break;
             }
+        }
+    })
+    .await;
+    result
+}
+
+enum Mode {
+    Room {
+        server: String,
+        room: String,
+        id: String,
+    },
+    Random {
+        server: String,
+        next_after: Option<u64>,
+    },
+}
+
+async fn run(
+    handle: &EngineHandle,
+    events: &mut tokio::sync::mpsc::Receiver<EngineEvent>,
+    opts: &Opts,
+    echo: Option<EchoFeed>,
+    next_after: Option<u64>,
+    started: Instant,
+) -> Result<()> {
+    let deadline = opts
+        .seconds
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let connect_by = tokio::time::Instant::now() + Duration::from_secs(opts.connect_timeout);
+    let mut chat = opts.chat.clone();
+    let mut summary = Summary {
+        start: Some(started),
+        ..Summary::default()
+    };
+    let mut meters: HashMap<String, AudioMeter> = HashMap::new();
+    let mut next_at: Option<tokio::time::Instant> = None;
+    let outcome = loop {
+        let wake = [
+            deadline,
+            next_at,
+            summary.joined_ms.is_none().then_some(connect_by),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            () = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = tokio::time::Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    break Ok(());
+                }
+                if summary.joined_ms.is_none() && now >= connect_by {
+                    break Err(anyhow::anyhow!(
+                        "the signaling server did not let us in within {} s",
+                        opts.connect_timeout
+                    ));
+                }
+                if next_at.is_some_and(|n| now >= n) {
+                    next_at = None;
+                    handle.send(Command::Next).await?;
+                }
+                continue;
+            }
+            _ = tokio::signal::ctrl_c() => break Ok(()),
         };
-        tokio::select! {
-            ev = next => {
-                let Some(ev) = ev else { break };
-                if matches!(ev, EngineEvent::PeerConnected { .. })
-                    && let Some(text) = chat.take()
-                {
+        let Some(ev) = ev else {
+            break Err(anyhow::anyhow!("the engine stopped"));
+        };
+        if let Some(feed) = &echo {
+            feed.on_event(&ev);
+        }
+        match &ev {
+            EngineEvent::Joined { .. } => summary.joined_ms = summary.ms_since_start(),
+            EngineEvent::PeerConnected { .. } => {
+                if summary.connected_ms.is_none() {
+                    summary.connected_ms = summary.ms_since_start();
+                }
+                if let Some(text) = chat.take() {
                     // The data channel opens right after the connection.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     handle.send(Command::SendChat(text)).await?;
                 }
-                println!("{}", event_json(&ev));
+                if let Some(secs) = next_after {
+                    next_at = Some(tokio::time::Instant::now() + Duration::from_secs(secs));
+                }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            EngineEvent::FrameDecoded {
+                from,
+                stamp,
+                decoded_ms,
+                ..
+            } => {
+                if summary.first_frame_ms.is_none() {
+                    summary.first_frame_ms = summary.ms_since_start();
+                }
+                *summary.frames.entry(from.clone()).or_default() += 1;
+                if let Some(s) = stamp {
+                    summary
+                        .latencies
+                        .push(decoded_ms.wrapping_sub(s.capture_ms));
+                }
+            }
+            EngineEvent::AudioPlayout { from, pcm } => {
+                let m = meters.entry(from.clone()).or_default();
+                m.samples += pcm.len();
+                m.energy += pcm.iter().map(|s| f64::from(s * s)).sum::<f64>();
+                if m.samples >= 48_000 {
+                    let rms = (m.energy / m.samples as f64).sqrt();
+                    print(&json!({"event": "audio", "from": from, "seconds": 1, "rms": rms}));
+                    if rms > 0.01 {
+                        *summary.audio_seconds.entry(from.clone()).or_default() += 1;
+                    }
+                    *m = AudioMeter::default();
+                }
+            }
+            EngineEvent::Error {
+                kind: ErrorKind::RoomFull,
+                message,
+            } => {
+                print(&event_json(&ev).unwrap_or_default());
+                break Err(anyhow::anyhow!("the room is full: {message}"));
+            }
+            _ => {}
         }
-    }
-    handle.send(Command::Leave).await.ok();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
+        if let Some(line) = event_json(&ev) {
+            print(&line);
+        }
+    };
+    print(&summary.json());
+    outcome
 }
 
 #[cfg(test)]

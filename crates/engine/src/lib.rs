@@ -1,20 +1,20 @@
 #![doc = include_str!("../README.md")]
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+pub mod echo;
+mod media;
+mod runner;
+pub mod stats;
 
-use bytes::Bytes;
-use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
-use liveloop_media::opus::{OpusConfig, OpusDecoder, OpusEncoder};
-use liveloop_media::synthetic::read_stamp;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveloop_media::synthetic::Stamp;
 use liveloop_media::{AudioSource, VideoFrame, VideoSource};
-use liveloop_proto::rooms::RelayKind;
-use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
-use liveloop_signal::rooms::{RoomClient, SignalEvent};
-use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use liveloop_signal::session::{RandomSession, RoomSession, Signaling};
+use tokio::sync::mpsc;
+
+pub use media::now_ms32;
+pub use stats::{CallStats, PeerReport};
 
 /// Errors the engine reports to its caller.
 #[derive(Debug, thiserror::Error)]
@@ -31,48 +31,147 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Display name sent to the others.
     pub name: String,
+    /// Avatar as a data URL (the matchmaking dialect's `userImage`), or empty.
+    pub image: String,
     pub bitrate_bps: u32,
     /// Local UDP addresses for ICE (`127.0.0.1:0` in tests; empty: every interface).
     pub udp_addrs: Vec<String>,
+    /// STUN and TURN servers.
+    pub ice_servers: Vec<liveloop_rtc::IceServer>,
+    /// How often [`EngineEvent::Stats`] is reported; `None`: never.
+    pub stats_interval: Option<Duration>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            name: "Guest".into(),
+            image: String::new(),
+            bitrate_bps: 1_500_000,
+            udp_addrs: Vec::new(),
+            ice_servers: Vec::new(),
+            stats_interval: Some(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// What the application can ask for.
-#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
     SendChat(String),
     SetMuted(bool),
     SetCamera(bool),
+    /// Use another camera (or file); the others get a keyframe from it at once.
+    SetVideoSource(Box<dyn VideoSource>),
+    /// Use another microphone (or file).
+    SetAudioSource(Box<dyn AudioSource>),
+    /// Hang up on one participant (`Some`) or on everyone (`None`), staying in the room. In
+    /// random chat, the same as [`Command::Stop`].
+    HangUp(Option<String>),
+    /// Random chat: leave this partner for a new one.
+    Next,
+    /// Random chat: end the call (the partner is told) and stop searching.
+    Stop,
+    /// Leave the room or the matchmaker; the engine ends with [`State::Idle`].
     Leave,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SendChat(t) => write!(f, "SendChat({t:?})"),
+            Self::SetMuted(m) => write!(f, "SetMuted({m})"),
+            Self::SetCamera(c) => write!(f, "SetCamera({c})"),
+            Self::SetVideoSource(s) => write!(f, "SetVideoSource({:?})", s.format()),
+            Self::SetAudioSource(_) => f.write_str("SetAudioSource"),
+            Self::HangUp(who) => write!(f, "HangUp({who:?})"),
+            Self::Next => f.write_str("Next"),
+            Self::Stop => f.write_str("Stop"),
+            Self::Leave => f.write_str("Leave"),
+        }
+    }
 }
 
 /// The engine's states (seed 001's `roomState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Idle,
+    /// Signing in, or (random chat) waiting for a partner.
     Connecting,
+    /// In the room (or connected to the matchmaker) with no call up.
     Joined,
+    /// At least one peer connection is up.
     Calling,
     Reconnecting,
 }
 
+impl State {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Connecting => "connecting",
+            Self::Joined => "joined",
+            Self::Calling => "calling",
+            Self::Reconnecting => "reconnecting",
+        }
+    }
+}
+
+/// What kind of trouble an [`EngineEvent::Error`] reports, for the UI to pick its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A camera or microphone is missing or failed.
+    NoDevice,
+    /// The signaling server cannot be reached (the engine keeps retrying).
+    ServerUnreachable,
+    RoomFull,
+    /// A participant's connection failed for good.
+    PeerGone,
+    /// The server refused a message, or a participant sent one we could not use.
+    Signaling,
+    /// An encoder or decoder failed.
+    Media,
+}
+
+impl ErrorKind {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NoDevice => "no_device",
+            Self::ServerUnreachable => "server_unreachable",
+            Self::RoomFull => "room_full",
+            Self::PeerGone => "peer_gone",
+            Self::Signaling => "signaling",
+            Self::Media => "media",
+        }
+    }
+}
+
 /// What the engine reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum EngineEvent {
     State(State),
-    /// We are in the room as `id`.
+    /// In the room as `id` (empty for the matchmaker, which names no one).
     Joined {
         id: String,
     },
-    /// A member's peer connection is up.
+    /// A participant to call (a room member, or a random-chat partner).
+    PeerJoined {
+        id: String,
+        name: Option<String>,
+    },
+    /// A participant's peer connection is up.
     PeerConnected {
         id: String,
     },
+    /// A participant left or hung up; its call is over.
     PeerLeft {
         id: String,
     },
-    /// A member's name, mute and camera state, from its data channel.
+    /// A participant's name, mute and camera state, from its data channel.
     PeerState {
         id: String,
         name: String,
@@ -83,19 +182,26 @@ pub enum EngineEvent {
         from: String,
         text: String,
     },
-    /// A decoded video frame from `from` (its stamp, when the sender is the synthetic camera).
+    /// A decoded video frame from `from`, with its stamp when the sender is the synthetic
+    /// camera, and when it was decoded (wall-clock ms, 32 bits like the stamp).
     FrameDecoded {
         from: String,
-        width: u32,
-        height: u32,
-        stamp: Option<u32>,
+        frame: Arc<VideoFrame>,
+        stamp: Option<Stamp>,
+        decoded_ms: u32,
     },
-    /// Decoded audio from `from`: 48 kHz mono, one packet's worth (the app plays it).
-    AudioDecoded {
+    /// 20 ms of `from`'s audio at its playout time (48 kHz mono), after the jitter buffer;
+    /// silence when nothing is coming.
+    AudioPlayout {
         from: String,
         pcm: Vec<f32>,
     },
-    Error(String),
+    /// Every participant's call figures.
+    Stats(CallStats),
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 /// The handle the application holds.
@@ -115,161 +221,19 @@ impl EngineHandle {
     }
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or_default()
+/// Media to send: a camera (or file, or `None` for no camera) and a microphone.
+pub struct Media {
+    pub video: Option<Box<dyn VideoSource>>,
+    pub audio: Option<Box<dyn AudioSource>>,
 }
 
-/// One encoded access unit, shared by every peer.
-type Encoded = Bytes;
-
-/// The capture-and-encode thread: pulls frames at the source's rate, encodes once for all peers.
-fn start_video(
-    mut source: Box<dyn VideoSource>,
-    bitrate_bps: u32,
-    keyframe: Arc<AtomicBool>,
-    camera_on: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> broadcast::Sender<Encoded> {
-    let (tx, _) = broadcast::channel(8);
-    let out = tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name("video-encode".into())
-        .spawn(move || {
-            let fps = source.format().fps.max(1.0);
-            let mut encoder = match H264Encoder::new(H264Config { bitrate_bps, fps }) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "no video encoder");
-                    return;
-                }
-            };
-            let period = Duration::from_secs_f32(1.0 / fps);
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                next += period;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                // Camera off: nothing is captured or sent; the others learn it from our state.
-                if !camera_on.load(Ordering::Relaxed) || out.receiver_count() == 0 {
-                    continue;
-                }
-                let frame = match source.next_frame(now_us()) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "video source failed");
-                        continue;
-                    }
-                };
-                if keyframe.swap(false, Ordering::Relaxed) {
-                    encoder.request_keyframe();
-                }
-                match encoder.encode(&frame) {
-                    Ok(au) => {
-                        let _ = out.send(Bytes::from(au.data));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "encode failed"),
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the video thread");
+impl std::fmt::Debug for Media {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Media")
+            .field("video", &self.video.as_ref().map(|v| v.format()))
+            .field("audio", &self.audio.is_some())
+            .finish()
     }
-    tx
-}
-
-/// The capture-and-encode thread for audio: 20 ms Opus frames; while muted nothing is sent.
-fn start_audio(
-    mut source: Box<dyn AudioSource>,
-    muted: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> broadcast::Sender<Encoded> {
-    let (tx, _) = broadcast::channel(16);
-    let out = tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name("audio-encode".into())
-        .spawn(move || {
-            let mut encoder = match OpusEncoder::new(OpusConfig::default()) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "no audio encoder");
-                    return;
-                }
-            };
-            let mut frame = vec![0.0f32; encoder.frame_len()];
-            let period = Duration::from_millis(20);
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                next += period;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                // Capture goes on while muted (a live microphone must be drained); nothing is sent.
-                if let Err(e) = source.read(&mut frame) {
-                    tracing::warn!(error = %e, "audio source failed");
-                    continue;
-                }
-                if muted.load(Ordering::Relaxed) || out.receiver_count() == 0 {
-                    continue;
-                }
-                match encoder.encode(&frame) {
-                    Ok(packet) => {
-                        let _ = out.send(Bytes::from(packet));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "Opus encode failed"),
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the audio thread");
-    }
-    tx
-}
-
-/// A decoder thread for one remote member.
-fn start_decoder(
-    from: String,
-    events: mpsc::Sender<EngineEvent>,
-) -> std::sync::mpsc::Sender<Bytes> {
-    let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
-    let spawned = std::thread::Builder::new()
-        .name(format!("decode-{from}"))
-        .spawn(move || {
-            let Ok(mut decoder) = H264Decoder::new() else {
-                return;
-            };
-            while let Ok(au) = rx.recv() {
-                if let Ok(Some(frame)) = decoder.decode(&au) {
-                    let stamp = read_stamp(&frame).map(|s| s.number);
-                    let VideoFrame { width, height, .. } = frame;
-                    if events
-                        .blocking_send(EngineEvent::FrameDecoded {
-                            from: from.clone(),
-                            width,
-                            height,
-                            stamp,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start a decoder thread");
-    }
-    tx
-}
-
-struct Member {
-    peer: Arc<Peer>,
-    decoder: std::sync::mpsc::Sender<Bytes>,
-    /// Behind a mutex only to make `Member` `Sync` (libopus state is not); one task uses it.
-    audio: Option<std::sync::Mutex<OpusDecoder>>,
 }
 
 /// Joins `room` on the room server at `ws_url` as `id`, sending `video` and `audio`.
@@ -284,340 +248,56 @@ pub fn join_room(
     video: Box<dyn VideoSource>,
     audio: Box<dyn AudioSource>,
 ) -> Result<(EngineHandle, mpsc::Receiver<EngineEvent>), EngineError> {
-    let (client, signal_events) = RoomClient::start(ws_url, room, id.clone())?;
-    let (commands, command_rx) = mpsc::channel(64);
-    let (events, event_rx) = mpsc::channel(4096);
-    let keyframe = Arc::new(AtomicBool::new(true));
-    let camera_on = Arc::new(AtomicBool::new(true));
-    let stop = Arc::new(AtomicBool::new(false));
-    let encoded = start_video(
-        video,
-        config.bitrate_bps,
-        keyframe.clone(),
-        camera_on.clone(),
-        stop.clone(),
-    );
-    let muted = Arc::new(AtomicBool::new(false));
-    let encoded_audio = start_audio(audio, muted.clone(), stop.clone());
-    let run = Runner {
+    join_room_with(
         config,
-        me: id,
-        client,
-        events,
-        members: HashMap::new(),
-        encoded,
-        encoded_audio,
-        keyframe,
-        camera_on,
-        stop,
-        muted,
-    };
-    tokio::spawn(run.run(signal_events, command_rx));
-    Ok((EngineHandle { commands }, event_rx))
+        ws_url,
+        room,
+        id,
+        Media {
+            video: Some(video),
+            audio: Some(audio),
+        },
+    )
 }
 
-struct Runner {
+/// [`join_room`] with optional devices.
+///
+/// # Errors
+/// For an invalid room or id.
+pub fn join_room_with(
     config: EngineConfig,
-    me: String,
-    client: RoomClient,
-    events: mpsc::Sender<EngineEvent>,
-    members: HashMap<String, Member>,
-    encoded: broadcast::Sender<Encoded>,
-    encoded_audio: broadcast::Sender<Encoded>,
-    keyframe: Arc<AtomicBool>,
-    camera_on: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    muted: Arc<AtomicBool>,
+    ws_url: String,
+    room: String,
+    id: String,
+    media: Media,
+) -> Result<(EngineHandle, mpsc::Receiver<EngineEvent>), EngineError> {
+    let (session, events) = RoomSession::start(ws_url, room, id)?;
+    Ok(runner::start(
+        config,
+        Box::new(session),
+        events,
+        media,
+        runner::Mode::Room,
+    ))
 }
 
-impl Runner {
-    async fn emit(&self, event: EngineEvent) {
-        let _ = self.events.send(event).await;
-    }
-
-    fn state_message(&self) -> String {
-        json!({"type": "state", "name": self.config.name, "muted": self.muted.load(Ordering::Relaxed), "cameraOff": !self.camera_on.load(Ordering::Relaxed)}).to_string()
-    }
-
-    async fn broadcast_state(&self) {
-        let text = self.state_message();
-        for m in self.members.values() {
-            let _ = m.peer.send_chat(&text).await;
-        }
-    }
-
-    async fn run(
-        mut self,
-        mut signal: mpsc::Receiver<SignalEvent>,
-        mut commands: mpsc::Receiver<Command>,
-    ) {
-        let (peer_tx, mut peer_rx) = mpsc::channel::<(String, PeerEvent)>(4096);
-        self.emit(EngineEvent::State(State::Connecting)).await;
-        loop {
-            tokio::select! {
-                ev = signal.recv() => match ev {
-                    Some(ev) => self.on_signal(ev, &peer_tx).await,
-                    None => break,
-                },
-                ev = peer_rx.recv() => if let Some((from, ev)) = ev {
-                    self.on_peer(&from, ev).await;
-                },
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Leave) | None => break,
-                    Some(cmd) => self.on_command(cmd).await,
-                },
-            }
-        }
-        self.stop.store(true, Ordering::Relaxed);
-        for (_, m) in self.members.drain() {
-            let _ = m.peer.close().await;
-        }
-        self.client.close().await;
-        self.emit(EngineEvent::State(State::Idle)).await;
-    }
-
-    async fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::SendChat(text) => {
-                let msg = json!({"type": "chat", "text": text}).to_string();
-                for m in self.members.values() {
-                    let _ = m.peer.send_chat(&msg).await;
-                }
-            }
-            Command::SetMuted(muted) => {
-                self.muted.store(muted, Ordering::Relaxed);
-                self.broadcast_state().await;
-            }
-            Command::SetCamera(on) => {
-                self.camera_on.store(on, Ordering::Relaxed);
-                if on {
-                    self.keyframe.store(true, Ordering::Relaxed);
-                }
-                self.broadcast_state().await;
-            }
-            Command::Leave => {}
-        }
-    }
-
-    async fn on_signal(&mut self, ev: SignalEvent, peer_tx: &mpsc::Sender<(String, PeerEvent)>) {
-        match ev {
-            SignalEvent::Joined { id, .. } => {
-                self.emit(EngineEvent::Joined { id }).await;
-                self.emit(EngineEvent::State(State::Joined)).await;
-            }
-            SignalEvent::Members(members) => {
-                for gone in self
-                    .members
-                    .keys()
-                    .filter(|m| !members.contains(m))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                {
-                    if let Some(m) = self.members.remove(&gone) {
-                        let _ = m.peer.close().await;
-                    }
-                    self.emit(EngineEvent::PeerLeft { id: gone }).await;
-                }
-                let me = self.me.clone();
-                for other in members.into_iter().filter(|m| *m != me) {
-                    if !self.members.contains_key(&other) {
-                        self.add_member(other, peer_tx).await;
-                    }
-                }
-            }
-            SignalEvent::Relay {
-                kind,
-                from,
-                payload,
-            } => {
-                let Some(m) = self.members.get(&from) else {
-                    return;
-                };
-                let result = match (kind, payload) {
-                    (RelayKind::Offer | RelayKind::Answer, Some(d)) => {
-                        m.peer.handle_description(&d).await
-                    }
-                    (RelayKind::Candidate, Some(c)) => m.peer.add_candidate(&c).await,
-                    _ => Ok(()),
-                };
-                if let Err(e) = result {
-                    self.emit(EngineEvent::Error(format!("signaling from {from}: {e}")))
-                        .await;
-                }
-            }
-            SignalEvent::Error { code, message } => {
-                self.emit(EngineEvent::Error(format!("{code}: {message}")))
-                    .await
-            }
-            SignalEvent::Reconnecting { .. } => {
-                self.emit(EngineEvent::State(State::Reconnecting)).await
-            }
-            _ => {}
-        }
-    }
-
-    async fn add_member(&mut self, other: String, peer_tx: &mpsc::Sender<(String, PeerEvent)>) {
-        let polite = self.me > other;
-        let (tx, mut rx) = mpsc::channel(4096);
-        let options = PeerOptions {
-            polite,
-            udp_addrs: self.config.udp_addrs.clone(),
-            ..PeerOptions::default()
-        };
-        let peer = match Peer::new(options, tx).await {
-            Ok(p) => Arc::new(p),
-            Err(e) => {
-                self.emit(EngineEvent::Error(format!("peer for {other}: {e}")))
-                    .await;
-                return;
-            }
-        };
-        // Forward this peer's events, tagged, to the runner.
-        let (fwd, name) = (peer_tx.clone(), other.clone());
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if fwd.send((name.clone(), ev)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        // Feed it the shared encoder's output once connected.
-        let (sender, mut frames) = (peer.clone(), self.encoded.subscribe());
-        tokio::spawn(async move {
-            loop {
-                match frames.recv().await {
-                    Ok(au) => {
-                        // Before negotiation completes the send fails; those frames are skipped.
-                        let _ = sender.send_video(au, Duration::from_micros(33_333)).await;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        let (sender, mut packets) = (peer.clone(), self.encoded_audio.subscribe());
-        tokio::spawn(async move {
-            loop {
-                match packets.recv().await {
-                    Ok(p) => {
-                        let _ = sender.send_audio(p, Duration::from_millis(20)).await;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        let decoder = start_decoder(other.clone(), self.events.clone());
-        let audio = OpusDecoder::new().ok().map(std::sync::Mutex::new);
-        if !polite && let Err(e) = peer.start_offer().await {
-            self.emit(EngineEvent::Error(format!("offer to {other}: {e}")))
-                .await;
-        }
-        self.members.insert(
-            other,
-            Member {
-                peer,
-                decoder,
-                audio,
-            },
-        );
-    }
-
-    async fn on_peer(&mut self, from: &str, ev: PeerEvent) {
-        match ev {
-            PeerEvent::LocalDescription(d) => {
-                let kind = if d.get("type").and_then(Value::as_str) == Some("offer") {
-                    RelayKind::Offer
-                } else {
-                    RelayKind::Answer
-                };
-                let _ = self.client.relay(kind, from, Some(d)).await;
-            }
-            PeerEvent::LocalCandidate(c) => {
-                let _ = self.client.relay(RelayKind::Candidate, from, Some(c)).await;
-            }
-            PeerEvent::Connection(ConnectionState::Connected) => {
-                // A new receiver needs a keyframe to start decoding the shared stream.
-                self.keyframe.store(true, Ordering::Relaxed);
-                self.emit(EngineEvent::PeerConnected {
-                    id: from.to_owned(),
-                })
-                .await;
-                self.emit(EngineEvent::State(State::Calling)).await;
-            }
-            PeerEvent::ChatOpen => {
-                if let Some(m) = self.members.get(from) {
-                    let _ = m.peer.send_chat(&self.state_message()).await;
-                }
-            }
-            PeerEvent::Chat(text) => {
-                let Ok(msg) = serde_json::from_str::<Value>(&text) else {
-                    return;
-                };
-                match msg.get("type").and_then(Value::as_str) {
-                    Some("chat") => {
-                        let text = msg
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .chars()
-                            .take(1000)
-                            .collect();
-                        self.emit(EngineEvent::Chat {
-                            from: from.to_owned(),
-                            text,
-                        })
-                        .await;
-                    }
-                    Some("state") => {
-                        let flag = |k: &str| msg.get(k).and_then(Value::as_bool).unwrap_or(false);
-                        let name = msg
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .chars()
-                            .take(64)
-                            .collect();
-                        self.emit(EngineEvent::PeerState {
-                            id: from.to_owned(),
-                            name,
-                            muted: flag("muted"),
-                            camera_off: flag("cameraOff"),
-                        })
-                        .await;
-                    }
-                    _ => {}
-                }
-            }
-            PeerEvent::Video { access_unit, .. } => {
-                if let Some(m) = self.members.get(from) {
-                    let _ = m.decoder.send(access_unit);
-                }
-            }
-            PeerEvent::Audio { packet, .. } => {
-                let decoded = self
-                    .members
-                    .get(from)
-                    .and_then(|m| m.audio.as_ref())
-                    .and_then(|decoder| {
-                        let mut pcm = vec![0.0f32; 5760];
-                        let mut decoder = decoder
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let n = decoder.decode(&packet, &mut pcm).ok()?;
-                        pcm.truncate(n);
-                        Some(pcm)
-                    });
-                if let Some(pcm) = decoded {
-                    self.emit(EngineEvent::AudioDecoded {
-                        from: from.to_owned(),
-                        pcm,
-                    })
-                    .await;
-                }
-            }
-            PeerEvent::KeyframeRequested => self.keyframe.store(true, Ordering::Relaxed),
-            _ => {}
-        }
-    }
+/// Connects to the matchmaking server at `url` (`http://host:port`) and asks for a partner.
+///
+/// # Errors
+/// When the server cannot be reached, or the name or image would be refused.
+pub async fn random_chat(
+    config: EngineConfig,
+    url: &str,
+    media: Media,
+) -> Result<(EngineHandle, mpsc::Receiver<EngineEvent>), EngineError> {
+    let (session, events) =
+        RandomSession::connect(url, config.name.clone(), config.image.clone()).await?;
+    session.find_partner().await?;
+    Ok(runner::start(
+        config,
+        Box::new(session),
+        events,
+        media,
+        runner::Mode::Random,
+    ))
 }

@@ -103,7 +103,9 @@ pub enum PeerEvent {
     KeyframeRequested,
     /// Video packets were lost: the frames up to the next keyframe are dropped and a keyframe
     /// was asked for (PLI).
-    VideoLoss { lost_packets: u32 },
+    VideoLoss {
+        lost_packets: u32,
+    },
 }
 
 /// A snapshot of one connection's counters (cumulative; rates are the caller's differences).

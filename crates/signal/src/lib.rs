@@ -2,6 +2,7 @@
 
 pub mod matchmaking;
 pub mod rooms;
+pub mod session;
 
 /// Errors of the signaling clients.
 #[derive(Debug, thiserror::Error)]
@@ -11,4 +12,6 @@ pub enum SignalError {
     Invalid(String),
     #[error("the signaling client has stopped")]
     Stopped,
+    #[error("not available in this dialect: {0}")]
+    Unsupported(&'static str),
 }

@@ -1,0 +1,279 @@
+//! The engine's media threads: one capture-and-encode thread per kind whose output every peer
+//! shares, and one video decoder thread per remote participant.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
+use liveloop_media::opus::{OpusConfig, OpusEncoder};
+use liveloop_media::synthetic::read_stamp;
+use liveloop_media::{AudioSource, VideoFormat, VideoSource};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{EngineEvent, ErrorKind};
+
+/// Wall-clock microseconds: capture times must mean the same thing in every process on the
+/// machine (the stamped latency is measured across processes).
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+/// Wall-clock milliseconds, truncated to 32 bits like the stamp's capture time.
+pub fn now_ms32() -> u32 {
+    (now_us() / 1000) as u32
+}
+
+/// Flags the session shares with its media threads.
+#[derive(Debug, Default)]
+pub(crate) struct MediaFlags {
+    pub keyframe: AtomicBool,
+    pub camera_on: AtomicBool,
+    pub muted: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+/// One encoded video access unit and how long it lasts.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedVideo {
+    pub data: Bytes,
+    pub duration: Duration,
+}
+
+/// Sends an event from a media thread without blocking it (the UI may be slow; media is not).
+fn report(events: &mpsc::Sender<EngineEvent>, kind: ErrorKind, message: String) {
+    let _ = events.try_send(EngineEvent::Error { kind, message });
+}
+
+fn sleep_until(next: Instant) {
+    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// The capture-and-encode thread for video. Sources are swapped through `swap` (device
+/// changes); a new size or rate rebuilds the encoder and starts with a keyframe.
+pub(crate) fn start_video(
+    source: Option<Box<dyn VideoSource>>,
+    swap: std::sync::mpsc::Receiver<Box<dyn VideoSource>>,
+    bitrate_bps: u32,
+    flags: Arc<MediaFlags>,
+    events: mpsc::Sender<EngineEvent>,
+) -> (
+    broadcast::Sender<EncodedVideo>,
+    Option<std::thread::JoinHandle<()>>,
+) {
+    let (tx, _) = broadcast::channel(8);
+    let out = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("video-encode".into())
+        .spawn(move || {
+            let mut source = source;
+            let mut encoder: Option<(VideoFormat, H264Encoder)> = None;
+            let mut failing = false;
+            let mut next = Instant::now();
+            while !flags.stop.load(Ordering::Relaxed) {
+                if let Ok(new) = swap.try_recv() {
+                    source = Some(new);
+                    failing = false;
+                    flags.keyframe.store(true, Ordering::Relaxed);
+                }
+                let fps = source.as_ref().map_or(30.0, |s| s.format().fps.max(1.0));
+                next += Duration::from_secs_f32(1.0 / fps);
+                sleep_until(next);
+                // Camera off: nothing is captured or sent; the others learn it from our state.
+                let Some(src) = source.as_mut() else {
+                    continue;
+                };
+                if !flags.camera_on.load(Ordering::Relaxed) || out.receiver_count() == 0 {
+                    continue;
+                }
+                let frame = match src.next_frame(now_us()) {
+                    Ok(f) => {
+                        failing = false;
+                        f
+                    }
+                    Err(e) => {
+                        if !failing {
+                            report(&events, ErrorKind::NoDevice, format!("camera: {e}"));
+                        }
+                        failing = true;
+                        // Do not spin on a dead device.
+                        std::thread::sleep(Duration::from_millis(200));
+                        next = Instant::now();
+                        continue;
+                    }
+                };
+                let format = src.format();
+                if encoder.as_ref().is_none_or(|(f, _)| {
+                    f.width != frame.width || f.height != frame.height || f.fps != format.fps
+                }) {
+                    match H264Encoder::new(H264Config { bitrate_bps, fps }) {
+                        Ok(e) => {
+                            let mut format = format;
+                            format.width = frame.width;
+                            format.height = frame.height;
+                            encoder = Some((format, e));
+                        }
+                        Err(e) => {
+                            report(&events, ErrorKind::Media, format!("video encoder: {e}"));
+                            return;
+                        }
+                    }
+                }
+                let Some((_, enc)) = encoder.as_mut() else {
+                    continue;
+                };
+                if flags.keyframe.swap(false, Ordering::Relaxed) {
+                    enc.request_keyframe();
+                }
+                match enc.encode(&frame) {
+                    Ok(au) => {
+                        let _ = out.send(EncodedVideo {
+                            data: Bytes::from(au.data),
+                            duration: Duration::from_secs_f32(1.0 / fps),
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "encode failed"),
+                }
+            }
+        });
+    match spawned {
+        Ok(join) => (tx, Some(join)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the video thread");
+            (tx, None)
+        }
+    }
+}
+
+/// The capture-and-encode thread for audio: 20 ms Opus frames; while muted nothing is sent.
+pub(crate) fn start_audio(
+    source: Option<Box<dyn AudioSource>>,
+    swap: std::sync::mpsc::Receiver<Box<dyn AudioSource>>,
+    flags: Arc<MediaFlags>,
+    events: mpsc::Sender<EngineEvent>,
+) -> (
+    broadcast::Sender<Bytes>,
+    Option<std::thread::JoinHandle<()>>,
+) {
+    let (tx, _) = broadcast::channel(16);
+    let out = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("audio-encode".into())
+        .spawn(move || {
+            let mut encoder = match OpusEncoder::new(OpusConfig::default()) {
+                Ok(e) => e,
+                Err(e) => {
+                    report(&events, ErrorKind::Media, format!("audio encoder: {e}"));
+                    return;
+                }
+            };
+            let mut source = source;
+            let mut failing = false;
+            let mut frame = vec![0.0f32; encoder.frame_len()];
+            let mut next = Instant::now();
+            while !flags.stop.load(Ordering::Relaxed) {
+                if let Ok(new) = swap.try_recv() {
+                    source = Some(new);
+                    failing = false;
+                }
+                next += Duration::from_millis(20);
+                sleep_until(next);
+                let Some(src) = source.as_mut() else {
+                    continue;
+                };
+                // Capture goes on while muted (a live microphone must be drained); nothing is sent.
+                if let Err(e) = src.read(&mut frame) {
+                    if !failing {
+                        report(&events, ErrorKind::NoDevice, format!("microphone: {e}"));
+                    }
+                    failing = true;
+                    continue;
+                }
+                failing = false;
+                if flags.muted.load(Ordering::Relaxed) || out.receiver_count() == 0 {
+                    continue;
+                }
+                match encoder.encode(&frame) {
+                    Ok(packet) => {
+                        let _ = out.send(Bytes::from(packet));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Opus encode failed"),
+                }
+            }
+        });
+    match spawned {
+        Ok(join) => (tx, Some(join)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the audio thread");
+            (tx, None)
+        }
+    }
+}
+
+/// Counters a decoder thread keeps for the stats.
+#[derive(Debug, Default)]
+pub(crate) struct DecodeCounters {
+    pub frames: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A decoder thread for one remote participant; it ends when the sender is dropped. Frames
+/// that fail to decode make it ask for a keyframe through `keyframe_needed`.
+pub(crate) fn start_decoder(
+    from: String,
+    events: mpsc::Sender<EngineEvent>,
+    counters: Arc<DecodeCounters>,
+    keyframe_needed: Arc<AtomicBool>,
+) -> (
+    std::sync::mpsc::Sender<Bytes>,
+    Option<std::thread::JoinHandle<()>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("decode-{from}"))
+        .spawn(move || {
+            let mut decoder = match H264Decoder::new() {
+                Ok(d) => d,
+                Err(e) => {
+                    report(&events, ErrorKind::Media, format!("video decoder: {e}"));
+                    return;
+                }
+            };
+            while let Ok(au) = rx.recv() {
+                match decoder.decode(&au) {
+                    Ok(Some(frame)) => {
+                        counters.frames.fetch_add(1, Ordering::Relaxed);
+                        let stamp = read_stamp(&frame);
+                        let event = EngineEvent::FrameDecoded {
+                            from: from.clone(),
+                            frame: Arc::new(frame),
+                            stamp,
+                            decoded_ms: now_ms32(),
+                        };
+                        // A UI that cannot keep up loses frames, never the call.
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(event) {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        keyframe_needed.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    match spawned {
+        Ok(join) => (tx, Some(join)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a decoder thread");
+            (tx, None)
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! The session task: one loop owns the signaling session, every peer and the playout clock.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use liveloop_core::jitter::{JitterBuffer, Playout};
+use liveloop_media::opus::OpusDecoder;
+use liveloop_media::{AudioSource, VideoSource};
+use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
+use liveloop_signal::session::{Outgoing, SessionEvent, Signaling};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::media::{self, DecodeCounters, EncodedVideo, MediaFlags};
+use crate::stats::{self, CallStats, Snapshot};
+use crate::{Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State};
+
+/// Samples in one 20 ms frame at 48 kHz.
+const FRAME: usize = 960;
+/// ICE restarts tried before a participant is given up on.
+const MAX_RESTARTS: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Room,
+    Random,
+}
+
+/// The audio playout state of one participant (one lock: libopus state is not `Sync`).
+struct Playback {
+    jitter: JitterBuffer<Bytes>,
+    opus: Option<OpusDecoder>,
+}
+
+struct Member {
+    peer: Arc<Peer>,
+    polite: bool,
+    connected: bool,
+    restarts: u32,
+    decoder: std::sync::mpsc::Sender<Bytes>,
+    counters: Arc<DecodeCounters>,
+    keyframe_needed: Arc<AtomicBool>,
+    video_losses: AtomicU64,
+    playback: Mutex<Playback>,
+    tasks: Vec<JoinHandle<()>>,
+    last: (Instant, Snapshot),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn start(
+    config: EngineConfig,
+    session: Box<dyn Signaling>,
+    session_events: mpsc::Receiver<SessionEvent>,
+    media_in: Media,
+    mode: Mode,
+) -> (EngineHandle, mpsc::Receiver<EngineEvent>) {
+    let (commands, command_rx) = mpsc::channel(64);
+    let (events, event_rx) = mpsc::channel(4096);
+    let flags = Arc::new(MediaFlags::default());
+    flags.keyframe.store(true, Ordering::Relaxed);
+    flags
+        .camera_on
+        .store(media_in.video.is_some(), Ordering::Relaxed);
+    flags
+        .muted
+        .store(media_in.audio.is_none(), Ordering::Relaxed);
+    let (video_swap, video_swap_rx) = std::sync::mpsc::channel();
+    let (audio_swap, audio_swap_rx) = std::sync::mpsc::channel();
+    let has_video = media_in.video.is_some();
+    let (encoded, _) = media::start_video(
+        media_in.video,
+        video_swap_rx,
+        config.bitrate_bps,
+        flags.clone(),
+        events.clone(),
+    );
+    let (encoded_audio, _) =
+        media::start_audio(media_in.audio, audio_swap_rx, flags.clone(), events.clone());
+    let runner = Runner {
+        config,
+        mode,
+        me: String::new(),
+        ready: false,
+        searching: mode == Mode::Random,
+        reconnecting: false,
+        session,
+        events,
+        members: BTreeMap::new(),
+        encoded,
+        encoded_audio,
+        flags,
+        video_swap,
+        audio_swap,
+        has_video,
+        state: State::Idle,
+        epoch: Instant::now(),
+    };
+    tokio::spawn(runner.run(session_events, command_rx));
+    (EngineHandle { commands }, event_rx)
+}
+
+struct Runner {
+    config: EngineConfig,
+    mode: Mode,
+    me: String,
+    ready: bool,
+    /// Random chat: queued for a partner.
+    searching: bool,
+    reconnecting: bool,
+    session: Box<dyn Signaling>,
+    events: mpsc::Sender<EngineEvent>,
+    members: BTreeMap<String, Member>,
+    encoded: broadcast::Sender<EncodedVideo>,
+    encoded_audio: broadcast::Sender<Bytes>,
+    flags: Arc<MediaFlags>,
+    video_swap: std::sync::mpsc::Sender<Box<dyn VideoSource>>,
+    audio_swap: std::sync::mpsc::Sender<Box<dyn AudioSource>>,
+    has_video: bool,
+    state: State,
+    epoch: Instant,
+}
+
+impl Runner {
+    async fn emit(&mut self, event: EngineEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn error(&mut self, kind: ErrorKind, message: String) {
+        self.emit(EngineEvent::Error { kind, message }).await;
+    }
+
+    /// Reports the state when it changed.
+    async fn update_state(&mut self) {
+        let state = if self.reconnecting {
+            State::Reconnecting
+        } else if self.members.values().any(|m| m.connected) {
+            State::Calling
+        } else if !self.ready || (self.mode == Mode::Random && self.searching) {
+            State::Connecting
+        } else {
+            State::Joined
+        };
+        if state != self.state {
+            self.state = state;
+            self.emit(EngineEvent::State(state)).await;
+        }
+    }
+
+    fn state_message(&self) -> String {
+        json!({
+            "type": "state",
+            "name": self.config.name,
+            "muted": self.flags.muted.load(Ordering::Relaxed),
+            "cameraOff": !self.flags.camera_on.load(Ordering::Relaxed),
+        })
+        .to_string()
+    }
+
+    async fn broadcast_state(&self) {
+        let text = self.state_message();
+        for m in self.members.values() {
+            let _ = m.peer.send_chat(&text).await;
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut session: mpsc::Receiver<SessionEvent>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let (peer_tx, mut peer_rx) = mpsc::channel::<(String, PeerEvent)>(4096);
+        let mut playout = tokio::time::interval(Duration::from_millis(20));
+        let mut stats = tokio::time::interval(
+            self.config
+                .stats_interval
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        self.update_state().await;
+        loop {
+            tokio::select! {
+                ev = session.recv() => match ev {
+                    Some(ev) => self.on_session(ev, &peer_tx).await,
+                    None => break,
+                },
+                ev = peer_rx.recv() => if let Some((from, ev)) = ev {
+                    self.on_peer(&from, ev).await;
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Leave) | None => break,
+                    Some(cmd) => self.on_command(cmd).await,
+                },
+                _ = playout.tick() => self.play_out().await,
+                _ = stats.tick(), if self.config.stats_interval.is_some() => self.report_stats().await,
+            }
+        }
+        self.flags.stop.store(true, Ordering::Relaxed);
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            self.remove_member(&id).await;
+        }
+        self.session.close().await;
+        self.ready = false;
+        self.state = State::Idle;
+        self.emit(EngineEvent::State(State::Idle)).await;
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::SendChat(text) => {
+                let count = text.chars().count();
+                if count == 0 || count > 1000 {
+                    self.error(
+                        ErrorKind::Signaling,
+                        "a chat message has 1 to 1000 characters".into(),
+                    )
+                    .await;
+                    return;
+                }
+                if self.mode == Mode::Random {
+                    if let Err(e) = self.session.send_chat(&text).await {
+                        self.error(ErrorKind::Signaling, format!("chat: {e}")).await;
+                    }
+                    return;
+                }
+                let msg = json!({"type": "chat", "text": text}).to_string();
+                for m in self.members.values() {
+                    let _ = m.peer.send_chat(&msg).await;
+                }
+            }
+            Command::SetMuted(muted) => {
+                self.flags.muted.store(muted, Ordering::Relaxed);
+                self.broadcast_state().await;
+            }
+            Command::SetCamera(on) => {
+                if on && !self.has_video {
+                    self.error(ErrorKind::NoDevice, "no camera to turn on".into())
+                        .await;
+                    return;
+                }
+                self.flags.camera_on.store(on, Ordering::Relaxed);
+                if on {
+                    self.flags.keyframe.store(true, Ordering::Relaxed);
+                }
+                self.broadcast_state().await;
+            }
+            Command::SetVideoSource(source) => {
+                self.has_video = true;
+                let _ = self.video_swap.send(source);
+            }
+            Command::SetAudioSource(source) => {
+                let _ = self.audio_swap.send(source);
+            }
+            Command::HangUp(who) if self.mode == Mode::Room => {
+                let ids: Vec<String> = match who {
+                    Some(id) => vec![id],
+                    None => self.members.keys().cloned().collect(),
+                };
+                for id in ids {
+                    if self.members.contains_key(&id) {
+                        let _ = self.session.send(&id, Outgoing::Hangup).await;
+                        self.remove_member(&id).await;
+                        self.emit(EngineEvent::PeerLeft { id }).await;
+                    }
+                }
+                self.update_state().await;
+            }
+            Command::HangUp(_) | Command::Stop => {
+                if self.mode == Mode::Room {
+                    self.error(ErrorKind::Signaling, "Stop is for random chat".into())
+                        .await;
+                    return;
+                }
+                if let Err(e) = self.session.end_call().await {
+                    self.error(ErrorKind::Signaling, format!("stop: {e}")).await;
+                }
+                self.searching = false;
+                self.drop_all_members().await;
+                self.update_state().await;
+            }
+            Command::Next => {
+                if self.mode == Mode::Room {
+                    self.error(ErrorKind::Signaling, "Next is for random chat".into())
+                        .await;
+                    return;
+                }
+                self.drop_all_members().await;
+                self.searching = true;
+                if let Err(e) = self.session.find_partner().await {
+                    self.error(ErrorKind::Signaling, format!("next: {e}")).await;
+                }
+                self.update_state().await;
+            }
+            Command::Leave => {}
+        }
+    }
+
+    async fn drop_all_members(&mut self) {
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            self.remove_member(&id).await;
+            self.emit(EngineEvent::PeerLeft { id }).await;
+        }
+    }
+
+    async fn on_session(&mut self, ev: SessionEvent, peer_tx: &mpsc::Sender<(String, PeerEvent)>) {
+        match ev {
+            SessionEvent::Ready { id } => {
+                self.me.clone_from(&id);
+                self.ready = true;
+                self.reconnecting = false;
+                self.emit(EngineEvent::Joined { id }).await;
+            }
+            SessionEvent::PeerJoined { id, name, polite } => {
+                if self.mode == Mode::Random {
+                    // A new partner replaces any other (the server ended that call).
+                    self.drop_all_members().await;
+                    self.searching = false;
+                }
+                self.emit(EngineEvent::PeerJoined {
+                    id: id.clone(),
+                    name,
+                })
+                .await;
+                self.add_member(id, polite, peer_tx).await;
+            }
+            SessionEvent::PeerLeft { id } | SessionEvent::HungUp { id } => {
+                if self.members.contains_key(&id) {
+                    self.remove_member(&id).await;
+                    self.emit(EngineEvent::PeerLeft { id }).await;
+                }
+                if self.mode == Mode::Random {
+                    // The server queued us again.
+                    self.searching = true;
+                }
+            }
+            SessionEvent::Description { from, payload } => {
+                let Some(m) = self.members.get(&from) else {
+                    return;
+                };
+                if let Err(e) = m.peer.handle_description(&payload).await {
+                    self.error(
+                        ErrorKind::Signaling,
+                        format!("description from {from}: {e}"),
+                    )
+                    .await;
+                }
+            }
+            SessionEvent::Candidate { from, payload } => {
+                let Some(m) = self.members.get(&from) else {
+                    return;
+                };
+                if let Err(e) = m.peer.add_candidate(&payload).await {
+                    self.error(ErrorKind::Signaling, format!("candidate from {from}: {e}"))
+                        .await;
+                }
+            }
+            SessionEvent::Chat { from, text } => {
+                self.emit(EngineEvent::Chat { from, text }).await;
+            }
+            SessionEvent::Error { code, message } => {
+                let kind = if code == "room_full" {
+                    ErrorKind::RoomFull
+                } else {
+                    ErrorKind::Signaling
+                };
+                self.error(kind, format!("{code}: {message}")).await;
+            }
+            SessionEvent::Reconnecting { attempt, delay } => {
+                self.reconnecting = true;
+                if attempt == 1 {
+                    self.error(
+                        ErrorKind::ServerUnreachable,
+                        format!(
+                            "lost the signaling server; calls go on, retrying every {} s at most",
+                            delay.as_secs().max(1)
+                        ),
+                    )
+                    .await;
+                }
+            }
+            _ => {}
+        }
+        self.update_state().await;
+    }
+
+    async fn add_member(
+        &mut self,
+        other: String,
+        polite: bool,
+        peer_tx: &mpsc::Sender<(String, PeerEvent)>,
+    ) {
+        if self.members.contains_key(&other) {
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(4096);
+        let options = PeerOptions {
+            polite,
+            udp_addrs: self.config.udp_addrs.clone(),
+            ice_servers: self.config.ice_servers.clone(),
+        };
+        let peer = match Peer::new(options, tx).await {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                self.error(ErrorKind::PeerGone, format!("peer for {other}: {e}"))
+                    .await;
+                return;
+            }
+        };
+        let mut tasks = Vec::new();
+        // Forward this peer's events, tagged, to the loop.
+        let (fwd, name) = (peer_tx.clone(), other.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if fwd.send((name.clone(), ev)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        // Feed it the shared encoders' output (sends fail, harmlessly, before negotiation).
+        let (sender, mut frames) = (peer.clone(), self.encoded.subscribe());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match frames.recv().await {
+                    Ok(v) => {
+                        let _ = sender.send_video(v.data, v.duration).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }));
+        let (sender, mut packets) = (peer.clone(), self.encoded_audio.subscribe());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match packets.recv().await {
+                    Ok(p) => {
+                        let _ = sender.send_audio(p, Duration::from_millis(20)).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }));
+        let counters = Arc::new(DecodeCounters::default());
+        let keyframe_needed = Arc::new(AtomicBool::new(false));
+        let (decoder, _) = media::start_decoder(
+            other.clone(),
+            self.events.clone(),
+            counters.clone(),
+            keyframe_needed.clone(),
+        );
+        if !polite && let Err(e) = peer.start_offer().await {
+            self.error(ErrorKind::Signaling, format!("offer to {other}: {e}"))
+                .await;
+        }
+        self.members.insert(
+            other,
+            Member {
+                peer,
+                polite,
+                connected: false,
+                restarts: 0,
+                decoder,
+                counters,
+                keyframe_needed,
+                video_losses: AtomicU64::new(0),
+                playback: Mutex::new(Playback {
+                    jitter: JitterBuffer::new(48_000, Duration::from_millis(20)),
+                    opus: OpusDecoder::new().ok(),
+                }),
+                tasks,
+                last: (Instant::now(), Snapshot::default()),
+            },
+        );
+    }
+
+    /// Closes a participant's connection and ends every task and thread it had.
+    async fn remove_member(&mut self, id: &str) {
+        if let Some(m) = self.members.remove(id) {
+            for task in &m.tasks {
+                task.abort();
+            }
+            let _ = m.peer.close().await;
+            // Dropping `m` drops the decoder's sender: its thread ends.
+        }
+    }
+
+    async fn on_peer(&mut self, from: &str, ev: PeerEvent) {
+        match ev {
+            PeerEvent::LocalDescription(d) => {
+                let _ = self.session.send(from, Outgoing::Description(d)).await;
+            }
+            PeerEvent::LocalCandidate(c) => {
+                let _ = self.session.send(from, Outgoing::Candidate(c)).await;
+            }
+            PeerEvent::Connection(ConnectionState::Connected) => {
+                if let Some(m) = self.members.get_mut(from) {
+                    m.connected = true;
+                    m.restarts = 0;
+                }
+                // A new receiver needs a keyframe to start decoding the shared stream.
+                self.flags.keyframe.store(true, Ordering::Relaxed);
+                self.emit(EngineEvent::PeerConnected {
+                    id: from.to_owned(),
+                })
+                .await;
+                self.update_state().await;
+            }
+            PeerEvent::Connection(ConnectionState::Failed) => self.on_failed(from).await,
+            PeerEvent::ChatOpen => {
+                if let Some(m) = self.members.get(from) {
+                    let _ = m.peer.send_chat(&self.state_message()).await;
+                }
+            }
+            PeerEvent::Chat(text) => self.on_data(from, &text).await,
+            PeerEvent::Video { access_unit, .. } => {
+                if let Some(m) = self.members.get(from) {
+                    let _ = m.decoder.send(access_unit);
+                }
+            }
+            PeerEvent::Audio {
+                packet,
+                rtp_timestamp,
+                ..
+            } => {
+                let now = self.epoch.elapsed();
+                if let Some(m) = self.members.get(from) {
+                    lock(&m.playback).jitter.push(rtp_timestamp, now, packet);
+                }
+            }
+            PeerEvent::VideoLoss { .. } => {
+                if let Some(m) = self.members.get(from) {
+                    m.video_losses.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            PeerEvent::KeyframeRequested => self.flags.keyframe.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+
+    /// A connection failed: the impolite side restarts ICE (the polite side answers the new
+    /// offer); after [`MAX_RESTARTS`] the participant is given up on.
+    async fn on_failed(&mut self, from: &str) {
+        let Some(m) = self.members.get_mut(from) else {
+            return;
+        };
+        m.connected = false;
+        m.restarts += 1;
+        let (restarts, polite, peer) = (m.restarts, m.polite, m.peer.clone());
+        if restarts > MAX_RESTARTS {
+            self.remove_member(from).await;
+            self.error(
+                ErrorKind::PeerGone,
+                format!("the connection to {from} failed"),
+            )
+            .await;
+            self.emit(EngineEvent::PeerLeft {
+                id: from.to_owned(),
+            })
+            .await;
+        } else if !polite && let Err(e) = peer.restart_ice().await {
+            self.error(ErrorKind::PeerGone, format!("ICE restart with {from}: {e}"))
+                .await;
+        }
+        self.update_state().await;
+    }
+
+    async fn on_data(&mut self, from: &str, text: &str) {
+        let Ok(msg) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        let field = |k: &str, max: usize| -> String {
+            msg.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .take(max)
+                .collect()
+        };
+        match msg.get("type").and_then(Value::as_str) {
+            Some("chat") => {
+                let text = field("text", 1000);
+                self.emit(EngineEvent::Chat {
+                    from: from.to_owned(),
+                    text,
+                })
+                .await;
+            }
+            Some("state") => {
+                let flag = |k: &str| msg.get(k).and_then(Value::as_bool).unwrap_or(false);
+                let event = EngineEvent::PeerState {
+                    id: from.to_owned(),
+                    name: field("name", 64),
+                    muted: flag("muted"),
+                    camera_off: flag("cameraOff"),
+                };
+                self.emit(event).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// One playout tick: 20 ms from every connected participant, and keyframe requests for
+    /// decoders that lost their way.
+    async fn play_out(&mut self) {
+        let now = self.epoch.elapsed();
+        for (id, m) in &self.members {
+            if m.keyframe_needed.swap(false, Ordering::Relaxed) {
+                let peer = m.peer.clone();
+                tokio::spawn(async move {
+                    let _ = peer.request_keyframe().await;
+                });
+            }
+            if !m.connected {
+                continue;
+            }
+            let mut pcm = vec![0.0f32; FRAME];
+            {
+                let mut playback = lock(&m.playback);
+                let Playback { jitter, opus } = &mut *playback;
+                let step = jitter.pop(now);
+                if let Some(opus) = opus.as_mut() {
+                    let result = match &step {
+                        Playout::Packet(p) => opus.decode(p, &mut pcm),
+                        Playout::Lost { next } => opus.conceal(next.as_deref(), &mut pcm),
+                        Playout::Conceal => opus.conceal(None, &mut pcm),
+                        Playout::Silence => Ok(FRAME),
+                    };
+                    if result.is_err() {
+                        pcm.fill(0.0);
+                    }
+                }
+            }
+            pcm.resize(FRAME, 0.0);
+            // Lossy on purpose: a consumer that stalls loses audio, not the call.
+            let _ = self.events.try_send(EngineEvent::AudioPlayout {
+                from: id.clone(),
+                pcm,
+            });
+        }
+    }
+
+    async fn report_stats(&mut self) {
+        let mut peers = Vec::new();
+        for (id, m) in &mut self.members {
+            if !m.connected {
+                continue;
+            }
+            let now = Snapshot {
+                peer: m.peer.stats().await,
+                frames: m.counters.frames.load(Ordering::Relaxed),
+            };
+            let at = Instant::now();
+            let jitter = lock(&m.playback).jitter.stats();
+            peers.push(stats::report(
+                id,
+                m.last.1,
+                now,
+                at.duration_since(m.last.0),
+                jitter,
+                m.video_losses.load(Ordering::Relaxed),
+            ));
+            m.last = (at, now);
+        }
+        if !peers.is_empty() {
+            self.emit(EngineEvent::Stats(CallStats { peers })).await;
+        }
+    }
+}
