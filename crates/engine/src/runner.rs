@@ -23,6 +23,10 @@ use crate::{Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, 
 const FRAME: usize = 960;
 /// ICE restarts tried before a participant is given up on.
 const MAX_RESTARTS: u32 = 3;
+/// How long a connected participant the room server no longer lists keeps its call (the
+/// server may be restarting, or its connection to the server dropped; media is peer to peer).
+/// A participant that leaves on purpose says "bye" on the data channel and goes at once.
+const ABSENT_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -48,6 +52,8 @@ struct Member {
     playback: Mutex<Playback>,
     tasks: Vec<JoinHandle<()>>,
     last: (Instant, Snapshot),
+    /// Since when the room server no longer lists this participant (the call goes on).
+    absent_since: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -183,6 +189,7 @@ impl Runner {
                 .unwrap_or(Duration::from_secs(3600)),
         );
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         self.update_state().await;
         loop {
             tokio::select! {
@@ -199,9 +206,18 @@ impl Runner {
                 },
                 _ = playout.tick() => self.play_out().await,
                 _ = stats.tick(), if self.config.stats_interval.is_some() => self.report_stats().await,
+                _ = housekeeping.tick() => self.expire_absent().await,
             }
         }
         self.flags.stop.store(true, Ordering::Relaxed);
+        let bye = json!({"type": "bye"}).to_string();
+        for m in self.members.values() {
+            let _ = m.peer.send_chat(&bye).await;
+        }
+        if !self.members.is_empty() {
+            // Let the goodbyes leave before the connections close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             self.remove_member(&id).await;
@@ -331,6 +347,14 @@ impl Runner {
                 .await;
                 self.add_member(id, polite, peer_tx).await;
             }
+            SessionEvent::PeerLeft { id }
+                if self.mode == Mode::Room
+                    && self.members.get(&id).is_some_and(|m| m.connected) =>
+            {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.absent_since.get_or_insert_with(Instant::now);
+                }
+            }
             SessionEvent::PeerLeft { id } | SessionEvent::HungUp { id } => {
                 if self.members.contains_key(&id) {
                     self.remove_member(&id).await;
@@ -397,7 +421,9 @@ impl Runner {
         polite: bool,
         peer_tx: &mpsc::Sender<(String, PeerEvent)>,
     ) {
-        if self.members.contains_key(&other) {
+        if let Some(m) = self.members.get_mut(&other) {
+            // Listed again (after a server restart or a reconnect): the call never stopped.
+            m.absent_since = None;
             return;
         }
         let (tx, mut rx) = mpsc::channel(4096);
@@ -478,6 +504,7 @@ impl Runner {
                 }),
                 tasks,
                 last: (Instant::now(), Snapshot::default()),
+                absent_since: None,
             },
         );
     }
@@ -509,6 +536,21 @@ impl Runner {
                 // A new receiver needs a keyframe to start decoding the shared stream.
                 self.flags.keyframe.store(true, Ordering::Relaxed);
                 self.emit(EngineEvent::PeerConnected {
+                    id: from.to_owned(),
+                })
+                .await;
+                self.update_state().await;
+            }
+            PeerEvent::Connection(
+                ConnectionState::Failed | ConnectionState::Disconnected | ConnectionState::Closed,
+            ) if self
+                .members
+                .get(from)
+                .is_some_and(|m| m.absent_since.is_some()) =>
+            {
+                // Gone from the room and now from the network too: the call is over.
+                self.remove_member(from).await;
+                self.emit(EngineEvent::PeerLeft {
                     id: from.to_owned(),
                 })
                 .await;
@@ -594,6 +636,16 @@ impl Runner {
                 })
                 .await;
             }
+            Some("bye") => {
+                if self.members.contains_key(from) {
+                    self.remove_member(from).await;
+                    self.emit(EngineEvent::PeerLeft {
+                        id: from.to_owned(),
+                    })
+                    .await;
+                    self.update_state().await;
+                }
+            }
             Some("state") => {
                 let flag = |k: &str| msg.get(k).and_then(Value::as_bool).unwrap_or(false);
                 let event = EngineEvent::PeerState {
@@ -645,6 +697,23 @@ impl Runner {
                 from: id.clone(),
                 pcm,
             });
+        }
+    }
+
+    /// Participants absent from the room for longer than [`ABSENT_GRACE`] are let go.
+    async fn expire_absent(&mut self) {
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.absent_since.is_some_and(|t| t.elapsed() > ABSENT_GRACE))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove_member(&id).await;
+            self.emit(EngineEvent::PeerLeft { id }).await;
+        }
+        if !self.members.is_empty() {
+            self.update_state().await;
         }
     }
 

@@ -734,11 +734,11 @@ impl Peer {
             let received = &inbound.received_rtp_stream_stats;
             stats.packets_received += received.packets_received;
             stats.packets_lost += received.packets_lost;
-            let jitter_ms = received.jitter * 1000.0;
+            // webrtc-rs reports the receiver report's jitter as is: in RTP timestamp units.
             if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                stats.video_jitter_ms = jitter_ms;
+                stats.video_jitter_ms = received.jitter / 90.0;
             } else {
-                stats.audio_jitter_ms = jitter_ms;
+                stats.audio_jitter_ms = received.jitter / 48.0;
             }
             stats.nacks_sent += inbound.nack_count;
             stats.plis_sent += inbound.pli_count;

@@ -4,7 +4,8 @@
 //! same for a room and for random chat.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use liveloop_proto::rooms::RelayKind;
 use serde_json::Value;
@@ -228,12 +229,30 @@ impl Signaling for RoomSession {
     }
 }
 
+/// The seed's limit on `request-room` (one per 5 s), with a margin for timer skew.
+pub const REQUEST_INTERVAL: Duration = Duration::from_millis(5_100);
+
 /// The matchmaking dialect as a session.
 #[derive(Debug)]
 pub struct RandomSession {
-    client: MatchClient,
+    client: Arc<MatchClient>,
     name: String,
     image: String,
+    /// When the last `request-room` went out, and a request waiting for the limit.
+    last_request: Mutex<Option<Instant>>,
+    pending: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RandomSession {
+    fn cancel_pending(&self) {
+        if let Some(task) = lock(&self.pending).take() {
+            task.abort();
+        }
+    }
 }
 
 impl RandomSession {
@@ -270,9 +289,11 @@ impl RandomSession {
         });
         Ok((
             Self {
-                client,
+                client: Arc::new(client),
                 name,
                 image,
+                last_request: Mutex::new(None),
+                pending: Mutex::new(None),
             },
             rx,
         ))
@@ -351,18 +372,37 @@ impl Signaling for RandomSession {
         self.client.send_chat(text).await
     }
 
+    /// The call ends at once; the request goes out as soon as the server's limit (one per
+    /// 5 s) allows, so pressing Next quickly never earns a `rate_limited` refusal.
     async fn find_partner(&self) -> Result<(), SignalError> {
+        self.cancel_pending();
         if self.client.state().peer.is_some() {
             self.client.stop().await?;
         }
-        self.client.request(&self.name, &self.image).await
+        let wait = lock(&self.last_request)
+            .map(|at| REQUEST_INTERVAL.saturating_sub(at.elapsed()))
+            .unwrap_or_default();
+        *lock(&self.last_request) = Some(Instant::now() + wait);
+        if wait.is_zero() {
+            return self.client.request(&self.name, &self.image).await;
+        }
+        let (client, name, image) = (self.client.clone(), self.name.clone(), self.image.clone());
+        *lock(&self.pending) = Some(tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Err(e) = client.request(&name, &image).await {
+                tracing::warn!(error = %e, "delayed request-room failed");
+            }
+        }));
+        Ok(())
     }
 
     async fn end_call(&self) -> Result<(), SignalError> {
+        self.cancel_pending();
         self.client.stop().await
     }
 
     async fn close(&self) {
+        self.cancel_pending();
         self.client.disconnect().await;
     }
 }
