@@ -193,14 +193,12 @@ async fn two_clients_for_ten_seconds_meet_the_quality_bar() {
                 frame,
                 stamp: Some(stamp),
                 ..
-            } => {
-                if r.numbers.insert(stamp.number) {
-                    let sent =
-                        camera.render(u64::from(stamp.number), u64::from(stamp.capture_ms) * 1000);
-                    let p = psnr(&sent, &frame);
-                    r.psnr_min = r.psnr_min.min(p);
-                    r.psnr_sum += p;
-                }
+            } if r.numbers.insert(stamp.number) => {
+                let sent =
+                    camera.render(u64::from(stamp.number), u64::from(stamp.capture_ms) * 1000);
+                let p = psnr(&sent, &frame);
+                r.psnr_min = r.psnr_min.min(p);
+                r.psnr_sum += p;
             }
             EngineEvent::AudioPlayout { pcm, .. } => r.audio.extend(pcm),
             EngineEvent::Chat { text, .. } => r.chat.push(text),

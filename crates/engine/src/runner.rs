@@ -636,15 +636,13 @@ impl Runner {
                 })
                 .await;
             }
-            Some("bye") => {
-                if self.members.contains_key(from) {
-                    self.remove_member(from).await;
-                    self.emit(EngineEvent::PeerLeft {
-                        id: from.to_owned(),
-                    })
-                    .await;
-                    self.update_state().await;
-                }
+            Some("bye") if self.members.contains_key(from) => {
+                self.remove_member(from).await;
+                self.emit(EngineEvent::PeerLeft {
+                    id: from.to_owned(),
+                })
+                .await;
+                self.update_state().await;
             }
             Some("state") => {
                 let flag = |k: &str| msg.get(k).and_then(Value::as_bool).unwrap_or(false);
