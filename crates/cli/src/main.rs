@@ -98,6 +98,27 @@ struct Opts {
     /// Video bitrate in kbit/s.
     #[arg(long, default_value_t = 1500)]
     bitrate: u32,
+    /// ICE servers, as the server's `RTC_CONFIG_JSON`: `{"iceServers":[{"urls":…,
+    /// "username":…,"credential":…}]}` (STUN and TURN).
+    #[arg(long, env = "LIVELOOP_RTC_CONFIG")]
+    rtc_config: Option<String>,
+}
+
+/// The ICE servers of an `RTC_CONFIG_JSON` document, checked as the server checks it.
+fn ice_servers(json: Option<&str>) -> Result<Vec<liveloop_rtc::IceServer>> {
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let config = liveloop_proto::rtc_config::RtcConfig::parse(json).context("--rtc-config")?;
+    Ok(config
+        .ice_servers
+        .iter()
+        .map(|s| liveloop_rtc::IceServer {
+            urls: s.urls.as_slice().to_vec(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// `liveloop://join/<room>?server=<ws url>` → (server, room).
@@ -331,6 +352,7 @@ async fn main() -> Result<()> {
         name: opts.name.clone(),
         bitrate_bps: opts.bitrate.saturating_mul(1000),
         stats_interval: opts.stats.then_some(Duration::from_secs(1)),
+        ice_servers: ice_servers(opts.rtc_config.as_deref())?,
         ..EngineConfig::default()
     };
     let (media, echo) = if opts.echo {
@@ -533,5 +555,16 @@ mod tests {
         assert!(video_source("synthetic:axb").is_err());
         assert!(video_source("/no/such.y4m").is_err());
         assert!(audio_source("/no/such.wav").is_err());
+        let turn =
+            r#"{"iceServers":[{"urls":["turn:t.example:3478"],"username":"u","credential":"p"}]}"#;
+        let servers = ice_servers(Some(turn)).unwrap_or_default();
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].urls, vec!["turn:t.example:3478".to_owned()]);
+        assert_eq!(
+            (servers[0].username.as_str(), servers[0].credential.as_str()),
+            ("u", "p")
+        );
+        assert!(ice_servers(Some("{\"iceServers\":[{\"urls\":\"http://x\"}]}")).is_err());
+        assert!(ice_servers(None).unwrap_or_default().is_empty());
     }
 }
