@@ -535,3 +535,116 @@ async fn an_engine_call_outlives_a_room_server_restart() {
         c.send(Command::Leave).await;
     }
 }
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// A synthetic microphone that logs when each read happened: the capture time of every sample.
+struct TimedMic {
+    mic: SyntheticMic,
+    next: u64,
+    reads: std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
+}
+
+impl liveloop_media::AudioSource for TimedMic {
+    fn read(&mut self, out: &mut [f32]) -> Result<(), liveloop_media::MediaError> {
+        self.reads.lock().unwrap().push((self.next, wall_us()));
+        for s in out.iter_mut() {
+            *s = self.mic.sample(self.next);
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_and_video_play_in_sync() {
+    let server = server_on(0).await;
+    let url = format!("ws://{}/ws", server.rooms);
+    let reads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mic = TimedMic {
+        mic: SyntheticMic::new(Voice::Speech, true),
+        next: 0,
+        reads: reads.clone(),
+    };
+    let (sender, _sender_events) = join_room(
+        config("sender"),
+        url.clone(),
+        "sync".into(),
+        "sender".into(),
+        Box::new(SyntheticCamera::new(640, 360, 30.0)),
+        Box::new(mic),
+    )
+    .unwrap();
+    let mut receiver = join(&url, "sync", "viewer", SyntheticCamera::new(160, 90, 15.0));
+    receiver
+        .until("connected", |e| {
+            matches!(e, EngineEvent::PeerConnected { .. })
+        })
+        .await;
+    // 8 s of what the receiver plays and shows, with the wall time it happened.
+    let (mut audio, mut audio_times, mut video_lags) = (Vec::new(), Vec::new(), Vec::new());
+    let end = Instant::now() + Duration::from_secs(8);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(end.into(), receiver.events.recv()).await {
+        match ev {
+            EngineEvent::AudioPlayout { from, pcm } if from == "sender" => {
+                audio_times.push((audio.len(), wall_us()));
+                audio.extend(pcm);
+            }
+            EngineEvent::FrameDecoded {
+                from,
+                stamp: Some(stamp),
+                decoded_ms,
+                ..
+            } if from == "sender" => {
+                video_lags.push(f64::from(decoded_ms.wrapping_sub(stamp.capture_ms)));
+            }
+            _ => {}
+        }
+    }
+    // When each timing mark was captured (sample k·48000), from the microphone's read log.
+    let reads = reads.lock().unwrap().clone();
+    let captured: Vec<u64> = (1..)
+        .map(|k: u64| k * 48_000)
+        .map_while(|s| {
+            reads
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= s)
+                .filter(|(start, _)| s - start < 960)
+                .map(|(start, at)| at + (s - start) * 1_000_000 / 48_000)
+        })
+        .collect();
+    // When each mark was played: its playout frame's time plus its place in that frame.
+    let mut audio_lags = Vec::new();
+    for mark in find_marks(&audio) {
+        let Some((start, at)) = audio_times.iter().rev().find(|(s, _)| *s <= mark) else {
+            continue;
+        };
+        let played = at + (mark - start) as u64 * 1_000_000 / 48_000;
+        // The capture it belongs to: the latest one before it (marks are 1 s apart).
+        if let Some(c) = captured.iter().rev().find(|c| **c <= played) {
+            audio_lags.push((played - c) as f64 / 1000.0);
+        }
+    }
+    assert!(audio_lags.len() >= 5, "{} marks heard", audio_lags.len());
+    assert!(video_lags.len() >= 150, "{} frames shown", video_lags.len());
+    let (audio_lag, video_lag) = (median(&mut audio_lags), median(&mut video_lags));
+    let offset = audio_lag - video_lag;
+    eprintln!(
+        "capture → heard {audio_lag:.1} ms (marks: {audio_lags:.1?}), capture → shown \
+         {video_lag:.1} ms: audio trails video by {offset:.1} ms"
+    );
+    assert!(offset.abs() <= 45.0, "audio and video {offset:.1} ms apart");
+    sender.send(Command::Leave).await.unwrap();
+    receiver.send(Command::Leave).await;
+}

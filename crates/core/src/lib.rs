@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod avsync;
 pub mod backoff;
 pub mod jitter;
 pub mod matchmaker;

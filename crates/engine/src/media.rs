@@ -1,11 +1,13 @@
 //! The engine's media threads: one capture-and-encode thread per kind whose output every peer
 //! shares, and one video decoder thread per remote participant.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use liveloop_core::avsync::{self, ClockMap};
 use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
 use liveloop_media::opus::{OpusConfig, OpusEncoder};
 use liveloop_media::synthetic::read_stamp;
@@ -223,18 +225,55 @@ pub(crate) struct DecodeCounters {
     pub errors: AtomicU64,
 }
 
+/// What lip sync shares between the playout tick (audio) and a decoder thread (video).
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    pub audio_map: std::sync::Mutex<Option<ClockMap>>,
+    pub video_map: std::sync::Mutex<Option<ClockMap>>,
+    /// How far audio playout runs behind the sender's clock (µs), and when that was measured.
+    pub audio_lag: std::sync::Mutex<Option<(i64, Instant)>>,
+    /// The last audio − video lag difference seen before holding (µs), for the stats.
+    pub av_offset_us: std::sync::atomic::AtomicI64,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SyncState {
+    /// How long to hold a frame with this RTP timestamp, decoded now.
+    fn hold(&self, rtp_timestamp: u32) -> Duration {
+        let Some(video) = *lock(&self.video_map) else {
+            return Duration::ZERO;
+        };
+        // Audio that stopped (mute, camera-only senders) gives no clock to follow.
+        let Some((audio_lag, at)) = *lock(&self.audio_lag) else {
+            return Duration::ZERO;
+        };
+        if at.elapsed() > Duration::from_secs(1) {
+            return Duration::ZERO;
+        }
+        let video_lag = now_us() as i64 - video.sender_time_us(rtp_timestamp);
+        self.av_offset_us
+            .store(audio_lag - video_lag, Ordering::Relaxed);
+        avsync::video_hold(audio_lag, video_lag)
+    }
+}
+
 /// A decoder thread for one remote participant; it ends when the sender is dropped. Frames
-/// that fail to decode make it ask for a keyframe through `keyframe_needed`.
+/// that fail to decode make it ask for a keyframe through `keyframe_needed`. Decoded frames
+/// are held until the audio of the same moment plays (lip sync), then reported.
 pub(crate) fn start_decoder(
     from: String,
     events: mpsc::Sender<EngineEvent>,
     counters: Arc<DecodeCounters>,
     keyframe_needed: Arc<AtomicBool>,
+    sync: Arc<SyncState>,
 ) -> (
-    std::sync::mpsc::Sender<Bytes>,
+    std::sync::mpsc::Sender<(u32, Bytes)>,
     Option<std::thread::JoinHandle<()>>,
 ) {
-    let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
+    let (tx, rx) = std::sync::mpsc::channel::<(u32, Bytes)>();
     let spawned = std::thread::Builder::new()
         .name(format!("decode-{from}"))
         .spawn(move || {
@@ -245,26 +284,47 @@ pub(crate) fn start_decoder(
                     return;
                 }
             };
-            while let Ok(au) = rx.recv() {
-                match decoder.decode(&au) {
-                    Ok(Some(frame)) => {
-                        counters.frames.fetch_add(1, Ordering::Relaxed);
-                        let stamp = read_stamp(&frame);
-                        let event = EngineEvent::FrameDecoded {
-                            from: from.clone(),
-                            frame: Arc::new(frame),
-                            stamp,
-                            decoded_ms: now_ms32(),
-                        };
-                        // A UI that cannot keep up loses frames, never the call.
-                        if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(event) {
-                            return;
+            let mut held: VecDeque<(Instant, EngineEvent)> = VecDeque::new();
+            loop {
+                let wait = held.front().map_or(Duration::from_secs(1), |(at, _)| {
+                    at.saturating_duration_since(Instant::now())
+                });
+                match rx.recv_timeout(wait) {
+                    Ok((rtp_timestamp, au)) => match decoder.decode(&au) {
+                        Ok(Some(frame)) => {
+                            counters.frames.fetch_add(1, Ordering::Relaxed);
+                            let stamp = read_stamp(&frame);
+                            let show_at = Instant::now() + sync.hold(rtp_timestamp);
+                            held.push_back((
+                                show_at,
+                                EngineEvent::FrameDecoded {
+                                    from: from.clone(),
+                                    frame: Arc::new(frame),
+                                    stamp,
+                                    decoded_ms: 0,
+                                },
+                            ));
                         }
+                        Ok(None) => {}
+                        Err(_) => {
+                            counters.errors.fetch_add(1, Ordering::Relaxed);
+                            keyframe_needed.store(true, Ordering::Relaxed);
+                        }
+                    },
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                while held.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+                    let Some((_, mut event)) = held.pop_front() else {
+                        break;
+                    };
+                    if let EngineEvent::FrameDecoded { decoded_ms, .. } = &mut event {
+                        // The moment it is shown: what capture → display latency measures.
+                        *decoded_ms = now_ms32();
                     }
-                    Ok(None) => {}
-                    Err(_) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                        keyframe_needed.store(true, Ordering::Relaxed);
+                    // A UI that cannot keep up loses frames, never the call.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(event) {
+                        return;
                     }
                 }
             }

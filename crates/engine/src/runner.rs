@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use liveloop_core::avsync::ClockMap;
 use liveloop_core::jitter::{JitterBuffer, Playout};
 use liveloop_media::opus::OpusDecoder;
 use liveloop_media::{AudioSource, VideoSource};
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::media::{self, DecodeCounters, EncodedVideo, MediaFlags};
+use crate::media::{self, DecodeCounters, EncodedVideo, MediaFlags, SyncState};
 use crate::stats::{self, CallStats, Snapshot};
 use crate::{Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State};
 
@@ -36,7 +37,8 @@ pub(crate) enum Mode {
 
 /// The audio playout state of one participant (one lock: libopus state is not `Sync`).
 struct Playback {
-    jitter: JitterBuffer<Bytes>,
+    /// Packets with their RTP timestamps (lip sync needs to know what is playing).
+    jitter: JitterBuffer<(u32, Bytes)>,
     opus: Option<OpusDecoder>,
 }
 
@@ -45,8 +47,9 @@ struct Member {
     polite: bool,
     connected: bool,
     restarts: u32,
-    decoder: std::sync::mpsc::Sender<Bytes>,
+    decoder: std::sync::mpsc::Sender<(u32, Bytes)>,
     counters: Arc<DecodeCounters>,
+    sync: Arc<SyncState>,
     keyframe_needed: Arc<AtomicBool>,
     video_losses: AtomicU64,
     playback: Mutex<Playback>,
@@ -477,11 +480,13 @@ impl Runner {
         }));
         let counters = Arc::new(DecodeCounters::default());
         let keyframe_needed = Arc::new(AtomicBool::new(false));
+        let sync = Arc::new(SyncState::default());
         let (decoder, _) = media::start_decoder(
             other.clone(),
             self.events.clone(),
             counters.clone(),
             keyframe_needed.clone(),
+            sync.clone(),
         );
         if !polite && let Err(e) = peer.start_offer().await {
             self.error(ErrorKind::Signaling, format!("offer to {other}: {e}"))
@@ -496,6 +501,7 @@ impl Runner {
                 restarts: 0,
                 decoder,
                 counters,
+                sync,
                 keyframe_needed,
                 video_losses: AtomicU64::new(0),
                 playback: Mutex::new(Playback {
@@ -563,9 +569,26 @@ impl Runner {
                 }
             }
             PeerEvent::Chat(text) => self.on_data(from, &text).await,
-            PeerEvent::Video { access_unit, .. } => {
+            PeerEvent::Video {
+                access_unit,
+                rtp_timestamp,
+            } => {
                 if let Some(m) = self.members.get(from) {
-                    let _ = m.decoder.send(access_unit);
+                    let _ = m.decoder.send((rtp_timestamp, access_unit));
+                }
+            }
+            PeerEvent::SenderReport {
+                video,
+                ntp_time,
+                rtp_timestamp,
+            } => {
+                if let Some(m) = self.members.get(from) {
+                    let (slot, rate) = if video {
+                        (&m.sync.video_map, 90_000)
+                    } else {
+                        (&m.sync.audio_map, 48_000)
+                    };
+                    *lock(slot) = Some(ClockMap::from_sender_report(ntp_time, rtp_timestamp, rate));
                 }
             }
             PeerEvent::Audio {
@@ -575,7 +598,9 @@ impl Runner {
             } => {
                 let now = self.epoch.elapsed();
                 if let Some(m) = self.members.get(from) {
-                    lock(&m.playback).jitter.push(rtp_timestamp, now, packet);
+                    lock(&m.playback)
+                        .jitter
+                        .push(rtp_timestamp, now, (rtp_timestamp, packet));
                 }
             }
             PeerEvent::VideoLoss { .. } => {
@@ -677,10 +702,18 @@ impl Runner {
                 let mut playback = lock(&m.playback);
                 let Playback { jitter, opus } = &mut *playback;
                 let step = jitter.pop(now);
+                if let Playout::Packet((ts, _)) = &step
+                    && let Some(map) = *lock(&m.sync.audio_map)
+                {
+                    let lag = media::now_us() as i64 - map.sender_time_us(*ts);
+                    *lock(&m.sync.audio_lag) = Some((lag, Instant::now()));
+                }
                 if let Some(opus) = opus.as_mut() {
                     let result = match &step {
-                        Playout::Packet(p) => opus.decode(p, &mut pcm),
-                        Playout::Lost { next } => opus.conceal(next.as_deref(), &mut pcm),
+                        Playout::Packet((_, p)) => opus.decode(p, &mut pcm),
+                        Playout::Lost { next } => {
+                            opus.conceal(next.as_ref().map(|(_, p)| p.as_ref()), &mut pcm)
+                        }
                         Playout::Conceal => opus.conceal(None, &mut pcm),
                         Playout::Silence => Ok(FRAME),
                     };
@@ -727,14 +760,16 @@ impl Runner {
             };
             let at = Instant::now();
             let jitter = lock(&m.playback).jitter.stats();
-            peers.push(stats::report(
+            let mut report = stats::report(
                 id,
                 m.last.1,
                 now,
                 at.duration_since(m.last.0),
                 jitter,
                 m.video_losses.load(Ordering::Relaxed),
-            ));
+            );
+            report.av_offset_ms = m.sync.av_offset_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            peers.push(report);
             m.last = (at, now);
         }
         if !peers.is_empty() {

@@ -28,6 +28,9 @@ pub struct PeerReport {
     pub audio_lost: u64,
     pub nacks_sent: u32,
     pub plis_sent: u32,
+    /// How far audio playout trailed video decoding for the last frame (ms; positive: video
+    /// was held that long to match the audio), from the RTCP sender reports.
+    pub av_offset_ms: f64,
 }
 
 /// Everyone's figures at one moment.
@@ -79,6 +82,7 @@ pub(crate) fn report(
         audio_lost: jitter.lost,
         nacks_sent: now.peer.nacks_sent,
         plis_sent: now.peer.plis_sent,
+        av_offset_ms: 0.0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Lets PLI and FIR from the remote reach the application, so a keyframe request reaches our
-//! encoder. Inbound RTCP otherwise ends inside the interceptor chain.
+//! encoder, and sender reports, so the receiver can put audio and video on one clock (lip
+//! sync). Inbound RTCP otherwise ends inside the interceptor chain.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -7,10 +8,11 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 
-/// The last interceptor of the chain: inbound RTCP is reduced to its keyframe requests, which are
-/// marked for delivery; everything else passes unchanged.
+/// The last interceptor of the chain: inbound RTCP is reduced to its keyframe requests and
+/// sender reports, which are marked for delivery; everything else passes unchanged.
 #[derive(Default)]
 pub(crate) struct KeyframeRequests {
     inbound: VecDeque<TaggedPacket>,
@@ -26,9 +28,9 @@ impl std::fmt::Debug for KeyframeRequests {
     }
 }
 
-fn asks_for_keyframe(p: &dyn rtc::rtcp::Packet) -> bool {
+fn wanted_by_the_application(p: &dyn rtc::rtcp::Packet) -> bool {
     let any = p.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() || any.is::<SenderReport>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
@@ -42,7 +44,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
-                .filter(|p| asks_for_keyframe(p.as_ref()))
+                .filter(|p| wanted_by_the_application(p.as_ref()))
                 .cloned()
                 .collect();
             if wanted.is_empty() {

@@ -10,7 +10,9 @@ use bytes::{Bytes, BytesMut};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::PayloadType;
@@ -101,6 +103,14 @@ pub enum PeerEvent {
     },
     /// The remote asked for a keyframe (PLI or FIR): the encoder should send an IDR.
     KeyframeRequested,
+    /// The remote sender's clock for one stream (RTCP SR): its RTP timestamp `rtp_timestamp`
+    /// was captured at `ntp_time` (NTP 32.32 format) on the sender's wall clock. Audio and video
+    /// of one sender share that clock, which is what lip sync needs.
+    SenderReport {
+        video: bool,
+        ntp_time: u64,
+        rtp_timestamp: u32,
+    },
     /// Video packets were lost: the frames up to the next keyframe are dropped and a keyframe
     /// was asked for (PLI).
     VideoLoss {
@@ -232,11 +242,23 @@ impl PeerConnectionEventHandler for Handler {
             let mut au = BytesMut::new();
             let mut assembly = FrameAssembly::default();
             while let Some(ev) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
-                    if matches!(ev, TrackRemoteEvent::OnEnded) {
-                        break;
+                let pkt = match ev {
+                    TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+                    TrackRemoteEvent::OnRtcpPacket(packets) => {
+                        for sr in packets
+                            .iter()
+                            .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                        {
+                            shared.emit(PeerEvent::SenderReport {
+                                video: kind == RtpCodecKind::Video,
+                                ntp_time: sr.ntp_time,
+                                rtp_timestamp: sr.rtp_time,
+                            });
+                        }
+                        continue;
                     }
-                    continue;
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => continue,
                 };
                 match kind {
                     RtpCodecKind::Video => {
@@ -468,7 +490,12 @@ impl Peer {
             let (track, shared) = (video.clone(), shared.clone());
             tokio::spawn(async move {
                 while let Some(ev) = track.poll().await {
-                    if matches!(ev, TrackLocalEvent::OnRtcpPacket(_)) {
+                    if let TrackLocalEvent::OnRtcpPacket(packets) = ev
+                        && packets.iter().any(|p| {
+                            let any = p.as_any();
+                            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                        })
+                    {
                         shared.emit(PeerEvent::KeyframeRequested);
                     }
                 }
