@@ -23,7 +23,8 @@ fn cli() -> Command {
 async fn two_cli_clients_call_each_other_by_link() {
     let server = embedded::start_loopback().await.unwrap();
     let link = format!("liveloop://join/cli-room?server=ws://{}/ws", server.rooms);
-    let spawn = |id: &str| {
+    let record = liveloop_e2e::temp_dir("cli-record").unwrap();
+    let spawn = |id: &str, extra: &[&str]| {
         cli()
             .args([
                 "join",
@@ -37,12 +38,16 @@ async fn two_cli_clients_call_each_other_by_link() {
                 "--chat",
                 &format!("hi from {id}"),
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (one, two) = (spawn("one"), spawn("two"));
+    let (one, two) = (
+        spawn("one", &[]),
+        spawn("two", &["--record", record.to_str().unwrap()]),
+    );
     let outputs = tokio::task::spawn_blocking(move || {
         (
             one.wait_with_output().unwrap(),
@@ -91,6 +96,24 @@ async fn two_cli_clients_call_each_other_by_link() {
                 .any(|e| e["event"] == "joined" && e["id"] == me)
         );
     }
+
+    // "two" recorded "one": a Y4M and a WAV that hold the call.
+    use liveloop_media::VideoSource;
+    let path = record.join("one.y4m");
+    let mut video = liveloop_media::file::Y4mSource::open(&path).unwrap();
+    let first = video.next_frame(0).unwrap();
+    assert!(
+        liveloop_media::synthetic::read_stamp(&first).is_some(),
+        "the recording holds the stamped frames"
+    );
+    let bytes = std::fs::metadata(&path).unwrap().len() as usize;
+    let frame_bytes = 6 + (first.width * first.height * 3 / 2) as usize;
+    let frames = bytes / frame_bytes;
+    let audio = liveloop_media::file::WavSource::open(&record.join("one.wav")).unwrap();
+    let seconds = audio.samples().len() as f64 / 48_000.0;
+    eprintln!("recorded {frames} frames and {seconds:.1} s of audio");
+    assert!(frames >= 90, "{frames} frames recorded");
+    assert!(seconds >= 3.0, "{seconds} s of audio recorded");
 }
 
 #[test]
@@ -104,6 +127,26 @@ fn bad_input_gives_a_message_and_a_failing_exit_code() {
             "ws://127.0.0.1:9/ws",
             "--room",
             "bad room",
+        ],
+        // Nothing listens on port 9: a message after the connect timeout, not a hang.
+        vec![
+            "join",
+            "--server",
+            "ws://127.0.0.1:9/ws",
+            "--room",
+            "r",
+            "--connect-timeout",
+            "2",
+        ],
+        vec!["random", "http://127.0.0.1:9", "--connect-timeout", "2"],
+        vec![
+            "join",
+            "--server",
+            "ws://h/ws",
+            "--room",
+            "r",
+            "--rtc-config",
+            "{}x",
         ],
     ] {
         let out = cli().args(&args).output().unwrap();

@@ -5,6 +5,8 @@
 // This binary's output is its interface.
 #![allow(clippy::print_stdout)]
 
+mod record;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,6 +97,9 @@ struct Opts {
     /// Give up when the server has not let us in after this many seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
+    /// Record what each participant sends into this folder (`<id>.y4m` and `<id>.wav`).
+    #[arg(long)]
+    record: Option<PathBuf>,
     /// Video bitrate in kbit/s.
     #[arg(long, default_value_t = 1500)]
     bitrate: u32,
@@ -434,6 +439,11 @@ async fn run(
         ..Summary::default()
     };
     let mut meters: HashMap<String, AudioMeter> = HashMap::new();
+    let mut recorder = opts
+        .record
+        .as_deref()
+        .map(record::Recorder::new)
+        .transpose()?;
     let mut next_at: Option<tokio::time::Instant> = None;
     let outcome = loop {
         let wake = [
@@ -475,6 +485,11 @@ async fn run(
         };
         if let Some(feed) = &echo {
             feed.on_event(&ev);
+        }
+        if let Some(r) = recorder.as_mut()
+            && let Err(e) = r.on_event(&ev)
+        {
+            break Err(e.context("recording failed"));
         }
         match &ev {
             EngineEvent::Joined { .. } => summary.joined_ms = summary.ms_since_start(),
@@ -533,6 +548,10 @@ async fn run(
             print(&line);
         }
     };
+    if let Some(r) = recorder {
+        let files = r.finish()?;
+        print(&json!({"event": "recording", "files": files}));
+    }
     print(&summary.json());
     outcome
 }
