@@ -346,6 +346,16 @@ async fn mute_camera_and_hang_up_leave_no_tasks_or_threads() {
         loud > 20 && frames > 5,
         "after: {loud} speech frames, {frames} video frames"
     );
+    // A device change mid-call: ben gets the new camera's frames (a new size, from a keyframe).
+    a.send(Command::SetVideoSource(Box::new(SyntheticCamera::new(
+        640, 360, 15.0,
+    ))))
+    .await;
+    b.until("frames from ann's new camera", |e| {
+        matches!(e, EngineEvent::FrameDecoded { from, frame, stamp: Some(_), .. }
+            if from == "ann" && frame.width == 640 && frame.height == 360)
+    })
+    .await;
     // Hang up: both return to joined, the decoders are gone.
     a.send(Command::HangUp(None)).await;
     a.until("joined after hang-up", |e| {
@@ -647,4 +657,97 @@ async fn audio_and_video_play_in_sync() {
     assert!(offset.abs() <= 45.0, "audio and video {offset:.1} ms apart");
     sender.send(Command::Leave).await.unwrap();
     receiver.send(Command::Leave).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_arrive_as_typed_events() {
+    use liveloop_engine::{ErrorKind, join_room_with};
+    let rooms = RoomsConfig {
+        limits: liveloop_core::rooms::Limits {
+            max_members: 2,
+            ..liveloop_core::rooms::Limits::default()
+        },
+        ..RoomsConfig::default()
+    };
+    let server = embedded::start(
+        Ipv4Addr::LOCALHOST.into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        rooms,
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/ws", server.rooms);
+    let camera = SyntheticCamera::new(160, 90, 15.0);
+    let mut a = join(&url, "small", "one", camera.clone());
+    let mut b = join(&url, "small", "two", camera.clone());
+    for c in [&mut a, &mut b] {
+        c.until("joined", |e| matches!(e, EngineEvent::Joined { .. }))
+            .await;
+    }
+    // A third member: the room is full.
+    let mut c = join(&url, "small", "three", camera);
+    c.until("room full", |e| {
+        matches!(
+            e,
+            EngineEvent::Error {
+                kind: ErrorKind::RoomFull,
+                ..
+            }
+        )
+    })
+    .await;
+    // No camera: joining works, turning the camera on is a clear error.
+    let (handle, events) = join_room_with(
+        config("nocam"),
+        url.clone(),
+        "other".into(),
+        "nocam".into(),
+        Media {
+            video: None,
+            audio: None,
+        },
+    )
+    .unwrap();
+    let mut nocam = Client {
+        name: "nocam".into(),
+        handle,
+        events,
+    };
+    nocam
+        .until("joined", |e| matches!(e, EngineEvent::Joined { .. }))
+        .await;
+    nocam.send(Command::SetCamera(true)).await;
+    nocam
+        .until("no camera", |e| {
+            matches!(
+                e,
+                EngineEvent::Error {
+                    kind: ErrorKind::NoDevice,
+                    ..
+                }
+            )
+        })
+        .await;
+    // A server that is not there: an error saying so, and the engine keeps trying.
+    let port = free_port().unwrap();
+    let mut lost = join(
+        &format!("ws://127.0.0.1:{port}/ws"),
+        "r",
+        "lost",
+        SyntheticCamera::new(160, 90, 15.0),
+    );
+    lost.until("server unreachable", |e| {
+        matches!(
+            e,
+            EngineEvent::Error {
+                kind: ErrorKind::ServerUnreachable,
+                ..
+            }
+        )
+    })
+    .await;
+    for x in [&a, &b, &c, &nocam, &lost] {
+        x.send(Command::Leave).await;
+    }
 }
