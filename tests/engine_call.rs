@@ -613,10 +613,10 @@ async fn audio_and_video_play_in_sync() {
             EngineEvent::FrameDecoded {
                 from,
                 stamp: Some(stamp),
-                decoded_ms,
+                shown_ms,
                 ..
             } if from == "sender" => {
-                video_lags.push(f64::from(decoded_ms.wrapping_sub(stamp.capture_ms)));
+                video_lags.push(f64::from(shown_ms.wrapping_sub(stamp.capture_ms)));
             }
             _ => {}
         }

@@ -9,65 +9,14 @@
     clippy::panic
 )]
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use liveloop_e2e::webdriver::Session;
-use liveloop_e2e::{
-    ChildGuard, artifacts_dir, find_program, free_port, temp_dir, wait_for, workspace_bin,
-};
+use liveloop_e2e::{ChildGuard, artifacts_dir, wait_for};
 
-/// tauri-driver with WebKitWebDriver behind it, and a session launching the app with its own
-/// configuration folder.
 fn open_app(label: &str) -> Result<(ChildGuard, Session, std::path::PathBuf)> {
-    ensure!(
-        std::env::var_os("DISPLAY").is_some(),
-        "no DISPLAY: run the UI tests under Xvfb (the README's test command does)"
-    );
-    let app = workspace_bin("liveloop")?;
-    let tools = std::env::var_os("LIVELOOP_TOOLS")
-        .map(|d| std::path::PathBuf::from(d).join("bin"))
-        .into_iter()
-        .collect::<Vec<_>>();
-    let driver = find_program("TAURI_DRIVER", "tauri-driver", &tools)
-        .context("tauri-driver not found (the test command installs it)")?;
-    let native = find_program("WEBKIT_WEBDRIVER", "WebKitWebDriver", &[])
-        .context("WebKitWebDriver not found (apt package webkit2gtk-driver)")?;
-    let config_dir = temp_dir(label)?;
-    let port = free_port()?;
-    let native_port = free_port()?;
-    let guard = ChildGuard::spawn(
-        "tauri-driver",
-        Command::new(driver)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &native_port.to_string(),
-            ])
-            .arg("--native-driver")
-            .arg(native)
-            .env("LIVELOOP_CONFIG_DIR", &config_dir)
-            .stdout(Stdio::null()),
-    )?;
-    wait_for("tauri-driver to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })?;
-    // Under load WebKitWebDriver can drop the first session request while it starts up.
-    let mut attempt = 0;
-    let session = loop {
-        attempt += 1;
-        match Session::start(port, &app) {
-            Ok(s) => break s,
-            Err(e) if attempt < 3 => {
-                eprintln!("new session failed ({e:#}); retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    Ok((guard, session, config_dir))
+    liveloop_e2e::app::open_app(label, &[], None)
 }
 
 #[test]

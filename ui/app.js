@@ -1,7 +1,11 @@
-// LiveLoop UI: static ES module, no bundler. It only talks to the Rust side through Tauri
-// commands; media never passes through here (see ARCHITECTURE.md).
+// LiveLoop UI: static ES modules, no bundler. It talks to the Rust side through Tauri commands
+// and the `call` event; video frames come natively scaled over a loopback WebSocket (video.js).
+// Media never passes through here (see ARCHITECTURE.md).
 
-const invoke = window.__TAURI__?.core?.invoke
+import { TileVideo } from "./video.js";
+
+const tauri = window.__TAURI__;
+const invoke = tauri?.core?.invoke
   ?? (async () => { throw new Error("LiveLoop's UI runs inside the LiveLoop app"); });
 
 const $ = (id) => document.getElementById(id);
@@ -24,52 +28,421 @@ function toast(message, isError = false) {
   el.classList.toggle("error", isError);
   el.hidden = false;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
 }
+
+function banner(message) {
+  const el = $("banner");
+  el.textContent = message ?? "";
+  el.hidden = !message;
+}
+
+const errorText = (e) => e?.message ?? String(e);
+
+// ---------------------------------------------------------------- settings and home
 
 let settings = { displayName: "", matchmakingUrl: "", roomsUrl: "" };
 
-function render() {
+function renderSettings() {
   $("display-name").value = settings.displayName;
   $("greeting-name").textContent = settings.displayName ? `, ${settings.displayName}` : "";
   $("matchmaking-url").value = settings.matchmakingUrl;
   $("rooms-url").value = settings.roomsUrl;
 }
 
-async function save(next) {
+async function saveSettings(next) {
   try {
     settings = await invoke("save_settings", { settings: next });
-    render();
+    renderSettings();
     toast("Saved");
   } catch (e) {
-    toast(e?.message ?? String(e), true);
+    toast(errorText(e), true);
   }
+}
+
+// ---------------------------------------------------------------- the call
+
+const call = {
+  active: false,
+  mode: null,
+  me: null,
+  state: "idle",
+  muted: false,
+  cameraOn: true,
+  peers: new Map(), // id → {name, muted, cameraOff}
+  tiles: new Map(), // id → {el, video}
+  unread: 0,
+  chatOpen: true,
+  stats: [],
+};
+let videoEndpoint = null;
+
+// For tests and the bench: what each tile shows.
+window.__liveloop = {
+  get state() { return call.state; },
+  get mode() { return call.mode; },
+  tiles() {
+    const out = {};
+    for (const [id, t] of call.tiles) out[id] = { frames: t.video?.frames ?? 0, received: t.video?.received ?? 0 };
+    return out;
+  },
+  checksum(id) { return call.tiles.get(id)?.video?.checksum() ?? null; },
+  peers() { return Object.fromEntries(call.peers); },
+  messages() { return [...document.querySelectorAll("#messages li")].map((li) => li.dataset.text); },
+};
+
+function initials(name) {
+  return (name || "?").split(/\s+/).map((w) => w[0]).join("").slice(0, 2).toUpperCase();
+}
+
+function tileFor(id) {
+  let tile = call.tiles.get(id);
+  if (tile) return tile;
+  const el = document.createElement("div");
+  el.className = "tile";
+  el.dataset.id = id;
+  el.innerHTML = `<canvas aria-hidden="true"></canvas>
+    <div class="avatar" aria-hidden="true"></div>
+    <div class="label"><span class="name"></span><span class="badge muted-badge" hidden>🔇 muted</span><span class="badge cam-badge" hidden>📷 off</span></div>`;
+  el.setAttribute("role", "group");
+  $("tiles").append(el);
+  tile = { el, video: null };
+  try {
+    if (videoEndpoint) tile.video = new TileVideo(el.querySelector("canvas"), videoEndpoint, id);
+  } catch (e) {
+    toast(`Video cannot be shown: ${errorText(e)}`, true);
+  }
+  call.tiles.set(id, tile);
+  layoutTiles();
+  return tile;
+}
+
+function removeTile(id) {
+  const tile = call.tiles.get(id);
+  if (!tile) return;
+  tile.video?.close();
+  tile.el.remove();
+  call.tiles.delete(id);
+  layoutTiles();
+}
+
+function layoutTiles() {
+  const n = call.tiles.size;
+  const cols = n <= 1 ? 1 : n <= 4 ? 2 : 3;
+  $("tiles").style.setProperty("--cols", cols);
+}
+
+function renderTile(id) {
+  const tile = call.tiles.get(id);
+  if (!tile) return;
+  const self = id === "self";
+  const peer = call.peers.get(id) ?? {};
+  const name = self ? `${settings.displayName || "You"} (you)` : (peer.name || "Guest");
+  const muted = self ? call.muted : !!peer.muted;
+  const cameraOff = self ? !call.cameraOn : !!peer.cameraOff;
+  tile.el.querySelector(".name").textContent = name;
+  tile.el.querySelector(".avatar").textContent = initials(name.replace(" (you)", ""));
+  tile.el.querySelector(".muted-badge").hidden = !muted;
+  tile.el.querySelector(".cam-badge").hidden = !cameraOff;
+  tile.el.classList.toggle("camera-off", cameraOff);
+  tile.el.setAttribute("aria-label", `${name}${muted ? ", muted" : ""}${cameraOff ? ", camera off" : ""}`);
+}
+
+function renderControls() {
+  const mute = $("btn-mute");
+  mute.setAttribute("aria-pressed", String(call.muted));
+  mute.textContent = call.muted ? "🔇 Unmute" : "🎙 Mute";
+  mute.setAttribute("aria-label", call.muted ? "Unmute microphone (M)" : "Mute microphone (M)");
+  const cam = $("btn-camera");
+  cam.setAttribute("aria-pressed", String(!call.cameraOn));
+  cam.textContent = call.cameraOn ? "🎥 Stop video" : "🎥 Start video";
+  cam.setAttribute("aria-label", call.cameraOn ? "Turn camera off (V)" : "Turn camera on (V)");
+  document.body.dataset.mode = call.mode ?? "";
+  const unread = $("unread");
+  unread.hidden = call.unread === 0;
+  unread.textContent = String(call.unread);
+  renderTile("self");
+}
+
+const STATE_TEXT = {
+  idle: "Not connected",
+  connecting: "Connecting…",
+  joined: "Waiting for others",
+  calling: "In call",
+  reconnecting: "Reconnecting…",
+};
+
+function renderState() {
+  let text = STATE_TEXT[call.state] ?? call.state;
+  if (call.mode === "random" && call.state === "connecting") text = "Looking for someone…";
+  if (call.mode === "random" && call.state === "joined") text = "Stopped";
+  $("call-state").textContent = text;
+  $("call-state").dataset.state = call.state;
+}
+
+function addMessage(from, text, mine = false) {
+  const li = document.createElement("li");
+  li.className = mine ? "mine" : "";
+  li.dataset.text = text;
+  const who = document.createElement("strong");
+  who.textContent = mine ? "You" : (call.peers.get(from)?.name || from);
+  const body = document.createElement("span");
+  body.textContent = text;
+  li.append(who, body);
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+  if (!mine && !call.chatOpen) {
+    call.unread += 1;
+    renderControls();
+  }
+}
+
+function renderStats() {
+  const body = $("stats-body");
+  body.replaceChildren();
+  let worst = "good";
+  for (const p of call.stats) {
+    const tr = document.createElement("tr");
+    const cells = [
+      call.peers.get(p.id)?.name || p.id,
+      `${p.rtt_ms.toFixed(1)} ms`,
+      `${p.loss_percent.toFixed(1)}%`,
+      `${p.audio_jitter_ms.toFixed(1)} ms`,
+      `${Math.round(p.rx_kbps)} kb/s`,
+      `${Math.round(p.tx_kbps)} kb/s`,
+      p.fps.toFixed(1),
+      `${Math.round(p.audio_delay_ms)} ms`,
+      `${p.av_offset_ms.toFixed(0)} ms`,
+    ];
+    for (const c of cells) {
+      const td = document.createElement("td");
+      td.textContent = c;
+      tr.append(td);
+    }
+    body.append(tr);
+    const level = p.loss_percent > 5 || p.rtt_ms > 400 ? "poor" : p.loss_percent > 1 || p.rtt_ms > 150 ? "fair" : "good";
+    if (level === "poor" || (level === "fair" && worst === "good")) worst = level;
+  }
+  const q = $("quality");
+  q.dataset.level = worst;
+  q.textContent = `● ${worst[0].toUpperCase()}${worst.slice(1)} connection`;
+}
+
+function onCallEvent(ev) {
+  switch (ev.type) {
+    case "state":
+      call.state = ev.state;
+      renderState();
+      if (ev.state === "joined" || ev.state === "calling") banner(null);
+      if (ev.state === "idle" && call.active) endCall();
+      break;
+    case "joined":
+      call.me = ev.id || call.me;
+      break;
+    case "peerJoined":
+      call.peers.set(ev.id, { ...(call.peers.get(ev.id) ?? {}), name: ev.name || call.peers.get(ev.id)?.name || "" });
+      tileFor(ev.id);
+      renderTile(ev.id);
+      break;
+    case "peerConnected":
+      tileFor(ev.id);
+      renderTile(ev.id);
+      break;
+    case "peerLeft":
+      if (call.peers.get(ev.id)?.name) toast(`${call.peers.get(ev.id).name} left`);
+      call.peers.delete(ev.id);
+      removeTile(ev.id);
+      break;
+    case "peerState":
+      call.peers.set(ev.id, { name: ev.name, muted: ev.muted, cameraOff: ev.cameraOff });
+      tileFor(ev.id);
+      renderTile(ev.id);
+      break;
+    case "chat":
+      addMessage(ev.from, ev.text);
+      break;
+    case "stats":
+      call.stats = ev.peers;
+      renderStats();
+      break;
+    case "error":
+      if (ev.kind === "server_unreachable") banner("Lost the server — your call goes on; reconnecting…");
+      else if (ev.kind === "room_full") { toast("That room is full.", true); leave(); }
+      else toast(ev.message, true);
+      break;
+    default:
+      break;
+  }
+}
+
+async function startCall(command, args = {}) {
+  if (call.active) await leave();
+  try {
+    videoEndpoint = videoEndpoint ?? await invoke("video_endpoint");
+    const started = await invoke(command, args);
+    call.active = true;
+    call.mode = started.mode;
+    call.me = started.me;
+    call.state = "connecting";
+    call.muted = false;
+    call.cameraOn = true;
+    call.unread = 0;
+    call.peers.clear();
+    $("messages").replaceChildren();
+    for (const note of started.notes) {
+      toast(note, true);
+      if (note.startsWith("No camera")) call.cameraOn = false;
+      if (note.startsWith("No microphone")) call.muted = true;
+    }
+    $("call-title").textContent = started.mode === "random" ? "Random chat" : `Room ${started.room}`;
+    $("room-link-row").hidden = !started.link;
+    $("room-link").value = started.link ?? "";
+    tileFor("self");
+    renderControls();
+    renderState();
+    showView("call");
+  } catch (e) {
+    toast(errorText(e), true);
+  }
+}
+
+function endCall() {
+  call.active = false;
+  call.state = "idle";
+  for (const id of [...call.tiles.keys()]) removeTile(id);
+  call.peers.clear();
+  call.stats = [];
+  banner(null);
+  showView("home");
+}
+
+async function leave() {
+  try {
+    await invoke("call_leave");
+  } catch (e) {
+    toast(errorText(e), true);
+  }
+  endCall();
+}
+
+async function toggleMute() {
+  if (!call.active) return;
+  const next = !call.muted;
+  try {
+    await invoke("call_mute", { muted: next });
+    call.muted = next;
+    renderControls();
+  } catch (e) { toast(errorText(e), true); }
+}
+
+async function toggleCamera() {
+  if (!call.active) return;
+  const next = !call.cameraOn;
+  try {
+    await invoke("call_camera", { on: next });
+    call.cameraOn = next;
+    renderControls();
+  } catch (e) { toast(errorText(e), true); }
+}
+
+async function sendChat(text) {
+  try {
+    await invoke("call_chat", { text });
+    addMessage(call.me, text, true);
+  } catch (e) { toast(errorText(e), true); }
+}
+
+function bindCall() {
+  $("start-random").addEventListener("click", () => startCall("call_random"));
+  $("create-room").addEventListener("click", () => startCall("call_create"));
+  $("join-room").addEventListener("click", () => {
+    const link = $("join-link").value.trim();
+    if (!link) { toast("Paste a room link or type a room name.", true); return; }
+    startCall("call_join", { link });
+  });
+  $("join-link").addEventListener("keydown", (e) => { if (e.key === "Enter") $("join-room").click(); });
+  $("btn-mute").addEventListener("click", toggleMute);
+  $("btn-camera").addEventListener("click", toggleCamera);
+  $("btn-hangup").addEventListener("click", leave);
+  $("btn-next").addEventListener("click", async () => {
+    try {
+      await invoke("call_next");
+      for (const id of [...call.tiles.keys()]) if (id !== "self") removeTile(id);
+      call.peers.clear();
+    } catch (e) { toast(errorText(e), true); }
+  });
+  $("btn-stop").addEventListener("click", async () => {
+    try { await invoke("call_stop"); } catch (e) { toast(errorText(e), true); }
+    leave();
+  });
+  $("btn-chat").addEventListener("click", () => {
+    call.chatOpen = !call.chatOpen;
+    $("chat").hidden = !call.chatOpen;
+    $("btn-chat").setAttribute("aria-pressed", String(call.chatOpen));
+    if (call.chatOpen) call.unread = 0;
+    renderControls();
+  });
+  $("chat-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("chat-input").value.trim();
+    if (!text) return;
+    $("chat-input").value = "";
+    sendChat(text);
+  });
+  $("copy-link").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($("room-link").value);
+      toast("Link copied");
+    } catch {
+      $("room-link").select();
+      toast("Select the link and copy it (Ctrl+C)");
+    }
+  });
+  $("quality").addEventListener("click", () => {
+    const panel = $("stats-panel");
+    panel.hidden = !panel.hidden;
+    $("quality").setAttribute("aria-expanded", String(!panel.hidden));
+  });
+  document.addEventListener("keydown", (e) => {
+    if (!call.active || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.target instanceof HTMLInputElement) return;
+    const key = e.key.toLowerCase();
+    if (key === "m") toggleMute();
+    else if (key === "v") toggleCamera();
+    else if (key === "h") leave();
+    else if (key === "n" && call.mode === "random") $("btn-next").click();
+  });
+  tauri?.event?.listen("call", (e) => onCallEvent(e.payload));
+  // Links opened while the app runs (deep links, a second launch) arrive here.
+  tauri?.event?.listen("open-link", (e) => startCall("call_join", { link: e.payload }));
 }
 
 async function start() {
   for (const nav of document.querySelectorAll(".nav")) {
-    nav.addEventListener("click", () => showView(nav.dataset.view));
+    nav.addEventListener("click", () => showView(nav.dataset.view === "home" && call.active ? "call" : nav.dataset.view));
   }
-  $("save-name").addEventListener("click", () => save({ ...settings, displayName: $("display-name").value }));
+  $("save-name").addEventListener("click", () => saveSettings({ ...settings, displayName: $("display-name").value }));
   $("display-name").addEventListener("keydown", (e) => { if (e.key === "Enter") $("save-name").click(); });
   $("settings-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    save({ ...settings, matchmakingUrl: $("matchmaking-url").value, roomsUrl: $("rooms-url").value });
+    saveSettings({ ...settings, matchmakingUrl: $("matchmaking-url").value, roomsUrl: $("rooms-url").value });
   });
+  bindCall();
   showView("home");
   try {
     settings = await invoke("get_settings");
-    render();
+    renderSettings();
     const status = await invoke("app_status");
     const s = status.servers;
     const where = s.embedded ? "built-in servers on this computer" : "your configured servers";
     const el = $("server-status");
     el.className = "ok";
     el.textContent = `Ready — ${where}: matchmaking ${s.matchmakingUrl}, rooms ${s.roomsUrl} (v${status.version})`;
+    if (status.openLink) startCall("call_join", { link: status.openLink });
   } catch (e) {
     const el = $("server-status");
     el.className = "bad";
-    el.textContent = e?.message ?? String(e);
+    el.textContent = errorText(e);
   }
 }
 

@@ -1,7 +1,9 @@
 //! Tauri commands: each one translates arguments to a domain call and back.
 
-use tauri::State;
+use liveloop_engine::Command;
+use tauri::{AppHandle, State};
 
+use crate::call::{self, CallStarted, Start};
 use crate::{AppError, AppState, Servers, Settings, settings};
 
 /// Version and the signaling servers in use.
@@ -35,4 +37,108 @@ pub fn save_settings(
     settings.save(&state.settings_path)?;
     *crate::lock(&state.settings) = settings.clone();
     Ok(settings)
+}
+
+fn display_name(state: &AppState) -> String {
+    let name = crate::lock(&state.settings).display_name.clone();
+    if name.trim().is_empty() {
+        "Guest".into()
+    } else {
+        name
+    }
+}
+
+/// Joins a room by link (or by name on our room server).
+#[tauri::command]
+pub async fn call_join(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    link: String,
+) -> Result<CallStarted, AppError> {
+    let link = call::parse_link(&link)?;
+    let ws_url = link
+        .server
+        .unwrap_or_else(|| call::rooms_ws_url(&state.servers.rooms_url));
+    let name = display_name(&state);
+    state
+        .calls
+        .start(
+            app,
+            state.video.clone(),
+            name,
+            Start::Room {
+                ws_url,
+                room: link.room,
+            },
+        )
+        .await
+}
+
+/// Creates a new room on our room server and joins it.
+#[tauri::command]
+pub async fn call_create(
+    app: AppHandle,
+    state: State<'_, AppState>,
+) -> Result<CallStarted, AppError> {
+    let ws_url = call::rooms_ws_url(&state.servers.rooms_url);
+    let name = display_name(&state);
+    let room = call::new_room_name();
+    state
+        .calls
+        .start(app, state.video.clone(), name, Start::Room { ws_url, room })
+        .await
+}
+
+/// Starts random chat on the matchmaking server.
+#[tauri::command]
+pub async fn call_random(
+    app: AppHandle,
+    state: State<'_, AppState>,
+) -> Result<CallStarted, AppError> {
+    let url = state.servers.matchmaking_url.clone();
+    let name = display_name(&state);
+    state
+        .calls
+        .start(app, state.video.clone(), name, Start::Random { url })
+        .await
+}
+
+#[tauri::command]
+pub async fn call_mute(state: State<'_, AppState>, muted: bool) -> Result<(), AppError> {
+    state.calls.send(Command::SetMuted(muted)).await
+}
+
+#[tauri::command]
+pub async fn call_camera(state: State<'_, AppState>, on: bool) -> Result<(), AppError> {
+    state.calls.send(Command::SetCamera(on)).await
+}
+
+#[tauri::command]
+pub async fn call_chat(state: State<'_, AppState>, text: String) -> Result<(), AppError> {
+    state.calls.send(Command::SendChat(text)).await
+}
+
+/// Random chat: a new partner.
+#[tauri::command]
+pub async fn call_next(state: State<'_, AppState>) -> Result<(), AppError> {
+    state.calls.send(Command::Next).await
+}
+
+/// Random chat: end the call and stop searching.
+#[tauri::command]
+pub async fn call_stop(state: State<'_, AppState>) -> Result<(), AppError> {
+    state.calls.send(Command::Stop).await
+}
+
+/// Hang up and leave (the UI goes back to Home).
+#[tauri::command]
+pub async fn call_leave(state: State<'_, AppState>) -> Result<(), AppError> {
+    state.calls.leave().await;
+    Ok(())
+}
+
+/// Where the UI fetches video frames (a loopback WebSocket with this launch's token).
+#[tauri::command]
+pub fn video_endpoint(state: State<'_, AppState>) -> String {
+    state.video.url()
 }

@@ -9,6 +9,12 @@ pub enum AppError {
     InvalidSetting(String),
     #[error("could not save settings: {0}")]
     Save(#[from] std::io::Error),
+    #[error("{0}")]
+    InvalidLink(String),
+    #[error("{0}")]
+    Call(String),
+    #[error("you are not in a call")]
+    NoCall,
 }
 
 impl Serialize for AppError {
@@ -17,6 +23,9 @@ impl Serialize for AppError {
         let kind = match self {
             Self::InvalidSetting(_) => "invalidSetting",
             Self::Save(_) => "save",
+            Self::InvalidLink(_) => "invalidLink",
+            Self::Call(_) => "call",
+            Self::NoCall => "noCall",
         };
         let mut st = s.serialize_struct("AppError", 2)?;
         st.serialize_field("kind", kind)?;

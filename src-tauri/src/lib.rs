@@ -1,9 +1,11 @@
 //! The Tauri shell: it starts the window, the embedded signaling services when no server is
 //! configured, and translates UI commands to domain calls. It holds no call logic.
 
+pub mod call;
 mod commands;
 mod error;
 mod settings;
+pub mod video;
 
 use std::sync::Mutex;
 
@@ -28,6 +30,8 @@ pub struct AppState {
     pub settings_path: std::path::PathBuf,
     pub settings: Mutex<Settings>,
     pub servers: Servers,
+    pub calls: call::Calls,
+    pub video: video::VideoHub,
     /// Keeps the embedded services alive for the app's lifetime.
     _embedded: Option<liveloop_server::embedded::Embedded>,
 }
@@ -48,6 +52,16 @@ pub fn run() -> anyhow::Result<()> {
             commands::app_status,
             commands::get_settings,
             commands::save_settings,
+            commands::call_join,
+            commands::call_create,
+            commands::call_random,
+            commands::call_mute,
+            commands::call_camera,
+            commands::call_chat,
+            commands::call_next,
+            commands::call_stop,
+            commands::call_leave,
+            commands::video_endpoint,
         ])
         .setup(|app| {
             let state = init_state(app.handle())?;
@@ -88,10 +102,14 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
         (servers, None)
     };
     tracing::info!(?servers, "signaling servers");
+    let video = tauri::async_runtime::block_on(video::VideoHub::start())
+        .context("could not start the video server on loopback")?;
     Ok(AppState {
         settings_path,
         settings: Mutex::new(settings),
         servers,
+        calls: call::Calls::default(),
+        video,
         _embedded: embedded,
     })
 }

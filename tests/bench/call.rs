@@ -111,6 +111,14 @@ async fn main() -> Result<()> {
             put("capture → decoded p50 (ms)", &s["latency_ms"]["p50"]);
             put("capture → decoded p95 (ms)", &s["latency_ms"]["p95"]);
             put("capture → decoded p99 (ms)", &s["latency_ms"]["p99"]);
+            put(
+                "capture → shown, lip-synced, p50 (ms)",
+                &s["shown_latency_ms"]["p50"],
+            );
+            put(
+                "capture → shown, lip-synced, p95 (ms)",
+                &s["shown_latency_ms"]["p95"],
+            );
             put("CPU per client (% of one core)", &s["cpu_percent"]);
             put("RSS per client (MB)", &s["rss_mb"]);
             put("peak RSS per client (MB)", &s["peak_rss_mb"]);

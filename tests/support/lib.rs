@@ -10,6 +10,7 @@
     clippy::expect_used
 )]
 
+pub mod app;
 pub mod rooms_client;
 pub mod sio_client;
 pub mod webdriver;

@@ -21,8 +21,6 @@ use liveloop_engine::{
     random_chat,
 };
 use liveloop_media::VideoFormat;
-use liveloop_media::file::{WavSource, Y4mSource};
-use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice};
 use liveloop_media::{AudioSource, VideoSource};
 use serde_json::json;
 
@@ -143,49 +141,11 @@ fn parse_link(link: &str) -> Result<(Option<String>, String)> {
 }
 
 fn video_source(spec: &str) -> Result<Option<Box<dyn VideoSource>>> {
-    if spec == "none" {
-        return Ok(None);
-    }
-    if let Some(rest) = spec.strip_prefix("camera") {
-        let id = rest.trim_start_matches(':');
-        let camera = liveloop_media::device::camera::Camera::open((!id.is_empty()).then_some(id))
-            .context("cannot open the camera")?;
-        return Ok(Some(Box::new(camera)));
-    }
-    if let Some(rest) = spec.strip_prefix("synthetic") {
-        let rest = rest.trim_start_matches(':');
-        let (size, fps) = rest.split_once('@').unwrap_or((rest, "30"));
-        let (w, h) = size.split_once('x').unwrap_or(("640", "360"));
-        let parse = |s: &str, what: &str| {
-            s.parse::<u32>()
-                .with_context(|| format!("bad {what} in --video {spec}"))
-        };
-        let (w, h) = if size.is_empty() {
-            (640, 360)
-        } else {
-            (parse(w, "width")?, parse(h, "height")?)
-        };
-        return Ok(Some(Box::new(SyntheticCamera::new(
-            w,
-            h,
-            fps.parse().context("bad frame rate")?,
-        ))));
-    }
-    Ok(Some(Box::new(Y4mSource::open(&PathBuf::from(spec))?)))
+    liveloop_media::spec::video_source(spec).with_context(|| format!("--video {spec}"))
 }
 
 fn audio_source(spec: &str) -> Result<Option<Box<dyn AudioSource>>> {
-    Ok(Some(match spec {
-        "none" => return Ok(None),
-        "synthetic" => Box::new(SyntheticMic::new(Voice::Speech, true)),
-        "tone" => Box::new(SyntheticMic::new(Voice::Tone(440.0), true)),
-        "silence" => Box::new(SyntheticMic::new(Voice::Silence, false)),
-        "mic" => Box::new(
-            liveloop_media::device::audio::Microphone::open(None)
-                .context("cannot open the microphone")?,
-        ),
-        path => Box::new(WavSource::open(&PathBuf::from(path))?),
-    }))
+    liveloop_media::spec::audio_source(spec).with_context(|| format!("--audio {spec}"))
 }
 
 fn event_json(ev: &EngineEvent) -> Option<serde_json::Value> {
@@ -211,11 +171,13 @@ fn event_json(ev: &EngineEvent) -> Option<serde_json::Value> {
             frame,
             stamp,
             decoded_ms,
+            shown_ms,
         } => {
             let latency = stamp.map(|s| decoded_ms.wrapping_sub(s.capture_ms));
+            let shown = stamp.map(|s| shown_ms.wrapping_sub(s.capture_ms));
             json!({
                 "event": "frame", "from": from, "width": frame.width, "height": frame.height,
-                "stamp": stamp.map(|s| s.number), "latency_ms": latency,
+                "stamp": stamp.map(|s| s.number), "latency_ms": latency, "shown_latency_ms": shown,
             })
         }
         EngineEvent::Stats(stats) => json!({"event": "stats", "peers": stats.peers}),
@@ -242,6 +204,7 @@ struct Summary {
     connected_ms: Option<f64>,
     first_frame_ms: Option<f64>,
     latencies: Vec<u32>,
+    shown_latencies: Vec<u32>,
     frames: HashMap<String, u64>,
     audio_seconds: HashMap<String, u64>,
 }
@@ -252,24 +215,25 @@ impl Summary {
     }
 
     fn json(&mut self) -> serde_json::Value {
-        self.latencies.sort_unstable();
-        let pct = |p: f64| -> Option<u32> {
-            let n = self.latencies.len();
-            (n > 0).then(|| {
-                let i = ((n as f64 - 1.0) * p).round() as usize;
-                self.latencies
-                    .get(i.min(n - 1))
-                    .copied()
-                    .unwrap_or_default()
-            })
-        };
+        fn percentiles(v: &mut [u32]) -> serde_json::Value {
+            v.sort_unstable();
+            let pct = |p: f64| -> Option<u32> {
+                let n = v.len();
+                (n > 0).then(|| {
+                    let i = ((n as f64 - 1.0) * p).round() as usize;
+                    v.get(i.min(n - 1)).copied().unwrap_or_default()
+                })
+            };
+            json!({"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99), "n": v.len()})
+        }
         let (cpu, rss, peak) = process_usage();
         json!({
             "event": "summary",
             "join_to_joined_ms": self.joined_ms,
             "join_to_connected_ms": self.connected_ms,
             "join_to_first_frame_ms": self.first_frame_ms,
-            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99), "n": self.latencies.len()},
+            "latency_ms": percentiles(&mut self.latencies),
+            "shown_latency_ms": percentiles(&mut self.shown_latencies),
             "frames": self.frames,
             "audio_seconds": self.audio_seconds,
             "cpu_percent": cpu,
@@ -510,6 +474,7 @@ async fn run(
                 from,
                 stamp,
                 decoded_ms,
+                shown_ms,
                 ..
             } => {
                 if summary.first_frame_ms.is_none() {
@@ -520,6 +485,9 @@ async fn run(
                     summary
                         .latencies
                         .push(decoded_ms.wrapping_sub(s.capture_ms));
+                    summary
+                        .shown_latencies
+                        .push(shown_ms.wrapping_sub(s.capture_ms));
                 }
             }
             EngineEvent::AudioPlayout { from, pcm } => {

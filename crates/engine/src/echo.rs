@@ -134,6 +134,7 @@ mod tests {
             frame: Arc::new(sent),
             stamp: None,
             decoded_ms: 0,
+            shown_ms: 0,
         });
         let echoed = video.next_frame(9).expect("a frame");
         assert_eq!(

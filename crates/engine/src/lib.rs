@@ -40,6 +40,18 @@ pub struct EngineConfig {
     pub ice_servers: Vec<liveloop_rtc::IceServer>,
     /// How often [`EngineEvent::Stats`] is reported; `None`: never.
     pub stats_interval: Option<Duration>,
+    /// Sees every captured frame before it is encoded (the self-view).
+    pub local_preview: Option<FrameTap>,
+}
+
+/// A callback that sees frames on a media thread; it must return quickly.
+#[derive(Clone)]
+pub struct FrameTap(pub Arc<dyn Fn(&VideoFrame) + Send + Sync>);
+
+impl std::fmt::Debug for FrameTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameTap")
+    }
 }
 
 impl Default for EngineConfig {
@@ -51,6 +63,7 @@ impl Default for EngineConfig {
             udp_addrs: Vec::new(),
             ice_servers: Vec::new(),
             stats_interval: Some(Duration::from_secs(1)),
+            local_preview: None,
         }
     }
 }
@@ -182,13 +195,15 @@ pub enum EngineEvent {
         from: String,
         text: String,
     },
-    /// A decoded video frame from `from`, with its stamp when the sender is the synthetic
-    /// camera, and when it was decoded (wall-clock ms, 32 bits like the stamp).
+    /// A decoded video frame from `from`, released for display once the audio of the same
+    /// moment plays (lip sync), with its stamp when the sender is the synthetic camera, when it
+    /// was decoded and when it was released (wall-clock ms, 32 bits like the stamp).
     FrameDecoded {
         from: String,
         frame: Arc<VideoFrame>,
         stamp: Option<Stamp>,
         decoded_ms: u32,
+        shown_ms: u32,
     },
     /// 20 ms of `from`'s audio at its playout time (48 kHz mono), after the jitter buffer;
     /// silence when nothing is coming.

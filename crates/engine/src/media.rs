@@ -63,6 +63,7 @@ pub(crate) fn start_video(
     source: Option<Box<dyn VideoSource>>,
     swap: std::sync::mpsc::Receiver<Box<dyn VideoSource>>,
     bitrate_bps: u32,
+    preview: Option<crate::FrameTap>,
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
 ) -> (
@@ -91,7 +92,10 @@ pub(crate) fn start_video(
                 let Some(src) = source.as_mut() else {
                     continue;
                 };
-                if !flags.camera_on.load(Ordering::Relaxed) || out.receiver_count() == 0 {
+                let previewing = preview.is_some();
+                if !flags.camera_on.load(Ordering::Relaxed)
+                    || (out.receiver_count() == 0 && !previewing)
+                {
                     continue;
                 }
                 let frame = match src.next_frame(now_us()) {
@@ -110,6 +114,12 @@ pub(crate) fn start_video(
                         continue;
                     }
                 };
+                if let Some(tap) = &preview {
+                    (tap.0)(&frame);
+                }
+                if out.receiver_count() == 0 {
+                    continue;
+                }
                 let format = src.format();
                 if encoder.as_ref().is_none_or(|(f, _)| {
                     f.width != frame.width || f.height != frame.height || f.fps != format.fps
@@ -301,7 +311,8 @@ pub(crate) fn start_decoder(
                                     from: from.clone(),
                                     frame: Arc::new(frame),
                                     stamp,
-                                    decoded_ms: 0,
+                                    decoded_ms: now_ms32(),
+                                    shown_ms: 0,
                                 },
                             ));
                         }
@@ -318,9 +329,8 @@ pub(crate) fn start_decoder(
                     let Some((_, mut event)) = held.pop_front() else {
                         break;
                     };
-                    if let EngineEvent::FrameDecoded { decoded_ms, .. } = &mut event {
-                        // The moment it is shown: what capture → display latency measures.
-                        *decoded_ms = now_ms32();
+                    if let EngineEvent::FrameDecoded { shown_ms, .. } = &mut event {
+                        *shown_ms = now_ms32();
                     }
                     // A UI that cannot keep up loses frames, never the call.
                     if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(event) {

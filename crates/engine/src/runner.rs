@@ -87,6 +87,7 @@ pub(crate) fn start(
         media_in.video,
         video_swap_rx,
         config.bitrate_bps,
+        config.local_preview.clone(),
         flags.clone(),
         events.clone(),
     );

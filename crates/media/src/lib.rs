@@ -10,6 +10,7 @@ pub mod h264;
 pub mod opus;
 pub mod quality;
 pub mod sink;
+pub mod spec;
 pub mod synthetic;
 
 pub use error::MediaError;

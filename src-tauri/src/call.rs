@@ -1,0 +1,423 @@
+//! The bridge between the UI and the engine: one call at a time. Control events go to the UI
+//! as Tauri events (`call`), frames to the [`VideoHub`], audio to the speaker thread. Nothing
+//! here decides anything about calls; the engine does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveloop_engine::{
+    Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, Media, join_room_with, random_chat,
+};
+use liveloop_media::{AudioSource, VideoSource};
+use serde_json::{Value, json};
+use tauri::{AppHandle, Emitter};
+use tokio::sync::Mutex;
+
+use crate::AppError;
+use crate::video::VideoHub;
+
+/// The call in progress, if any.
+#[derive(Debug, Default)]
+pub struct Calls {
+    current: Mutex<Option<EngineHandle>>,
+}
+
+/// A room link in any form a user may paste: `liveloop://join/<room>?server=<ws url>`,
+/// `http(s)://host/r/<room>` (served by a room server), or a bare room name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomLink {
+    pub room: String,
+    /// The room server's WebSocket URL, when the link names one.
+    pub server: Option<String>,
+}
+
+fn valid_room(room: &str) -> bool {
+    (1..=64).contains(&room.len())
+        && room
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+}
+
+/// Parses a room link.
+///
+/// # Errors
+/// [`AppError::InvalidLink`] saying what is wrong.
+pub fn parse_link(text: &str) -> Result<RoomLink, AppError> {
+    let text = text.trim();
+    let bad = |why: &str| AppError::InvalidLink(format!("{why}: {text}"));
+    if let Some(rest) = text.strip_prefix("liveloop://join/") {
+        let (room, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let room = room.trim_end_matches('/');
+        if !valid_room(room) {
+            return Err(bad("not a room name"));
+        }
+        let server = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("server="))
+            .map(str::to_owned);
+        if let Some(s) = &server
+            && !(s.starts_with("ws://") || s.starts_with("wss://"))
+        {
+            return Err(bad("the server must be a ws:// or wss:// address"));
+        }
+        return Ok(RoomLink {
+            room: room.to_owned(),
+            server,
+        });
+    }
+    for (scheme, ws) in [("http://", "ws://"), ("https://", "wss://")] {
+        if let Some(rest) = text.strip_prefix(scheme) {
+            let (host, path) = rest
+                .split_once('/')
+                .ok_or_else(|| bad("no room in the link"))?;
+            let room = path
+                .strip_prefix("r/")
+                .map(|r| {
+                    r.split(['?', '#'])
+                        .next()
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                })
+                .ok_or_else(|| bad("a room link ends in /r/<room>"))?;
+            if !valid_room(room) {
+                return Err(bad("not a room name"));
+            }
+            return Ok(RoomLink {
+                room: room.to_owned(),
+                server: Some(format!("{ws}{host}/ws")),
+            });
+        }
+    }
+    if valid_room(text) {
+        return Ok(RoomLink {
+            room: text.to_owned(),
+            server: None,
+        });
+    }
+    Err(bad("not a LiveLoop link or room name"))
+}
+
+/// `http://host:port` (the room service's base URL) → `ws://host:port/ws`.
+#[must_use]
+pub fn rooms_ws_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_owned()
+    };
+    if ws.ends_with("/ws") {
+        ws
+    } else {
+        format!("{ws}/ws")
+    }
+}
+
+/// A fresh room name people can read out: three letters groups, e.g. `kfd-xqa-pwe`.
+#[must_use]
+pub fn new_room_name() -> String {
+    let group = || -> String {
+        (0..3)
+            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+            .collect()
+    };
+    format!("{}-{}-{}", group(), group(), group())
+}
+
+/// A member id from the display name: its safe characters plus a random suffix (ids are unique
+/// in a room; names are shown from the data channel).
+#[must_use]
+pub fn member_id(name: &str) -> String {
+    let base: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(20)
+        .collect();
+    let base = if base.is_empty() {
+        "guest".into()
+    } else {
+        base
+    };
+    format!("{base}-{:04x}", rand::random::<u16>())
+}
+
+/// The devices the app sends from. `LIVELOOP_VIDEO` / `LIVELOOP_AUDIO` choose synthetic or
+/// file media instead (`synthetic[:WxH@FPS]`, a .y4m or .wav file, `none`), for demos and tests
+/// on machines without a camera or microphone. With no device, a call goes on without it.
+fn media(notes: &mut Vec<String>) -> Media {
+    let video: Option<Box<dyn VideoSource>> = match std::env::var("LIVELOOP_VIDEO") {
+        Ok(spec) => match liveloop_media::spec::video_source(&spec) {
+            Ok(v) => v,
+            Err(e) => {
+                notes.push(format!("LIVELOOP_VIDEO: {e}"));
+                None
+            }
+        },
+        Err(_) => match liveloop_media::device::camera::Camera::open(None) {
+            Ok(c) => Some(Box::new(c)),
+            Err(e) => {
+                notes.push(format!("No camera: {e}. Others see your name instead."));
+                None
+            }
+        },
+    };
+    let audio: Option<Box<dyn AudioSource>> = match std::env::var("LIVELOOP_AUDIO") {
+        Ok(spec) => match liveloop_media::spec::audio_source(&spec) {
+            Ok(a) => a,
+            Err(e) => {
+                notes.push(format!("LIVELOOP_AUDIO: {e}"));
+                None
+            }
+        },
+        Err(_) => match liveloop_media::device::audio::Microphone::open(None) {
+            Ok(m) => Some(Box::new(m)),
+            Err(e) => {
+                notes.push(format!("No microphone: {e}. You are muted."));
+                None
+            }
+        },
+    };
+    Media { video, audio }
+}
+
+/// The speaker thread: cpal streams stay on the thread that made them.
+fn start_speaker() -> Option<std::sync::mpsc::Sender<(u64, Vec<f32>)>> {
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<f32>)>();
+    let spawned = std::thread::Builder::new()
+        .name("speaker".into())
+        .spawn(move || {
+            let speaker = match liveloop_media::device::audio::Speaker::open(None) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no speaker; call audio is not played");
+                    // Drain so senders never block.
+                    while rx.recv().is_ok() {}
+                    return;
+                }
+            };
+            while let Ok((stream, pcm)) = rx.recv() {
+                speaker.push(stream, &pcm);
+            }
+        });
+    spawned.ok().map(|_| tx)
+}
+
+/// Stable small numbers for the speaker's per-participant streams.
+fn stream_id(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// One event as the UI sees it (frames and audio never go this way).
+fn event_json(ev: &EngineEvent) -> Option<Value> {
+    Some(match ev {
+        EngineEvent::State(s) => json!({"type": "state", "state": s.as_str()}),
+        EngineEvent::Joined { id } => json!({"type": "joined", "id": id}),
+        EngineEvent::PeerJoined { id, name } => {
+            json!({"type": "peerJoined", "id": id, "name": name})
+        }
+        EngineEvent::PeerConnected { id } => json!({"type": "peerConnected", "id": id}),
+        EngineEvent::PeerLeft { id } => json!({"type": "peerLeft", "id": id}),
+        EngineEvent::PeerState {
+            id,
+            name,
+            muted,
+            camera_off,
+        } => {
+            json!({"type": "peerState", "id": id, "name": name, "muted": muted, "cameraOff": camera_off})
+        }
+        EngineEvent::Chat { from, text } => json!({"type": "chat", "from": from, "text": text}),
+        EngineEvent::Stats(stats) => json!({"type": "stats", "peers": stats.peers}),
+        EngineEvent::Error { kind, message } => {
+            json!({"type": "error", "kind": kind.as_str(), "message": message})
+        }
+        _ => return None,
+    })
+}
+
+/// What starting a call tells the UI.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallStarted {
+    pub mode: &'static str,
+    pub room: Option<String>,
+    pub link: Option<String>,
+    pub me: Option<String>,
+    /// Device notes (no camera, no microphone) to show.
+    pub notes: Vec<String>,
+}
+
+/// How to start a call.
+#[derive(Debug)]
+pub enum Start {
+    Room { ws_url: String, room: String },
+    Random { url: String },
+}
+
+impl Calls {
+    /// Starts a call, ending any other first.
+    ///
+    /// # Errors
+    /// When the engine refuses (bad room, unreachable matchmaker).
+    pub async fn start(
+        &self,
+        app: AppHandle,
+        hub: VideoHub,
+        name: String,
+        start: Start,
+    ) -> Result<CallStarted, AppError> {
+        self.leave().await;
+        let mut notes = Vec::new();
+        let media = media(&mut notes);
+        let preview = hub.clone();
+        let config = EngineConfig {
+            name: name.clone(),
+            local_preview: Some(FrameTap(Arc::new(move |frame| {
+                preview.publish("self", Arc::new(frame.clone()));
+            }))),
+            ..EngineConfig::default()
+        };
+        let (handle, events, started) = match start {
+            Start::Room { ws_url, room } => {
+                let me = member_id(&name);
+                let link = format!("liveloop://join/{room}?server={ws_url}");
+                let (h, e) = join_room_with(config, ws_url, room.clone(), me.clone(), media)
+                    .map_err(|e| AppError::Call(e.to_string()))?;
+                let started = CallStarted {
+                    mode: "room",
+                    room: Some(room),
+                    link: Some(link),
+                    me: Some(me),
+                    notes,
+                };
+                (h, e, started)
+            }
+            Start::Random { url } => {
+                let (h, e) =
+                    tokio::time::timeout(Duration::from_secs(10), random_chat(config, &url, media))
+                        .await
+                        .map_err(|_| {
+                            AppError::Call("the matchmaking server did not answer".into())
+                        })?
+                        .map_err(|e| AppError::Call(e.to_string()))?;
+                let started = CallStarted {
+                    mode: "random",
+                    room: None,
+                    link: None,
+                    me: None,
+                    notes,
+                };
+                (h, e, started)
+            }
+        };
+        *self.current.lock().await = Some(handle);
+        tauri::async_runtime::spawn(forward(app, hub, events));
+        Ok(started)
+    }
+
+    /// Sends a command to the call in progress.
+    ///
+    /// # Errors
+    /// [`AppError::NoCall`] when there is none.
+    pub async fn send(&self, command: Command) -> Result<(), AppError> {
+        let current = self.current.lock().await;
+        let handle = current.as_ref().ok_or(AppError::NoCall)?;
+        handle
+            .send(command)
+            .await
+            .map_err(|e| AppError::Call(e.to_string()))
+    }
+
+    /// Leaves the call in progress, if any.
+    pub async fn leave(&self) {
+        if let Some(handle) = self.current.lock().await.take() {
+            let _ = handle.send(Command::Leave).await;
+        }
+    }
+}
+
+/// Forwards one call's events until it ends.
+async fn forward(
+    app: AppHandle,
+    hub: VideoHub,
+    mut events: tokio::sync::mpsc::Receiver<EngineEvent>,
+) {
+    let speaker = start_speaker();
+    while let Some(ev) = events.recv().await {
+        match &ev {
+            EngineEvent::FrameDecoded { from, frame, .. } => {
+                hub.publish(from, frame.clone());
+                continue;
+            }
+            EngineEvent::AudioPlayout { from, pcm } => {
+                if let Some(s) = &speaker {
+                    let _ = s.send((stream_id(from), pcm.clone()));
+                }
+                continue;
+            }
+            EngineEvent::PeerLeft { id } => hub.clear(id),
+            _ => {}
+        }
+        if let Some(json) = event_json(&ev) {
+            let _ = app.emit("call", json);
+        }
+    }
+    hub.clear("self");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_in_every_form() {
+        let l = parse_link("liveloop://join/team-42?server=ws://h:8080/ws").ok();
+        assert_eq!(
+            l,
+            Some(RoomLink {
+                room: "team-42".into(),
+                server: Some("ws://h:8080/ws".into())
+            })
+        );
+        let l = parse_link(" https://calls.example/r/standup?x=1 ").ok();
+        assert_eq!(
+            l,
+            Some(RoomLink {
+                room: "standup".into(),
+                server: Some("wss://calls.example/ws".into())
+            })
+        );
+        assert_eq!(
+            parse_link("daily").ok().map(|l| (l.room, l.server)),
+            Some(("daily".into(), None))
+        );
+        for bad in [
+            "",
+            "liveloop://join/",
+            "liveloop://join/a b",
+            "liveloop://join/x?server=http://h",
+            "https://host/other/x",
+            "two words",
+        ] {
+            assert!(parse_link(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn urls_ids_and_names() {
+        assert_eq!(
+            rooms_ws_url("http://127.0.0.1:8080"),
+            "ws://127.0.0.1:8080/ws"
+        );
+        assert_eq!(rooms_ws_url("https://x.example/"), "wss://x.example/ws");
+        assert_eq!(rooms_ws_url("ws://h/ws"), "ws://h/ws");
+        let id = member_id("Ann Lee!");
+        assert!(id.starts_with("AnnLee-") && id.len() == 11, "{id}");
+        assert!(member_id("!!!").starts_with("guest-"));
+        let room = new_room_name();
+        assert!(valid_room(&room) && room.len() == 11, "{room}");
+    }
+}

@@ -1,0 +1,216 @@
+//! The app in calls, driven through its window (tauri-driver + WebKitWebDriver under Xvfb)
+//! against the real servers and a `liveloop-cli` peer: a room by link (video both ways, the
+//! remote tile's pixels moving, audio, chat both ways, mute, camera, hang up), then random chat
+//! (connect, Next, Stop). Screenshots of each view are saved.
+
+// Test code: indexing JSON values (Null when absent) and failing loudly are intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use liveloop_e2e::webdriver::Session;
+use liveloop_e2e::{ChildGuard, artifacts_dir, wait_for, workspace_bin};
+use liveloop_server::embedded;
+use serde_json::{Value, json};
+
+/// A CLI peer whose JSON lines are collected as they come.
+struct Peer {
+    _guard: ChildGuard,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new(workspace_bin("liveloop-cli")?);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut guard = ChildGuard::spawn("liveloop-cli", &mut cmd)?;
+        let stdout = guard.child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Ok(Self {
+            _guard: guard,
+            lines,
+        })
+    }
+
+    /// Waits for a line matching `pred` (seen before or after the call).
+    fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, Duration::from_secs(30), || {
+            self.lines.lock().unwrap().iter().find(|v| pred(v)).cloned()
+        })
+        .unwrap()
+    }
+
+    fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.lines.lock().unwrap().iter().filter(|v| pred(v)).count()
+    }
+}
+
+fn js(s: &Session, script: &str) -> Value {
+    s.execute(script, &[]).unwrap()
+}
+
+fn click(s: &Session, css: &str) {
+    s.click(&s.find(css).unwrap()).unwrap();
+}
+
+fn shot(s: &Session, name: &str) {
+    let path = artifacts_dir().unwrap().join(name);
+    s.screenshot(&path).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 1000, "empty screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+fn wait_view(s: &Session, view: &str) {
+    wait_for(&format!("the {view} view"), Duration::from_secs(20), || {
+        (js(s, "return document.body.dataset.view") == view).then_some(())
+    })
+    .unwrap();
+}
+
+/// Waits until the tile of a remote participant (not `self`) has drawn `frames` frames;
+/// returns its id.
+fn remote_tile(s: &Session, frames: u64) -> String {
+    wait_for("a remote tile drawing video", Duration::from_secs(30), || {
+        let tiles = js(s, "return window.__liveloop.tiles()");
+        tiles.as_object()?.iter().find_map(|(id, t)| {
+            (id != "self" && t["frames"].as_u64().unwrap_or(0) >= frames).then(|| id.clone())
+        })
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
+    let server = embedded::start_loopback().await.unwrap();
+    let ws = format!("ws://{}/ws", server.rooms);
+    let settings = json!({
+        "displayName": "App User",
+        "matchmakingUrl": server.matchmaking_url(),
+        "roomsUrl": server.rooms_url(),
+    });
+    let env = [
+        ("LIVELOOP_VIDEO", "synthetic:640x360@30"),
+        ("LIVELOOP_AUDIO", "synthetic"),
+    ];
+    let (_driver, s, _dir) =
+        liveloop_e2e::app::open_app("app-call", &env, Some(&settings)).unwrap();
+    wait_view(&s, "home");
+    shot(&s, "app-home.png");
+
+    // --- A room, by link, with a CLI peer sending synthetic video and chat.
+    let cli = Peer::spawn(&[
+        "join", "--server", &ws, "--room", "app-room", "--id", "cli", "--name", "CLI Peer",
+        "--video", "synthetic:320x180@15", "--seconds", "120", "--chat", "hello app",
+    ])
+    .unwrap();
+    let link = format!("liveloop://join/app-room?server={ws}");
+    s.execute(
+        "document.getElementById('join-link').value = arguments[0]",
+        &[json!(link)],
+    )
+    .unwrap();
+    click(&s, "#join-room");
+    wait_view(&s, "call");
+    let remote = remote_tile(&s, 10);
+    assert_eq!(remote, "cli");
+    // The remote tile's pixels change from frame to frame.
+    let first = js(&s, "return window.__liveloop.checksum('cli')");
+    std::thread::sleep(Duration::from_millis(400));
+    let second = js(&s, "return window.__liveloop.checksum('cli')");
+    assert_ne!(first, second, "the remote picture does not move");
+    // The CLI receives the app's video and speech.
+    let app_id = cli.wait("the app's frames", |v| {
+        v["event"] == "frame" && v["from"].as_str().is_some_and(|f| f.starts_with("AppUser-"))
+    })["from"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cli.wait("the app's speech", |v| {
+        v["event"] == "audio" && v["from"] == app_id.as_str() && v["rms"].as_f64().unwrap() > 0.01
+    });
+    // Chat both ways.
+    wait_for("the CLI's chat in the app", Duration::from_secs(20), || {
+        let m = js(&s, "return window.__liveloop.messages()");
+        m.as_array()?.iter().any(|t| t == "hello app").then_some(())
+    })
+    .unwrap();
+    s.execute(
+        "document.getElementById('chat-input').value = 'hello cli'",
+        &[],
+    )
+    .unwrap();
+    click(&s, "#chat-form button");
+    cli.wait("the app's chat", |v| v["event"] == "chat" && v["text"] == "hello cli");
+    // The CLI's name and the self tile.
+    wait_for("the CLI's name on its tile", Duration::from_secs(10), || {
+        let text = s.text(&s.find("[data-id='cli'] .name").ok()?).ok()?;
+        (text == "CLI Peer").then_some(())
+    })
+    .unwrap();
+    shot(&s, "app-room-call.png");
+    // Mute and camera off show at the CLI.
+    click(&s, "#btn-mute");
+    cli.wait("the app muted", |v| {
+        v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["muted"] == true
+    });
+    click(&s, "#btn-camera");
+    cli.wait("the app's camera off", |v| {
+        v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["cameraOff"] == true
+    });
+    click(&s, "#quality");
+    wait_for("stats in the panel", Duration::from_secs(10), || {
+        let rows = js(&s, "return document.querySelectorAll('#stats-body tr').length");
+        (rows.as_u64()? >= 1).then_some(())
+    })
+    .unwrap();
+    shot(&s, "app-room-muted-stats.png");
+    // Hang up: back home; the CLI sees the app leave.
+    click(&s, "#btn-hangup");
+    wait_view(&s, "home");
+    cli.wait("the app left", |v| v["event"] == "peer_left" && v["id"] == app_id.as_str());
+    drop(cli);
+
+    // --- Random chat with a CLI peer: connect, Next, Stop.
+    let random = Peer::spawn(&[
+        "random", &server.matchmaking_url(), "--name", "Stranger", "--video",
+        "synthetic:320x180@15", "--seconds", "120",
+    ])
+    .unwrap();
+    click(&s, "#start-random");
+    wait_view(&s, "call");
+    remote_tile(&s, 10);
+    random.wait("connected to the app", |v| v["event"] == "peer_connected");
+    shot(&s, "app-random-call.png");
+    // Next: the only other user is the CLI, so after the re-pair grace it comes back.
+    click(&s, "#btn-next");
+    wait_for("a second call with the CLI", Duration::from_secs(30), || {
+        (random.count(|v| v["event"] == "peer_connected") >= 2).then_some(())
+    })
+    .unwrap();
+    remote_tile(&s, 10);
+    // Stop: the app goes home, the CLI's call ends.
+    let left_before = random.count(|v| v["event"] == "peer_left");
+    click(&s, "#btn-stop");
+    wait_view(&s, "home");
+    wait_for("the CLI's call to end", Duration::from_secs(20), || {
+        (random.count(|v| v["event"] == "peer_left") > left_before).then_some(())
+    })
+    .unwrap();
+}
