@@ -2,6 +2,8 @@
 //! build script is pointed at it explicitly instead of a copy in this folder.
 
 fn main() {
+    // tauri-build does not always notice edited capability files; this makes cargo rerun it.
+    println!("cargo:rerun-if-changed=capabilities");
     let attributes = tauri_build::Attributes::new()
         .config_path("../tauri.conf.json")
         .capabilities_path_pattern("./capabilities/**/*");

@@ -37,7 +37,10 @@ impl Peer {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     sink.lock().unwrap().push(v);
                 }
@@ -58,7 +61,12 @@ impl Peer {
     }
 
     fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
-        self.lines.lock().unwrap().iter().filter(|v| pred(v)).count()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| pred(v))
+            .count()
     }
 }
 
@@ -73,7 +81,10 @@ fn click(s: &Session, css: &str) {
 fn shot(s: &Session, name: &str) {
     let path = artifacts_dir().unwrap().join(name);
     s.screenshot(&path).unwrap();
-    assert!(std::fs::metadata(&path).unwrap().len() > 1000, "empty screenshot");
+    assert!(
+        std::fs::metadata(&path).unwrap().len() > 1000,
+        "empty screenshot"
+    );
     eprintln!("screenshot: {}", path.display());
 }
 
@@ -87,13 +98,26 @@ fn wait_view(s: &Session, view: &str) {
 /// Waits until the tile of a remote participant (not `self`) has drawn `frames` frames;
 /// returns its id.
 fn remote_tile(s: &Session, frames: u64) -> String {
-    wait_for("a remote tile drawing video", Duration::from_secs(30), || {
-        let tiles = js(s, "return window.__liveloop.tiles()");
-        tiles.as_object()?.iter().find_map(|(id, t)| {
-            (id != "self" && t["frames"].as_u64().unwrap_or(0) >= frames).then(|| id.clone())
-        })
+    let found = wait_for(
+        "a remote tile drawing video",
+        Duration::from_secs(30),
+        || {
+            let tiles = js(s, "return window.__liveloop.tiles()");
+            tiles.as_object()?.iter().find_map(|(id, t)| {
+                (id != "self" && t["frames"].as_u64().unwrap_or(0) >= frames).then(|| id.clone())
+            })
+        },
+    );
+    found.unwrap_or_else(|e| {
+        shot(s, "app-failure.png");
+        let info = js(
+            s,
+            "return {tiles: window.__liveloop.tiles(), state: window.__liveloop.state, \
+             peers: window.__liveloop.peers(), toast: document.getElementById('toast').textContent, \
+             listen: window.__liveloop.listenError ?? null}",
+        );
+        panic!("{e:#}: {info}");
     })
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,8 +140,21 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
 
     // --- A room, by link, with a CLI peer sending synthetic video and chat.
     let cli = Peer::spawn(&[
-        "join", "--server", &ws, "--room", "app-room", "--id", "cli", "--name", "CLI Peer",
-        "--video", "synthetic:320x180@15", "--seconds", "120", "--chat", "hello app",
+        "join",
+        "--server",
+        &ws,
+        "--room",
+        "app-room",
+        "--id",
+        "cli",
+        "--name",
+        "CLI Peer",
+        "--video",
+        "synthetic:320x180@15",
+        "--seconds",
+        "120",
+        "--chat",
+        "hello app",
     ])
     .unwrap();
     let link = format!("liveloop://join/app-room?server={ws}");
@@ -137,7 +174,10 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     assert_ne!(first, second, "the remote picture does not move");
     // The CLI receives the app's video and speech.
     let app_id = cli.wait("the app's frames", |v| {
-        v["event"] == "frame" && v["from"].as_str().is_some_and(|f| f.starts_with("AppUser-"))
+        v["event"] == "frame"
+            && v["from"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("AppUser-"))
     })["from"]
         .as_str()
         .unwrap()
@@ -157,12 +197,18 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     )
     .unwrap();
     click(&s, "#chat-form button");
-    cli.wait("the app's chat", |v| v["event"] == "chat" && v["text"] == "hello cli");
+    cli.wait("the app's chat", |v| {
+        v["event"] == "chat" && v["text"] == "hello cli"
+    });
     // The CLI's name and the self tile.
-    wait_for("the CLI's name on its tile", Duration::from_secs(10), || {
-        let text = s.text(&s.find("[data-id='cli'] .name").ok()?).ok()?;
-        (text == "CLI Peer").then_some(())
-    })
+    wait_for(
+        "the CLI's name on its tile",
+        Duration::from_secs(10),
+        || {
+            let text = s.text(&s.find("[data-id='cli'] .name").ok()?).ok()?;
+            (text == "CLI Peer").then_some(())
+        },
+    )
     .unwrap();
     shot(&s, "app-room-call.png");
     // Mute and camera off show at the CLI.
@@ -176,7 +222,10 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     });
     click(&s, "#quality");
     wait_for("stats in the panel", Duration::from_secs(10), || {
-        let rows = js(&s, "return document.querySelectorAll('#stats-body tr').length");
+        let rows = js(
+            &s,
+            "return document.querySelectorAll('#stats-body tr').length",
+        );
         (rows.as_u64()? >= 1).then_some(())
     })
     .unwrap();
@@ -184,13 +233,21 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     // Hang up: back home; the CLI sees the app leave.
     click(&s, "#btn-hangup");
     wait_view(&s, "home");
-    cli.wait("the app left", |v| v["event"] == "peer_left" && v["id"] == app_id.as_str());
+    cli.wait("the app left", |v| {
+        v["event"] == "peer_left" && v["id"] == app_id.as_str()
+    });
     drop(cli);
 
     // --- Random chat with a CLI peer: connect, Next, Stop.
     let random = Peer::spawn(&[
-        "random", &server.matchmaking_url(), "--name", "Stranger", "--video",
-        "synthetic:320x180@15", "--seconds", "120",
+        "random",
+        &server.matchmaking_url(),
+        "--name",
+        "Stranger",
+        "--video",
+        "synthetic:320x180@15",
+        "--seconds",
+        "120",
     ])
     .unwrap();
     click(&s, "#start-random");
@@ -200,9 +257,11 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     shot(&s, "app-random-call.png");
     // Next: the only other user is the CLI, so after the re-pair grace it comes back.
     click(&s, "#btn-next");
-    wait_for("a second call with the CLI", Duration::from_secs(30), || {
-        (random.count(|v| v["event"] == "peer_connected") >= 2).then_some(())
-    })
+    wait_for(
+        "a second call with the CLI",
+        Duration::from_secs(30),
+        || (random.count(|v| v["event"] == "peer_connected") >= 2).then_some(()),
+    )
     .unwrap();
     remote_tile(&s, 10);
     // Stop: the app goes home, the CLI's call ends.

@@ -103,7 +103,7 @@ function tileFor(id) {
   el.dataset.id = id;
   el.innerHTML = `<canvas aria-hidden="true"></canvas>
     <div class="avatar" aria-hidden="true"></div>
-    <div class="label"><span class="name"></span><span class="badge muted-badge" hidden>🔇 muted</span><span class="badge cam-badge" hidden>📷 off</span></div>`;
+    <div class="label"><span class="name"></span><span class="badge muted-badge" hidden>Muted</span><span class="badge cam-badge" hidden>Camera off</span></div>`;
   el.setAttribute("role", "group");
   $("tiles").append(el);
   tile = { el, video: null };
@@ -151,11 +151,11 @@ function renderTile(id) {
 function renderControls() {
   const mute = $("btn-mute");
   mute.setAttribute("aria-pressed", String(call.muted));
-  mute.textContent = call.muted ? "🔇 Unmute" : "🎙 Mute";
+  mute.textContent = call.muted ? "Unmute" : "Mute";
   mute.setAttribute("aria-label", call.muted ? "Unmute microphone (M)" : "Mute microphone (M)");
   const cam = $("btn-camera");
   cam.setAttribute("aria-pressed", String(!call.cameraOn));
-  cam.textContent = call.cameraOn ? "🎥 Stop video" : "🎥 Start video";
+  cam.textContent = call.cameraOn ? "Stop video" : "Start video";
   cam.setAttribute("aria-label", call.cameraOn ? "Turn camera off (V)" : "Turn camera on (V)");
   document.body.dataset.mode = call.mode ?? "";
   const unread = $("unread");
@@ -225,7 +225,7 @@ function renderStats() {
   }
   const q = $("quality");
   q.dataset.level = worst;
-  q.textContent = `● ${worst[0].toUpperCase()}${worst.slice(1)} connection`;
+  q.textContent = `${worst[0].toUpperCase()}${worst.slice(1)} connection`;
 }
 
 function onCallEvent(ev) {
@@ -412,9 +412,15 @@ function bindCall() {
     else if (key === "h") leave();
     else if (key === "n" && call.mode === "random") $("btn-next").click();
   });
-  tauri?.event?.listen("call", (e) => onCallEvent(e.payload));
-  // Links opened while the app runs (deep links, a second launch) arrive here.
-  tauri?.event?.listen("open-link", (e) => startCall("call_join", { link: e.payload }));
+  const listening = [
+    tauri?.event?.listen("call", (e) => onCallEvent(e.payload)),
+    // Links opened while the app runs (deep links, a second launch) arrive here.
+    tauri?.event?.listen("open-link", (e) => startCall("call_join", { link: e.payload })),
+  ];
+  Promise.all(listening).catch((e) => {
+    window.__liveloop.listenError = errorText(e);
+    toast(`The app cannot follow the call: ${errorText(e)}`, true);
+  });
 }
 
 async function start() {
