@@ -273,3 +273,87 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     })
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_starts_the_app_in_the_room_and_a_second_link_goes_to_the_running_app() {
+    let server = embedded::start_loopback().await.unwrap();
+    let ws = format!("ws://{}/ws", server.rooms);
+    let settings = json!({
+        "displayName": "Linked",
+        "matchmakingUrl": server.matchmaking_url(),
+        "roomsUrl": server.rooms_url(),
+    });
+    let env = [
+        ("LIVELOOP_VIDEO", "synthetic:320x180@15"),
+        ("LIVELOOP_AUDIO", "synthetic"),
+    ];
+    let peer = |room: &str, id: &str| {
+        Peer::spawn(&[
+            "join",
+            "--server",
+            &ws,
+            "--room",
+            room,
+            "--id",
+            id,
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "90",
+        ])
+        .unwrap()
+    };
+    let _first_peer = peer("first", "cli-one");
+    let first = format!("liveloop://join/first?server={ws}");
+    let (_driver, s, config_dir) = liveloop_e2e::app::open_app_with_args(
+        "app-link",
+        &env,
+        Some(&settings),
+        &["--join", &first],
+    )
+    .unwrap();
+    // Started by the link: straight into the room, with the peer's video.
+    wait_view(&s, "call");
+    assert_eq!(remote_tile(&s, 5), "cli-one");
+    // A second launch with another link hands it to the running app and exits.
+    let _second_peer = peer("second", "cli-two");
+    let second = format!("liveloop://join/second?server={ws}");
+    let mut launch = Command::new(workspace_bin("liveloop").unwrap());
+    launch
+        .arg(&second)
+        .env("LIVELOOP_CONFIG_DIR", &config_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut guard = ChildGuard::spawn("second liveloop", &mut launch).unwrap();
+    let status = wait_for("the second launch to exit", Duration::from_secs(20), || {
+        guard.child.try_wait().ok().flatten()
+    })
+    .unwrap();
+    assert!(status.success(), "second launch: {status}");
+    wait_for(
+        "the running app to switch rooms",
+        Duration::from_secs(20),
+        || {
+            let title = js(
+                &s,
+                "return document.getElementById('call-title').textContent",
+            );
+            (title == "Room second").then_some(())
+        },
+    )
+    .unwrap();
+    wait_for(
+        "the second room's peer on screen",
+        Duration::from_secs(30),
+        || {
+            let tiles = js(&s, "return window.__liveloop.tiles()");
+            (tiles["cli-two"]["frames"].as_u64()? >= 5).then_some(())
+        },
+    )
+    .unwrap();
+    assert!(
+        js(&s, "return window.__liveloop.tiles()")["cli-one"].is_null(),
+        "the first room was left"
+    );
+    shot(&s, "app-opened-by-link.png");
+}

@@ -12,6 +12,8 @@ use crate::{AppError, AppState, Servers, Settings, settings};
 pub struct AppStatus {
     pub version: &'static str,
     pub servers: Servers,
+    /// A room link the app was started with (given once).
+    pub open_link: Option<String>,
 }
 
 #[tauri::command]
@@ -19,6 +21,7 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
     AppStatus {
         version: env!("CARGO_PKG_VERSION"),
         servers: state.servers.clone(),
+        open_link: crate::lock(&state.open_link).take(),
     }
 }
 

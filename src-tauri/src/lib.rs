@@ -10,7 +10,8 @@ pub mod video;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use tauri::Manager;
+use tauri::{Emitter, Manager};
+use tauri_plugin_deep_link::DeepLinkExt;
 
 pub use error::AppError;
 pub use settings::Settings;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub servers: Servers,
     pub calls: call::Calls,
     pub video: video::VideoHub,
+    /// A room link the app was started with, for the UI to open once.
+    pub open_link: Mutex<Option<String>>,
     /// Keeps the embedded services alive for the app's lifetime.
     _embedded: Option<liveloop_server::embedded::Embedded>,
 }
@@ -48,6 +51,18 @@ pub fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     tauri::Builder::default()
+        // First: a second launch (a clicked link, `liveloop --join …`) hands its arguments to
+        // the running app, which opens the link, and exits.
+        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            if let Some(window) = app.get_webview_window("main") {
+                let _ = window.unminimize();
+                let _ = window.set_focus();
+            }
+            if let Some(link) = link_in(argv) {
+                let _ = app.emit("open-link", link);
+            }
+        }))
+        .plugin(tauri_plugin_deep_link::init())
         .invoke_handler(tauri::generate_handler![
             commands::app_status,
             commands::get_settings,
@@ -66,6 +81,13 @@ pub fn run() -> anyhow::Result<()> {
         .setup(|app| {
             let state = init_state(app.handle())?;
             app.manage(state);
+            // Where the OS does not pass links as arguments (macOS), they arrive as events.
+            let handle = app.handle().clone();
+            app.deep_link().on_open_url(move |event| {
+                if let Some(url) = event.urls().first() {
+                    let _ = handle.emit("open-link", url.to_string());
+                }
+            });
             Ok(())
         })
         .run(tauri::generate_context!("../tauri.conf.json"))
@@ -110,6 +132,7 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
         servers,
         calls: call::Calls::default(),
         video,
+        open_link: Mutex::new(link_in(std::env::args())),
         _embedded: embedded,
     })
 }
@@ -125,4 +148,49 @@ fn pick(configured: &str, embedded: String) -> String {
 /// Locks a mutex, recovering from poisoning: settings stay a valid value at every step.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The room link in a command line: `--join <link>`, `--join=<link>`, or a bare
+/// `liveloop://…` argument (how the OS passes a clicked link).
+pub fn link_in(args: impl IntoIterator<Item = String>) -> Option<String> {
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--join" {
+            return args.next();
+        }
+        if let Some(link) = arg.strip_prefix("--join=") {
+            return Some(link.to_owned());
+        }
+        if arg.starts_with("liveloop://") {
+            return Some(arg);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_in;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn links_on_the_command_line() {
+        let l = "liveloop://join/r?server=ws://h/ws";
+        assert_eq!(
+            link_in(args(&["liveloop", "--join", l])).as_deref(),
+            Some(l)
+        );
+        assert_eq!(
+            link_in(args(&["liveloop", &format!("--join={l}")])).as_deref(),
+            Some(l)
+        );
+        assert_eq!(link_in(args(&["liveloop", l])).as_deref(), Some(l));
+        assert_eq!(link_in(args(&["liveloop"])), None);
+        assert_eq!(link_in(args(&["liveloop", "--join"])), None);
+        // The program name itself is never taken for a link.
+        assert_eq!(link_in(args(&["liveloop://x"])), None);
+    }
 }

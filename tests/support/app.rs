@@ -20,6 +20,19 @@ pub fn open_app(
     env: &[(&str, &str)],
     settings: Option<&serde_json::Value>,
 ) -> Result<(ChildGuard, Session, PathBuf)> {
+    open_app_with_args(label, env, settings, &[])
+}
+
+/// [`open_app`] with command-line arguments for the app.
+///
+/// # Errors
+/// No display, tools missing, or the session cannot start.
+pub fn open_app_with_args(
+    label: &str,
+    env: &[(&str, &str)],
+    settings: Option<&serde_json::Value>,
+    args: &[&str],
+) -> Result<(ChildGuard, Session, PathBuf)> {
     ensure!(
         std::env::var_os("DISPLAY").is_some(),
         "no DISPLAY: run the UI tests under Xvfb (the README's test command does)"
@@ -61,7 +74,7 @@ pub fn open_app(
     let mut attempt = 0;
     let session = loop {
         attempt += 1;
-        match Session::start(port, &app) {
+        match Session::start_with_args(port, &app, args) {
             Ok(s) => break s,
             Err(e) if attempt < 3 => {
                 eprintln!("new session failed ({e:#}); retrying");

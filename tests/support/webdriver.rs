@@ -26,6 +26,14 @@ impl Session {
     /// # Errors
     /// When the driver refuses or the app does not start.
     pub fn start(driver_port: u16, application: &Path) -> Result<Self> {
+        Self::start_with_args(driver_port, application, &[])
+    }
+
+    /// [`Session::start`], passing `args` to the application.
+    ///
+    /// # Errors
+    /// When the driver refuses or the app does not start.
+    pub fn start_with_args(driver_port: u16, application: &Path, args: &[&str]) -> Result<Self> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(60)))
             .http_status_as_error(false)
@@ -34,7 +42,7 @@ impl Session {
         let base = format!("http://127.0.0.1:{driver_port}");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "wry",
-            "tauri:options": {"application": application},
+            "tauri:options": {"application": application, "args": args},
         }}});
         let mut s = Self {
             base,
