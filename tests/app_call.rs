@@ -1,7 +1,8 @@
 //! The app in calls, driven through its window (tauri-driver + WebKitWebDriver under Xvfb)
 //! against the real servers and a `liveloop-cli` peer: a room by link (video both ways, the
-//! remote tile's pixels moving, audio, chat both ways, mute, camera, hang up), then random chat
-//! (connect, Next, Stop). Screenshots of each view are saved.
+//! remote tile's pixels moving, audio, chat both ways, mute, camera, hang up), a test call
+//! with the in-app echo peer, then random chat (connect, Next, Stop). Screenshots of each view
+//! are saved.
 
 // Test code: indexing JSON values (Null when absent) and failing loudly are intended.
 #![allow(
@@ -237,6 +238,25 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
         v["event"] == "peer_left" && v["id"] == app_id.as_str()
     });
     drop(cli);
+
+    // --- A test call: our own video comes back from the in-app echo peer, with its round trip.
+    click(&s, "#test-call");
+    wait_view(&s, "call");
+    remote_tile(&s, 10);
+    let round_trip = wait_for("the measured round trip", Duration::from_secs(20), || {
+        let text = js(
+            &s,
+            "return document.getElementById('round-trip').textContent",
+        );
+        text.as_str()
+            .filter(|t| t.starts_with("Round trip"))
+            .map(str::to_owned)
+    })
+    .unwrap();
+    eprintln!("test call: {round_trip}");
+    shot(&s, "app-test-call.png");
+    click(&s, "#btn-hangup");
+    wait_view(&s, "home");
 
     // --- Random chat with a CLI peer: connect, Next, Stop.
     let random = Peer::spawn(&[

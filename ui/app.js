@@ -41,13 +41,51 @@ const errorText = (e) => e?.message ?? String(e);
 
 // ---------------------------------------------------------------- settings and home
 
-let settings = { displayName: "", matchmakingUrl: "", roomsUrl: "" };
+let settings = {
+  displayName: "", matchmakingUrl: "", roomsUrl: "", camera: "", microphone: "", speaker: "", recordingDir: "",
+};
 
 function renderSettings() {
   $("display-name").value = settings.displayName;
   $("greeting-name").textContent = settings.displayName ? `, ${settings.displayName}` : "";
   $("matchmaking-url").value = settings.matchmakingUrl;
   $("rooms-url").value = settings.roomsUrl;
+  $("recording-dir").value = settings.recordingDir;
+}
+
+function fillPicker(select, devices, chosen) {
+  select.replaceChildren();
+  const system = document.createElement("option");
+  system.value = "";
+  system.textContent = devices.length ? "System default" : "None found";
+  select.append(system);
+  for (const d of devices) {
+    const o = document.createElement("option");
+    o.value = d.id;
+    o.textContent = d.isDefault ? `${d.name} (default)` : d.name;
+    select.append(o);
+  }
+  // A device chosen earlier but unplugged now stays selected, marked as missing.
+  if (chosen && !devices.some((d) => d.id === chosen)) {
+    const o = document.createElement("option");
+    o.value = chosen;
+    o.textContent = `${chosen} (not connected)`;
+    select.append(o);
+  }
+  select.value = chosen ?? "";
+}
+
+async function loadDevices() {
+  try {
+    const d = await invoke("list_devices");
+    fillPicker($("camera-select"), d.cameras, settings.camera);
+    fillPicker($("microphone-select"), d.microphones, settings.microphone);
+    fillPicker($("speaker-select"), d.speakers, settings.speaker);
+    $("device-notes").hidden = d.notes.length === 0;
+    $("device-notes").textContent = d.notes.join(" · ");
+  } catch (e) {
+    toast(errorText(e), true);
+  }
 }
 
 async function saveSettings(next) {
@@ -138,6 +176,7 @@ function renderTile(id) {
   const self = id === "self";
   const peer = call.peers.get(id) ?? {};
   const name = self ? `${settings.displayName || "You"} (you)` : (peer.name || "Guest");
+  if (!self && call.mode === "test") tile.el.classList.add("echo");
   const muted = self ? call.muted : !!peer.muted;
   const cameraOff = self ? !call.cameraOn : !!peer.cameraOff;
   tile.el.querySelector(".name").textContent = name;
@@ -265,6 +304,13 @@ function onCallEvent(ev) {
       call.stats = ev.peers;
       renderStats();
       break;
+    case "testLatency":
+      if (ev.videoMs != null) {
+        $("round-trip").hidden = false;
+        $("round-trip").textContent = `Round trip ${ev.videoMs} ms`;
+        $("round-trip").title = "Your video, out through the encoder and network to the echo peer and back";
+      }
+      break;
     case "error":
       if (ev.kind === "server_unreachable") banner("Lost the server — your call goes on; reconnecting…");
       else if (ev.kind === "room_full") { toast("That room is full.", true); leave(); }
@@ -294,7 +340,9 @@ async function startCall(command, args = {}) {
       if (note.startsWith("No camera")) call.cameraOn = false;
       if (note.startsWith("No microphone")) call.muted = true;
     }
-    $("call-title").textContent = started.mode === "random" ? "Random chat" : `Room ${started.room}`;
+    $("call-title").textContent = started.mode === "random" ? "Random chat"
+      : started.mode === "test" ? "Test call" : `Room ${started.room}`;
+    $("round-trip").hidden = true;
     $("room-link-row").hidden = !started.link;
     $("room-link").value = started.link ?? "";
     tileFor("self");
@@ -355,6 +403,7 @@ async function sendChat(text) {
 function bindCall() {
   $("start-random").addEventListener("click", () => startCall("call_random"));
   $("create-room").addEventListener("click", () => startCall("call_create"));
+  $("test-call").addEventListener("click", () => startCall("call_test"));
   $("join-room").addEventListener("click", () => {
     const link = $("join-link").value.trim();
     if (!link) { toast("Paste a room link or type a room name.", true); return; }
@@ -425,13 +474,24 @@ function bindCall() {
 
 async function start() {
   for (const nav of document.querySelectorAll(".nav")) {
-    nav.addEventListener("click", () => showView(nav.dataset.view === "home" && call.active ? "call" : nav.dataset.view));
+    nav.addEventListener("click", () => {
+      showView(nav.dataset.view === "home" && call.active ? "call" : nav.dataset.view);
+      if (nav.dataset.view === "settings") loadDevices();
+    });
   }
   $("save-name").addEventListener("click", () => saveSettings({ ...settings, displayName: $("display-name").value }));
   $("display-name").addEventListener("keydown", (e) => { if (e.key === "Enter") $("save-name").click(); });
   $("settings-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    saveSettings({ ...settings, matchmakingUrl: $("matchmaking-url").value, roomsUrl: $("rooms-url").value });
+    saveSettings({
+      ...settings,
+      matchmakingUrl: $("matchmaking-url").value,
+      roomsUrl: $("rooms-url").value,
+      camera: $("camera-select").value,
+      microphone: $("microphone-select").value,
+      speaker: $("speaker-select").value,
+      recordingDir: $("recording-dir").value,
+    });
   });
   bindCall();
   showView("home");

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use liveloop_engine::echo::echo_media;
 use liveloop_engine::{
     Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, Media, join_room_with, random_chat,
 };
@@ -16,10 +17,11 @@ use tokio::sync::Mutex;
 use crate::AppError;
 use crate::video::VideoHub;
 
-/// The call in progress, if any.
+/// The call in progress, if any, and the in-process echo peer of a test call.
 #[derive(Debug, Default)]
 pub struct Calls {
     current: Mutex<Option<EngineHandle>>,
+    echo: Mutex<Option<EngineHandle>>,
 }
 
 /// A room link in any form a user may paste: `liveloop://join/<room>?server=<ws url>`,
@@ -146,7 +148,7 @@ pub fn member_id(name: &str) -> String {
 /// The devices the app sends from. `LIVELOOP_VIDEO` / `LIVELOOP_AUDIO` choose synthetic or
 /// file media instead (`synthetic[:WxH@FPS]`, a .y4m or .wav file, `none`), for demos and tests
 /// on machines without a camera or microphone. With no device, a call goes on without it.
-fn media(notes: &mut Vec<String>) -> Media {
+fn media(devices: &Devices, notes: &mut Vec<String>) -> Media {
     let video: Option<Box<dyn VideoSource>> = match std::env::var("LIVELOOP_VIDEO") {
         Ok(spec) => match liveloop_media::spec::video_source(&spec) {
             Ok(v) => v,
@@ -155,7 +157,7 @@ fn media(notes: &mut Vec<String>) -> Media {
                 None
             }
         },
-        Err(_) => match liveloop_media::device::camera::Camera::open(None) {
+        Err(_) => match liveloop_media::device::camera::Camera::open(chosen(&devices.camera)) {
             Ok(c) => Some(Box::new(c)),
             Err(e) => {
                 notes.push(format!("No camera: {e}. Others see your name instead."));
@@ -171,24 +173,38 @@ fn media(notes: &mut Vec<String>) -> Media {
                 None
             }
         },
-        Err(_) => match liveloop_media::device::audio::Microphone::open(None) {
-            Ok(m) => Some(Box::new(m)),
-            Err(e) => {
-                notes.push(format!("No microphone: {e}. You are muted."));
-                None
+        Err(_) => {
+            match liveloop_media::device::audio::Microphone::open(chosen(&devices.microphone)) {
+                Ok(m) => Some(Box::new(m)),
+                Err(e) => {
+                    notes.push(format!("No microphone: {e}. You are muted."));
+                    None
+                }
             }
-        },
+        }
     };
     Media { video, audio }
 }
 
+/// The devices chosen in Settings (empty ids: the system default).
+#[derive(Debug, Clone, Default)]
+pub struct Devices {
+    pub camera: String,
+    pub microphone: String,
+    pub speaker: String,
+}
+
+fn chosen(id: &str) -> Option<&str> {
+    (!id.is_empty()).then_some(id)
+}
+
 /// The speaker thread: cpal streams stay on the thread that made them.
-fn start_speaker() -> Option<std::sync::mpsc::Sender<(u64, Vec<f32>)>> {
+fn start_speaker(id: String) -> Option<std::sync::mpsc::Sender<(u64, Vec<f32>)>> {
     let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<f32>)>();
     let spawned = std::thread::Builder::new()
         .name("speaker".into())
         .spawn(move || {
-            let speaker = match liveloop_media::device::audio::Speaker::open(None) {
+            let speaker = match liveloop_media::device::audio::Speaker::open(chosen(&id)) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "no speaker; call audio is not played");
@@ -253,8 +269,17 @@ pub struct CallStarted {
 /// How to start a call.
 #[derive(Debug)]
 pub enum Start {
-    Room { ws_url: String, room: String },
-    Random { url: String },
+    Room {
+        ws_url: String,
+        room: String,
+    },
+    Random {
+        url: String,
+    },
+    /// A test call: a fresh room with an in-process echo peer that sends back what it gets.
+    Test {
+        ws_url: String,
+    },
 }
 
 impl Calls {
@@ -267,20 +292,32 @@ impl Calls {
         app: AppHandle,
         hub: VideoHub,
         name: String,
+        devices: Devices,
         start: Start,
     ) -> Result<CallStarted, AppError> {
         self.leave().await;
         let mut notes = Vec::new();
-        let media = media(&mut notes);
+        let media = media(&devices, &mut notes);
         let preview = hub.clone();
+        let testing = matches!(start, Start::Test { .. });
         let config = EngineConfig {
             name: name.clone(),
             local_preview: Some(FrameTap(Arc::new(move |frame| {
                 preview.publish("self", Arc::new(frame.clone()));
             }))),
+            // A test call measures the round trip from frames that come back.
+            stamp_outgoing: testing,
             ..EngineConfig::default()
         };
-        let (handle, events, started) = match start {
+        let start = match start {
+            Start::Test { ws_url } => {
+                let room = format!("test-{}", new_room_name());
+                self.start_echo(&ws_url, &room).await?;
+                Start::Room { ws_url, room }
+            }
+            other => other,
+        };
+        let (handle, events, mut started) = match start {
             Start::Room { ws_url, room } => {
                 let me = member_id(&name);
                 let link = format!("liveloop://join/{room}?server={ws_url}");
@@ -312,10 +349,41 @@ impl Calls {
                 };
                 (h, e, started)
             }
+            Start::Test { .. } => return Err(AppError::Call("a test call starts a room".into())),
         };
+        if testing {
+            started.mode = "test";
+            started.link = None;
+        }
         *self.current.lock().await = Some(handle);
-        tauri::async_runtime::spawn(forward(app, hub, events));
+        tauri::async_runtime::spawn(forward(app, hub, devices.speaker, testing, events));
         Ok(started)
+    }
+
+    /// The echo peer of a test call: an engine in this process, in the same room, whose camera
+    /// and microphone are what it receives.
+    async fn start_echo(&self, ws_url: &str, room: &str) -> Result<(), AppError> {
+        let (media, feed) = echo_media(liveloop_media::VideoFormat {
+            width: 640,
+            height: 360,
+            fps: 30.0,
+        });
+        let config = EngineConfig {
+            name: "Echo (test call)".into(),
+            stats_interval: None,
+            ..EngineConfig::default()
+        };
+        let id = format!("echo-{:04x}", rand::random::<u16>());
+        let (handle, mut events) =
+            join_room_with(config, ws_url.to_owned(), room.to_owned(), id, media)
+                .map_err(|e| AppError::Call(e.to_string()))?;
+        tauri::async_runtime::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                feed.on_event(&ev);
+            }
+        });
+        *self.echo.lock().await = Some(handle);
+        Ok(())
     }
 
     /// Sends a command to the call in progress.
@@ -336,6 +404,9 @@ impl Calls {
         if let Some(handle) = self.current.lock().await.take() {
             let _ = handle.send(Command::Leave).await;
         }
+        if let Some(echo) = self.echo.lock().await.take() {
+            let _ = echo.send(Command::Leave).await;
+        }
     }
 }
 
@@ -343,13 +414,34 @@ impl Calls {
 async fn forward(
     app: AppHandle,
     hub: VideoHub,
+    speaker: String,
+    testing: bool,
     mut events: tokio::sync::mpsc::Receiver<EngineEvent>,
 ) {
-    let speaker = start_speaker();
+    let speaker = start_speaker(speaker);
+    // A test call: round trips of our own stamped frames, reported once a second.
+    let mut round_trips: Vec<u32> = Vec::new();
+    let mut reported = std::time::Instant::now();
     while let Some(ev) = events.recv().await {
         match &ev {
-            EngineEvent::FrameDecoded { from, frame, .. } => {
+            EngineEvent::FrameDecoded {
+                from,
+                frame,
+                stamp,
+                shown_ms,
+                ..
+            } => {
                 hub.publish(from, frame.clone());
+                if testing && let Some(stamp) = stamp {
+                    round_trips.push(shown_ms.wrapping_sub(stamp.capture_ms));
+                    if reported.elapsed() >= Duration::from_secs(1) {
+                        reported = std::time::Instant::now();
+                        round_trips.sort_unstable();
+                        let median = round_trips.get(round_trips.len() / 2).copied();
+                        round_trips.clear();
+                        let _ = app.emit("call", json!({"type": "testLatency", "videoMs": median}));
+                    }
+                }
                 continue;
             }
             EngineEvent::AudioPlayout { from, pcm } => {

@@ -42,6 +42,15 @@ pub fn save_settings(
     Ok(settings)
 }
 
+fn devices(state: &AppState) -> call::Devices {
+    let s = crate::lock(&state.settings);
+    call::Devices {
+        camera: s.camera.clone(),
+        microphone: s.microphone.clone(),
+        speaker: s.speaker.clone(),
+    }
+}
+
 fn display_name(state: &AppState) -> String {
     let name = crate::lock(&state.settings).display_name.clone();
     if name.trim().is_empty() {
@@ -69,6 +78,7 @@ pub async fn call_join(
             app,
             state.video.clone(),
             name,
+            devices(&state),
             Start::Room {
                 ws_url,
                 room: link.room,
@@ -88,7 +98,34 @@ pub async fn call_create(
     let room = call::new_room_name();
     state
         .calls
-        .start(app, state.video.clone(), name, Start::Room { ws_url, room })
+        .start(
+            app,
+            state.video.clone(),
+            name,
+            devices(&state),
+            Start::Room { ws_url, room },
+        )
+        .await
+}
+
+/// A test call: your own video and voice through the real encode → network → decode path
+/// and back, from an echo peer in this app.
+#[tauri::command]
+pub async fn call_test(
+    app: AppHandle,
+    state: State<'_, AppState>,
+) -> Result<CallStarted, AppError> {
+    let ws_url = call::rooms_ws_url(&state.servers.rooms_url);
+    let name = display_name(&state);
+    state
+        .calls
+        .start(
+            app,
+            state.video.clone(),
+            name,
+            devices(&state),
+            Start::Test { ws_url },
+        )
         .await
 }
 
@@ -102,7 +139,13 @@ pub async fn call_random(
     let name = display_name(&state);
     state
         .calls
-        .start(app, state.video.clone(), name, Start::Random { url })
+        .start(
+            app,
+            state.video.clone(),
+            name,
+            devices(&state),
+            Start::Random { url },
+        )
         .await
 }
 
@@ -144,4 +187,64 @@ pub async fn call_leave(state: State<'_, AppState>) -> Result<(), AppError> {
 #[tauri::command]
 pub fn video_endpoint(state: State<'_, AppState>) -> String {
     state.video.url()
+}
+
+/// One device as the pickers show it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub is_default: bool,
+}
+
+/// The devices the pickers offer; a kind that cannot be listed comes with a note instead.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Devices {
+    pub cameras: Vec<Device>,
+    pub microphones: Vec<Device>,
+    pub speakers: Vec<Device>,
+    pub notes: Vec<String>,
+}
+
+#[tauri::command]
+pub async fn list_devices() -> Devices {
+    use liveloop_media::device::{audio, camera};
+    tauri::async_runtime::spawn_blocking(|| {
+        let mut notes = Vec::new();
+        let mut take = |kind: &str, r: Result<Vec<liveloop_media::DeviceInfo>, _>| -> Vec<Device> {
+            match r {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|d| Device {
+                        id: d.id,
+                        name: d.name,
+                        is_default: d.is_default,
+                    })
+                    .collect(),
+                Err(e) => {
+                    let e: liveloop_media::MediaError = e;
+                    notes.push(format!("{kind}: {e}"));
+                    Vec::new()
+                }
+            }
+        };
+        let cameras = take("Cameras", camera::list());
+        let microphones = take("Microphones", audio::list_microphones());
+        let speakers = take("Speakers", audio::list_speakers());
+        Devices {
+            cameras,
+            microphones,
+            speakers,
+            notes,
+        }
+    })
+    .await
+    .unwrap_or(Devices {
+        cameras: Vec::new(),
+        microphones: Vec::new(),
+        speakers: Vec::new(),
+        notes: vec!["the device list could not be read".into()],
+    })
 }

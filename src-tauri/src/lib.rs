@@ -70,6 +70,7 @@ pub fn run() -> anyhow::Result<()> {
             commands::call_join,
             commands::call_create,
             commands::call_random,
+            commands::call_test,
             commands::call_mute,
             commands::call_camera,
             commands::call_chat,
@@ -77,6 +78,7 @@ pub fn run() -> anyhow::Result<()> {
             commands::call_stop,
             commands::call_leave,
             commands::video_endpoint,
+            commands::list_devices,
         ])
         .setup(|app| {
             let state = init_state(app.handle())?;

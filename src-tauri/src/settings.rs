@@ -15,6 +15,12 @@ pub struct Settings {
     pub matchmaking_url: String,
     /// Room server base URL; empty means the embedded one on loopback.
     pub rooms_url: String,
+    /// Device ids from the pickers; empty means the system default.
+    pub camera: String,
+    pub microphone: String,
+    pub speaker: String,
+    /// Where recordings go; empty means `Videos/LiveLoop` in the home folder.
+    pub recording_dir: String,
 }
 
 impl Settings {
@@ -57,6 +63,18 @@ impl Settings {
                 )));
             }
         }
+        for id in [&mut self.camera, &mut self.microphone, &mut self.speaker] {
+            *id = id.trim().to_owned();
+            if id.len() > 512 {
+                return Err(AppError::InvalidSetting("a device id is too long".into()));
+            }
+        }
+        self.recording_dir = self.recording_dir.trim().to_owned();
+        if !self.recording_dir.is_empty() && !Path::new(&self.recording_dir).is_absolute() {
+            return Err(AppError::InvalidSetting(
+                "the recording folder must be a full path (or empty for the default)".into(),
+            ));
+        }
         Ok(self)
     }
 
@@ -85,7 +103,7 @@ mod tests {
         let s = Settings {
             display_name: "  Ada ".into(),
             matchmaking_url: "http://h:3000/".into(),
-            rooms_url: String::new(),
+            ..Settings::default()
         };
         let v = s.validated().ok();
         assert_eq!(v.as_ref().map(|s| s.display_name.as_str()), Some("Ada"));
@@ -100,6 +118,19 @@ mod tests {
             };
             assert!(s.validated().is_err(), "{bad}");
         }
+        let relative = Settings {
+            recording_dir: "videos".into(),
+            ..Settings::default()
+        };
+        assert!(relative.validated().is_err());
+        let absolute = Settings {
+            recording_dir: " /tmp/rec ".into(),
+            ..Settings::default()
+        };
+        assert_eq!(
+            absolute.validated().ok().map(|s| s.recording_dir),
+            Some("/tmp/rec".into())
+        );
     }
 
     #[test]

@@ -81,7 +81,9 @@ async fn main() -> Result<()> {
     let mut seconds = 15u64;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--video" => video = value,
             "--seconds" => seconds = value.parse()?,
@@ -101,7 +103,10 @@ async fn main() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _peer = ChildGuard::spawn("liveloop-cli", &mut peer)?;
-    let env = [("LIVELOOP_VIDEO", video.as_str()), ("LIVELOOP_AUDIO", "synthetic")];
+    let env = [
+        ("LIVELOOP_VIDEO", video.as_str()),
+        ("LIVELOOP_AUDIO", "synthetic"),
+    ];
     let (_driver, s, _dir) = liveloop_e2e::app::open_app("bench-app", &env, Some(&settings))?;
     s.execute(
         "document.getElementById('join-link').value = arguments[0]",
@@ -109,9 +114,11 @@ async fn main() -> Result<()> {
     )?;
     s.click(&s.find("#join-room")?)?;
     let tiles = || -> Result<Value> { s.execute("return window.__liveloop.tiles()", &[]) };
-    wait_for("the peer's video on screen", Duration::from_secs(30), || {
-        tiles().ok()?["peer"]["frames"].as_u64().filter(|f| *f > 30)
-    })?;
+    wait_for(
+        "the peer's video on screen",
+        Duration::from_secs(30),
+        || tiles().ok()?["peer"]["frames"].as_u64().filter(|f| *f > 30),
+    )?;
     // Warm up, then measure.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let procs = app_processes();
@@ -126,7 +133,11 @@ async fn main() -> Result<()> {
             - before[id]["frames"].as_f64().unwrap_or(0.0);
         let received = after[id]["received"].as_f64().unwrap_or(0.0)
             - before[id]["received"].as_f64().unwrap_or(0.0);
-        let label = if id == "self" { "self view" } else { "remote tile" };
+        let label = if id == "self" {
+            "self view"
+        } else {
+            "remote tile"
+        };
         println!(
             "| {label}: frames drawn per second (received from the native side) | {:.1} ({:.1}) |",
             drawn / elapsed,
@@ -136,8 +147,8 @@ async fn main() -> Result<()> {
     let mut total_cpu = 0.0;
     let mut total_rss = 0.0;
     for (pid, name) in &procs {
-        let cpu = (cpu1.get(pid).unwrap_or(&0.0) - cpu0.get(pid).unwrap_or(&0.0)) / HZ / elapsed
-            * 100.0;
+        let cpu =
+            (cpu1.get(pid).unwrap_or(&0.0) - cpu0.get(pid).unwrap_or(&0.0)) / HZ / elapsed * 100.0;
         let rss = rss_mb(*pid);
         total_cpu += cpu;
         total_rss += rss;

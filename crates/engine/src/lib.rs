@@ -42,6 +42,9 @@ pub struct EngineConfig {
     pub stats_interval: Option<Duration>,
     /// Sees every captured frame before it is encoded (the self-view).
     pub local_preview: Option<FrameTap>,
+    /// Writes a frame-number and capture-time stamp into every frame sent (the synthetic
+    /// camera's marks), so a frame that comes back (an echo peer) tells its round trip.
+    pub stamp_outgoing: bool,
 }
 
 /// A callback that sees frames on a media thread; it must return quickly.
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
             ice_servers: Vec::new(),
             stats_interval: Some(Duration::from_secs(1)),
             local_preview: None,
+            stamp_outgoing: false,
         }
     }
 }

@@ -64,6 +64,7 @@ pub(crate) fn start_video(
     swap: std::sync::mpsc::Receiver<Box<dyn VideoSource>>,
     bitrate_bps: u32,
     preview: Option<crate::FrameTap>,
+    stamp: bool,
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
 ) -> (
@@ -78,6 +79,7 @@ pub(crate) fn start_video(
             let mut source = source;
             let mut encoder: Option<(VideoFormat, H264Encoder)> = None;
             let mut failing = false;
+            let mut stamped = 0u32;
             let mut next = Instant::now();
             while !flags.stop.load(Ordering::Relaxed) {
                 if let Ok(new) = swap.try_recv() {
@@ -99,8 +101,19 @@ pub(crate) fn start_video(
                     continue;
                 }
                 let frame = match src.next_frame(now_us()) {
-                    Ok(f) => {
+                    Ok(mut f) => {
                         failing = false;
+                        if stamp {
+                            stamped += 1;
+                            let capture_ms = (f.capture_us / 1000) as u32;
+                            liveloop_media::synthetic::write_stamp(
+                                &mut f,
+                                liveloop_media::synthetic::Stamp {
+                                    number: stamped,
+                                    capture_ms,
+                                },
+                            );
+                        }
                         f
                     }
                     Err(e) => {

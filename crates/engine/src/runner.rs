@@ -88,6 +88,7 @@ pub(crate) fn start(
         video_swap_rx,
         config.bitrate_bps,
         config.local_preview.clone(),
+        config.stamp_outgoing,
         flags.clone(),
         events.clone(),
     );
