@@ -139,6 +139,31 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     wait_view(&s, "home");
     shot(&s, "app-home.png");
 
+    // --- The device check: camera picture, microphone level, test sound, your picture.
+    click(&s, "#check-devices");
+    wait_for("the camera preview", Duration::from_secs(20), || {
+        (js(&s, "return window.__liveloop.previewFrames()").as_u64()? > 5).then_some(())
+    })
+    .unwrap();
+    wait_for("the microphone level", Duration::from_secs(10), || {
+        (js(&s, "return document.getElementById('level').value").as_f64()? > -40.0).then_some(())
+    })
+    .unwrap();
+    click(&s, "#test-sound");
+    click(&s, "#take-picture");
+    wait_for("the picture saved", Duration::from_secs(10), || {
+        let settings = std::fs::read_to_string(_dir.join("settings.json")).ok()?;
+        let v: Value = serde_json::from_str(&settings).ok()?;
+        v["avatar"]
+            .as_str()?
+            .starts_with("data:image/jpeg;base64,")
+            .then_some(())
+    })
+    .unwrap();
+    shot(&s, "app-device-check.png");
+    let toast = js(&s, "return document.getElementById('toast').className");
+    assert_ne!(toast, "error", "the check showed an error");
+
     // --- A room, by link, with a CLI peer sending synthetic video and chat.
     let cli = Peer::spawn(&[
         "join",

@@ -42,10 +42,51 @@ const errorText = (e) => e?.message ?? String(e);
 // ---------------------------------------------------------------- settings and home
 
 let settings = {
-  displayName: "", matchmakingUrl: "", roomsUrl: "", camera: "", microphone: "", speaker: "", recordingDir: "",
+  displayName: "", matchmakingUrl: "", roomsUrl: "", camera: "", microphone: "", speaker: "", recordingDir: "", avatar: "",
 };
 
+// ---------------------------------------------------------------- the device check
+
+let preview = null;
+
+async function startCheck() {
+  videoEndpoint = videoEndpoint ?? await invoke("video_endpoint");
+  const notes = await invoke("preview_start");
+  $("device-check").hidden = false;
+  $("check-devices").setAttribute("aria-pressed", "true");
+  $("check-devices").textContent = "Stop check";
+  $("check-notes").hidden = notes.length === 0;
+  $("check-notes").textContent = notes.join(" · ");
+  if (!preview) preview = new TileVideo($("preview-tile").querySelector("canvas"), videoEndpoint, "preview");
+}
+
+async function stopCheck() {
+  $("device-check").hidden = true;
+  $("check-devices").setAttribute("aria-pressed", "false");
+  $("check-devices").textContent = "Check devices";
+  preview?.close();
+  preview = null;
+  $("preview-tile").classList.remove("has-video");
+  try { await invoke("preview_stop"); } catch { /* nothing was running */ }
+}
+
+function bindCheck() {
+  $("check-devices").addEventListener("click", () => (preview ? stopCheck() : startCheck().catch((e) => toast(errorText(e), true))));
+  $("take-picture").addEventListener("click", async () => {
+    try {
+      const picture = await invoke("preview_snapshot");
+      await saveSettings({ ...settings, avatar: picture });
+    } catch (e) { toast(errorText(e), true); }
+  });
+  $("test-sound").addEventListener("click", async () => {
+    try { await invoke("speaker_test"); } catch (e) { toast(errorText(e), true); }
+  });
+  tauri?.event?.listen("level", (e) => { $("level").value = Math.max(-60, Math.min(0, e.payload)); });
+}
+
 function renderSettings() {
+  $("avatar").hidden = !settings.avatar;
+  if (settings.avatar) $("avatar").src = settings.avatar;
   $("display-name").value = settings.displayName;
   $("greeting-name").textContent = settings.displayName ? `, ${settings.displayName}` : "";
   $("matchmaking-url").value = settings.matchmakingUrl;
@@ -127,6 +168,7 @@ window.__liveloop = {
   checksum(id) { return call.tiles.get(id)?.video?.checksum() ?? null; },
   peers() { return Object.fromEntries(call.peers); },
   messages() { return [...document.querySelectorAll("#messages li")].map((li) => li.dataset.text); },
+  previewFrames() { return preview?.frames ?? 0; },
 };
 
 function initials(name) {
@@ -322,6 +364,7 @@ function onCallEvent(ev) {
 }
 
 async function startCall(command, args = {}) {
+  if (preview) await stopCheck();
   if (call.active) await leave();
   try {
     videoEndpoint = videoEndpoint ?? await invoke("video_endpoint");
@@ -494,6 +537,7 @@ async function start() {
     });
   });
   bindCall();
+  bindCheck();
   showView("home");
   try {
     settings = await invoke("get_settings");

@@ -148,7 +148,7 @@ pub fn member_id(name: &str) -> String {
 /// The devices the app sends from. `LIVELOOP_VIDEO` / `LIVELOOP_AUDIO` choose synthetic or
 /// file media instead (`synthetic[:WxH@FPS]`, a .y4m or .wav file, `none`), for demos and tests
 /// on machines without a camera or microphone. With no device, a call goes on without it.
-fn media(devices: &Devices, notes: &mut Vec<String>) -> Media {
+pub(crate) fn media(devices: &Devices, notes: &mut Vec<String>) -> Media {
     let video: Option<Box<dyn VideoSource>> = match std::env::var("LIVELOOP_VIDEO") {
         Ok(spec) => match liveloop_media::spec::video_source(&spec) {
             Ok(v) => v,
@@ -273,8 +273,10 @@ pub enum Start {
         ws_url: String,
         room: String,
     },
+    /// `image`: your picture for the matchmaking dialect's `userImage` (or empty).
     Random {
         url: String,
+        image: String,
     },
     /// A test call: a fresh room with an in-process echo peer that sends back what it gets.
     Test {
@@ -300,8 +302,13 @@ impl Calls {
         let media = media(&devices, &mut notes);
         let preview = hub.clone();
         let testing = matches!(start, Start::Test { .. });
+        let image = match &start {
+            Start::Random { image, .. } => image.clone(),
+            _ => String::new(),
+        };
         let config = EngineConfig {
             name: name.clone(),
+            image,
             local_preview: Some(FrameTap(Arc::new(move |frame| {
                 preview.publish("self", Arc::new(frame.clone()));
             }))),
@@ -332,7 +339,7 @@ impl Calls {
                 };
                 (h, e, started)
             }
-            Start::Random { url } => {
+            Start::Random { url, .. } => {
                 let (h, e) =
                     tokio::time::timeout(Duration::from_secs(10), random_chat(config, &url, media))
                         .await

@@ -51,6 +51,10 @@ fn devices(state: &AppState) -> call::Devices {
     }
 }
 
+fn avatar(state: &AppState) -> String {
+    crate::lock(&state.settings).avatar.clone()
+}
+
 fn display_name(state: &AppState) -> String {
     let name = crate::lock(&state.settings).display_name.clone();
     if name.trim().is_empty() {
@@ -144,7 +148,10 @@ pub async fn call_random(
             state.video.clone(),
             name,
             devices(&state),
-            Start::Random { url },
+            Start::Random {
+                url,
+                image: avatar(&state),
+            },
         )
         .await
 }
@@ -247,4 +254,33 @@ pub async fn list_devices() -> Devices {
         speakers: Vec::new(),
         notes: vec!["the device list could not be read".into()],
     })
+}
+
+/// Starts the pre-join check (camera picture on the `preview` tile, `level` events); returns
+/// notes about devices that could not open.
+#[tauri::command]
+pub fn preview_start(app: AppHandle, state: State<'_, AppState>) -> Vec<String> {
+    state
+        .preview
+        .start(app, state.video.clone(), &devices(&state))
+}
+
+#[tauri::command]
+pub fn preview_stop(state: State<'_, AppState>) {
+    state.preview.stop();
+}
+
+/// Takes your picture from the preview (a 96x96 JPEG data URL).
+#[tauri::command]
+pub fn preview_snapshot(state: State<'_, AppState>) -> Result<String, AppError> {
+    state.preview.snapshot()
+}
+
+/// Plays a test sound on the chosen speaker.
+#[tauri::command]
+pub async fn speaker_test(state: State<'_, AppState>) -> Result<(), AppError> {
+    let speaker = crate::lock(&state.settings).speaker.clone();
+    tauri::async_runtime::spawn_blocking(move || crate::preview::speaker_test(&speaker))
+        .await
+        .map_err(|e| AppError::Call(e.to_string()))?
 }

@@ -4,6 +4,7 @@
 pub mod call;
 mod commands;
 mod error;
+pub mod preview;
 mod settings;
 pub mod video;
 
@@ -33,6 +34,7 @@ pub struct AppState {
     pub servers: Servers,
     pub calls: call::Calls,
     pub video: video::VideoHub,
+    pub preview: preview::Preview,
     /// A room link the app was started with, for the UI to open once.
     pub open_link: Mutex<Option<String>>,
     /// Keeps the embedded services alive for the app's lifetime.
@@ -79,6 +81,10 @@ pub fn run() -> anyhow::Result<()> {
             commands::call_leave,
             commands::video_endpoint,
             commands::list_devices,
+            commands::preview_start,
+            commands::preview_stop,
+            commands::preview_snapshot,
+            commands::speaker_test,
         ])
         .setup(|app| {
             let state = init_state(app.handle())?;
@@ -134,6 +140,7 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
         servers,
         calls: call::Calls::default(),
         video,
+        preview: preview::Preview::default(),
         open_link: Mutex::new(link_in(std::env::args())),
         _embedded: embedded,
     })

@@ -21,6 +21,8 @@ pub struct Settings {
     pub speaker: String,
     /// Where recordings go; empty means `Videos/LiveLoop` in the home folder.
     pub recording_dir: String,
+    /// Your picture (a small JPEG data URL taken from the camera), or empty.
+    pub avatar: String,
 }
 
 impl Settings {
@@ -68,6 +70,14 @@ impl Settings {
             if id.len() > 512 {
                 return Err(AppError::InvalidSetting("a device id is too long".into()));
             }
+        }
+        if !(self.avatar.is_empty()
+            || (self.avatar.starts_with("data:image/jpeg;base64,")
+                && self.avatar.len() <= 64 * 1024))
+        {
+            return Err(AppError::InvalidSetting(
+                "the picture must be a JPEG data URL of at most 64 KB".into(),
+            ));
         }
         self.recording_dir = self.recording_dir.trim().to_owned();
         if !self.recording_dir.is_empty() && !Path::new(&self.recording_dir).is_absolute() {
