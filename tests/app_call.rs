@@ -198,6 +198,16 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     std::thread::sleep(Duration::from_millis(400));
     let second = js(&s, "return window.__liveloop.checksum('cli')");
     assert_ne!(first, second, "the remote picture does not move");
+    // The CLI talks (the app's own microphone is synthetic speech too): someone is marked as
+    // the active speaker.
+    wait_for("an active speaker", Duration::from_secs(10), || {
+        let n = js(
+            &s,
+            "return document.querySelectorAll('.tile.speaking').length",
+        );
+        (n.as_u64()? == 1).then_some(())
+    })
+    .unwrap();
     // The CLI receives the app's video and speech.
     let app_id = cli.wait("the app's frames", |v| {
         v["event"] == "frame"

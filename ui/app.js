@@ -346,6 +346,9 @@ function onCallEvent(ev) {
       call.stats = ev.peers;
       renderStats();
       break;
+    case "speaking":
+      for (const [id, t] of call.tiles) t.el.classList.toggle("speaking", id === ev.id);
+      break;
     case "testLatency":
       if (ev.videoMs != null) {
         $("round-trip").hidden = false;
