@@ -193,10 +193,18 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     wait_view(&s, "call");
     let remote = remote_tile(&s, 10);
     assert_eq!(remote, "cli");
-    // The remote tile's pixels change from frame to frame.
-    let first = js(&s, "return window.__liveloop.checksum('cli')");
-    std::thread::sleep(Duration::from_millis(400));
-    let second = js(&s, "return window.__liveloop.checksum('cli')");
+    // The remote tile's pixels change from frame to frame: a checksum is taken after the next
+    // draw each time one is asked for.
+    let checksum = || {
+        js(&s, "window.__liveloop.checksum('cli')");
+        std::thread::sleep(Duration::from_millis(300));
+        js(&s, "return window.__liveloop.checksum('cli')")
+    };
+    let (first, second) = (checksum(), checksum());
+    assert!(
+        first.is_u64() && second.is_u64(),
+        "no checksum: {first} {second}"
+    );
     assert_ne!(first, second, "the remote picture does not move");
     // The CLI talks (the app's own microphone is synthetic speech too): someone is marked as
     // the active speaker.
