@@ -28,20 +28,7 @@ use liveloop_signal::rooms::{RoomClient, SignalEvent};
 use tokio::sync::mpsc;
 
 async fn start_server(rooms_port: u16) -> Embedded {
-    for _ in 0..100 {
-        if let Ok(e) = embedded::start(
-            Ipv4Addr::LOCALHOST.into(),
-            (0, rooms_port),
-            MatchmakingConfig::default(),
-            RoomsConfig::default(),
-        )
-        .await
-        {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("could not (re)start the room server on port {rooms_port}");
+    liveloop_e2e::start_servers_on(rooms_port).await
 }
 
 /// One participant: a signaling client and, once the other member shows up, a peer.

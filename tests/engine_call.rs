@@ -72,20 +72,7 @@ fn config(name: &str) -> EngineConfig {
 }
 
 async fn server_on(rooms_port: u16) -> Embedded {
-    for _ in 0..100 {
-        if let Ok(e) = embedded::start(
-            Ipv4Addr::LOCALHOST.into(),
-            (0, rooms_port),
-            MatchmakingConfig::default(),
-            RoomsConfig::default(),
-        )
-        .await
-        {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("could not (re)start the server on port {rooms_port}");
+    liveloop_e2e::start_servers_on(rooms_port).await
 }
 
 fn join(url: &str, room: &str, id: &str, camera: SyntheticCamera) -> Client {

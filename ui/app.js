@@ -310,7 +310,7 @@ function renderStats() {
 }
 
 function onCallEvent(ev) {
-  switch (ev.type) {
+  switch (ev.event) {
     case "state":
       call.state = ev.state;
       renderState();
@@ -320,21 +320,21 @@ function onCallEvent(ev) {
     case "joined":
       call.me = ev.id || call.me;
       break;
-    case "peerJoined":
+    case "peer_joined":
       call.peers.set(ev.id, { ...(call.peers.get(ev.id) ?? {}), name: ev.name || call.peers.get(ev.id)?.name || "" });
       tileFor(ev.id);
       renderTile(ev.id);
       break;
-    case "peerConnected":
+    case "peer_connected":
       tileFor(ev.id);
       renderTile(ev.id);
       break;
-    case "peerLeft":
+    case "peer_left":
       if (call.peers.get(ev.id)?.name) toast(`${call.peers.get(ev.id).name} left`);
       call.peers.delete(ev.id);
       removeTile(ev.id);
       break;
-    case "peerState":
+    case "peer_state":
       call.peers.set(ev.id, { name: ev.name, muted: ev.muted, cameraOff: ev.cameraOff });
       tileFor(ev.id);
       renderTile(ev.id);
@@ -349,7 +349,7 @@ function onCallEvent(ev) {
     case "speaking":
       for (const [id, t] of call.tiles) t.el.classList.toggle("speaking", id === ev.id);
       break;
-    case "testLatency":
+    case "test_latency":
       if (ev.videoMs != null) {
         $("round-trip").hidden = false;
         $("round-trip").textContent = `Round trip ${ev.videoMs} ms`;

@@ -10,7 +10,7 @@ use liveloop_engine::{
     Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, Media, join_room_with, random_chat,
 };
 use liveloop_media::{AudioSource, VideoSource};
-use serde_json::{Value, json};
+use serde_json::json;
 use tauri::{AppHandle, Emitter};
 use tokio::sync::Mutex;
 
@@ -227,33 +227,6 @@ fn stream_id(id: &str) -> u64 {
     })
 }
 
-/// One event as the UI sees it (frames and audio never go this way).
-fn event_json(ev: &EngineEvent) -> Option<Value> {
-    Some(match ev {
-        EngineEvent::State(s) => json!({"type": "state", "state": s.as_str()}),
-        EngineEvent::Joined { id } => json!({"type": "joined", "id": id}),
-        EngineEvent::PeerJoined { id, name } => {
-            json!({"type": "peerJoined", "id": id, "name": name})
-        }
-        EngineEvent::PeerConnected { id } => json!({"type": "peerConnected", "id": id}),
-        EngineEvent::PeerLeft { id } => json!({"type": "peerLeft", "id": id}),
-        EngineEvent::PeerState {
-            id,
-            name,
-            muted,
-            camera_off,
-        } => {
-            json!({"type": "peerState", "id": id, "name": name, "muted": muted, "cameraOff": camera_off})
-        }
-        EngineEvent::Chat { from, text } => json!({"type": "chat", "from": from, "text": text}),
-        EngineEvent::Stats(stats) => json!({"type": "stats", "peers": stats.peers}),
-        EngineEvent::Error { kind, message } => {
-            json!({"type": "error", "kind": kind.as_str(), "message": message})
-        }
-        _ => return None,
-    })
-}
-
 /// What starting a call tells the UI.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -450,7 +423,8 @@ async fn forward(
                         round_trips.sort_unstable();
                         let median = round_trips.get(round_trips.len() / 2).copied();
                         round_trips.clear();
-                        let _ = app.emit("call", json!({"type": "testLatency", "videoMs": median}));
+                        let _ =
+                            app.emit("call", json!({"event": "test_latency", "videoMs": median}));
                     }
                 }
                 continue;
@@ -470,7 +444,7 @@ async fn forward(
                         .map(|(id, _)| id);
                     if loudest != speaking {
                         speaking = loudest;
-                        let _ = app.emit("call", json!({"type": "speaking", "id": speaking}));
+                        let _ = app.emit("call", json!({"event": "speaking", "id": speaking}));
                     }
                 }
                 continue;
@@ -478,7 +452,7 @@ async fn forward(
             EngineEvent::PeerLeft { id } => hub.clear(id),
             _ => {}
         }
-        if let Some(json) = event_json(&ev) {
+        if let Some(json) = ev.to_json() {
             let _ = app.emit("call", json);
         }
     }

@@ -64,6 +64,16 @@ fn display_name(state: &AppState) -> String {
     }
 }
 
+/// Starts a call as the user set up in Settings (name, devices).
+async fn start(app: AppHandle, state: &AppState, how: Start) -> Result<CallStarted, AppError> {
+    let name = display_name(state);
+    let devices = devices(state);
+    state
+        .calls
+        .start(app, state.video.clone(), name, devices, how)
+        .await
+}
+
 /// Joins a room by link (or by name on our room server).
 #[tauri::command]
 pub async fn call_join(
@@ -75,20 +85,8 @@ pub async fn call_join(
     let ws_url = link
         .server
         .unwrap_or_else(|| call::rooms_ws_url(&state.servers.rooms_url));
-    let name = display_name(&state);
-    state
-        .calls
-        .start(
-            app,
-            state.video.clone(),
-            name,
-            devices(&state),
-            Start::Room {
-                ws_url,
-                room: link.room,
-            },
-        )
-        .await
+    let room = link.room;
+    start(app, &state, Start::Room { ws_url, room }).await
 }
 
 /// Creates a new room on our room server and joins it.
@@ -98,18 +96,8 @@ pub async fn call_create(
     state: State<'_, AppState>,
 ) -> Result<CallStarted, AppError> {
     let ws_url = call::rooms_ws_url(&state.servers.rooms_url);
-    let name = display_name(&state);
     let room = call::new_room_name();
-    state
-        .calls
-        .start(
-            app,
-            state.video.clone(),
-            name,
-            devices(&state),
-            Start::Room { ws_url, room },
-        )
-        .await
+    start(app, &state, Start::Room { ws_url, room }).await
 }
 
 /// A test call: your own video and voice through the real encode → network → decode path
@@ -120,17 +108,7 @@ pub async fn call_test(
     state: State<'_, AppState>,
 ) -> Result<CallStarted, AppError> {
     let ws_url = call::rooms_ws_url(&state.servers.rooms_url);
-    let name = display_name(&state);
-    state
-        .calls
-        .start(
-            app,
-            state.video.clone(),
-            name,
-            devices(&state),
-            Start::Test { ws_url },
-        )
-        .await
+    start(app, &state, Start::Test { ws_url }).await
 }
 
 /// Starts random chat on the matchmaking server.
@@ -140,20 +118,8 @@ pub async fn call_random(
     state: State<'_, AppState>,
 ) -> Result<CallStarted, AppError> {
     let url = state.servers.matchmaking_url.clone();
-    let name = display_name(&state);
-    state
-        .calls
-        .start(
-            app,
-            state.video.clone(),
-            name,
-            devices(&state),
-            Start::Random {
-                url,
-                image: avatar(&state),
-            },
-        )
-        .await
+    let image = avatar(&state);
+    start(app, &state, Start::Random { url, image }).await
 }
 
 #[tauri::command]

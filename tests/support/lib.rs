@@ -223,3 +223,28 @@ pub async fn next_event<T>(
     .await;
     found.unwrap_or_else(|_| panic!("timed out after {timeout:?} waiting for {what}"))
 }
+
+/// Both signaling services on loopback with the room service on `rooms_port` (0: any), retrying
+/// while a previous instance still holds the port (a restart in a test).
+///
+/// # Panics
+/// When the port stays taken for 5 s.
+pub async fn start_servers_on(rooms_port: u16) -> liveloop_server::embedded::Embedded {
+    for _ in 0..100 {
+        if let Ok(e) = liveloop_server::embedded::start(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            (0, rooms_port),
+            liveloop_server::matchmaking::MatchmakingConfig::default(),
+            liveloop_server::rooms::RoomsConfig::default(),
+        )
+        .await
+        {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    #[allow(clippy::panic)] // test support: failing loudly is the point
+    {
+        panic!("could not (re)start the servers on port {rooms_port}");
+    }
+}

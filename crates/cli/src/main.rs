@@ -148,45 +148,9 @@ fn audio_source(spec: &str) -> Result<Option<Box<dyn AudioSource>>> {
     liveloop_media::spec::audio_source(spec).with_context(|| format!("--audio {spec}"))
 }
 
+/// The JSON line for an event; audio is summarised once a second instead (see `AudioMeter`).
 fn event_json(ev: &EngineEvent) -> Option<serde_json::Value> {
-    Some(match ev {
-        EngineEvent::State(s) => json!({"event": "state", "state": s.as_str()}),
-        EngineEvent::Joined { id } => json!({"event": "joined", "id": id}),
-        EngineEvent::PeerJoined { id, name } => {
-            json!({"event": "peer_joined", "id": id, "name": name})
-        }
-        EngineEvent::PeerConnected { id } => json!({"event": "peer_connected", "id": id}),
-        EngineEvent::PeerLeft { id } => json!({"event": "peer_left", "id": id}),
-        EngineEvent::PeerState {
-            id,
-            name,
-            muted,
-            camera_off,
-        } => {
-            json!({"event": "peer_state", "id": id, "name": name, "muted": muted, "cameraOff": camera_off})
-        }
-        EngineEvent::Chat { from, text } => json!({"event": "chat", "from": from, "text": text}),
-        EngineEvent::FrameDecoded {
-            from,
-            frame,
-            stamp,
-            decoded_ms,
-            shown_ms,
-        } => {
-            let latency = stamp.map(|s| decoded_ms.wrapping_sub(s.capture_ms));
-            let shown = stamp.map(|s| shown_ms.wrapping_sub(s.capture_ms));
-            json!({
-                "event": "frame", "from": from, "width": frame.width, "height": frame.height,
-                "stamp": stamp.map(|s| s.number), "latency_ms": latency, "shown_latency_ms": shown,
-            })
-        }
-        EngineEvent::Stats(stats) => json!({"event": "stats", "peers": stats.peers}),
-        EngineEvent::Error { kind, message } => {
-            json!({"event": "error", "kind": kind.as_str(), "message": message})
-        }
-        // Audio is summarised once a second (see `AudioMeter`).
-        _ => return None,
-    })
+    ev.to_json()
 }
 
 /// One second of a participant's audio, summarised.

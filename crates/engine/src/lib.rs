@@ -223,6 +223,55 @@ pub enum EngineEvent {
     },
 }
 
+impl EngineEvent {
+    /// The event as one JSON object with an `event` field, as the CLI prints it and the app's
+    /// UI receives it. Audio has no JSON form (`None`); a frame gives its size, stamp and
+    /// latencies, not its pixels.
+    #[must_use]
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        use serde_json::json;
+        Some(match self {
+            Self::State(s) => json!({"event": "state", "state": s.as_str()}),
+            Self::Joined { id } => json!({"event": "joined", "id": id}),
+            Self::PeerJoined { id, name } => {
+                json!({"event": "peer_joined", "id": id, "name": name})
+            }
+            Self::PeerConnected { id } => json!({"event": "peer_connected", "id": id}),
+            Self::PeerLeft { id } => json!({"event": "peer_left", "id": id}),
+            Self::PeerState {
+                id,
+                name,
+                muted,
+                camera_off,
+            } => json!({
+                "event": "peer_state", "id": id, "name": name, "muted": muted,
+                "cameraOff": camera_off,
+            }),
+            Self::Chat { from, text } => json!({"event": "chat", "from": from, "text": text}),
+            Self::FrameDecoded {
+                from,
+                frame,
+                stamp,
+                decoded_ms,
+                shown_ms,
+            } => {
+                let latency = stamp.map(|s| decoded_ms.wrapping_sub(s.capture_ms));
+                let shown = stamp.map(|s| shown_ms.wrapping_sub(s.capture_ms));
+                json!({
+                    "event": "frame", "from": from, "width": frame.width, "height": frame.height,
+                    "stamp": stamp.map(|s| s.number), "latency_ms": latency,
+                    "shown_latency_ms": shown,
+                })
+            }
+            Self::Stats(stats) => json!({"event": "stats", "peers": stats.peers}),
+            Self::Error { kind, message } => {
+                json!({"event": "error", "kind": kind.as_str(), "message": message})
+            }
+            Self::AudioPlayout { .. } => return None,
+        })
+    }
+}
+
 /// The handle the application holds.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
