@@ -218,3 +218,57 @@ async fn bad_signaling_is_an_error_not_a_panic() {
     assert!(peer.add_candidate(&serde_json::Value::Null).await.is_ok());
     peer.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_renegotiates_and_media_keeps_flowing() {
+    let (a, mut b) = connected_pair(false).await;
+    // What the engine does when a connection fails: the impolite side restarts ICE and
+    // re-offers; the relay applies the new offer and answer (it panics on an error).
+    a.peer.restart_ice().await.unwrap();
+    let cam = SyntheticCamera::new(320, 180, 30.0);
+    let mut enc = H264Encoder::new(H264Config {
+        bitrate_bps: 500_000,
+        fps: 30.0,
+    })
+    .unwrap();
+    let sender = a.peer.clone();
+    let send = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(33));
+        for n in 0..90u64 {
+            tick.tick().await;
+            let au = enc.encode(&cam.render(n, n * 33_000)).unwrap();
+            // Sends during the renegotiation may fail; the later ones must arrive.
+            let _ = sender
+                .send_video(Bytes::from(au.data), Duration::from_micros(33_333))
+                .await;
+        }
+    });
+    let mut dec = H264Decoder::new().unwrap();
+    let mut stamped = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stamped < 30 {
+            match b.events.recv().await.expect("event stream ended") {
+                PeerEvent::Video { access_unit, .. } => {
+                    if let Ok(Some(frame)) = dec.decode(&access_unit)
+                        && read_stamp(&frame).is_some()
+                    {
+                        stamped += 1;
+                    }
+                }
+                PeerEvent::Connection(ConnectionState::Failed | ConnectionState::Closed) => {
+                    panic!("the connection broke during the ICE restart")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("frames after the ICE restart");
+    send.await.unwrap();
+    a.peer.send_chat("after restart").await.unwrap();
+    wait_for(
+        &mut b.events,
+        |e| matches!(e, PeerEvent::Chat(t) if t == "after restart"),
+    )
+    .await;
+}
