@@ -236,6 +236,11 @@ async fn an_ice_restart_renegotiates_and_media_keeps_flowing() {
         let mut tick = tokio::time::interval(Duration::from_millis(33));
         for n in 0..90u64 {
             tick.tick().await;
+            // Frames sent while the restart settles may be lost; a keyframe every ten frames
+            // stands in for the engine's answer to the receiver's keyframe requests.
+            if n % 10 == 0 {
+                enc.request_keyframe();
+            }
             let au = enc.encode(&cam.render(n, n * 33_000)).unwrap();
             // Sends during the renegotiation may fail; the later ones must arrive.
             let _ = sender
