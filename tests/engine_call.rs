@@ -309,7 +309,18 @@ async fn mute_camera_and_hang_up_leave_no_tasks_or_threads() {
         |e| matches!(e, EngineEvent::PeerState { id, muted: true, .. } if id == "ann"),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What was in flight (and the jitter buffer's concealment after it) plays out first: wait
+    // for 300 ms of silence, then nothing may be heard for a second.
+    let mut quiet = 0;
+    b.until("ann's audio to fall silent", |e| {
+        if let EngineEvent::AudioPlayout { from, pcm } = e
+            && from == "ann"
+        {
+            quiet = if rms(pcm) > 0.001 { 0 } else { quiet + 1 };
+        }
+        quiet >= 15
+    })
+    .await;
     let (loud, _) = loud_frames(&mut b, "ann", Duration::from_secs(1)).await;
     assert_eq!(loud, 0, "speech from ann while muted");
     // Camera off: ben sees it and gets no frames; video and audio come back afterwards.
@@ -319,7 +330,8 @@ async fn mute_camera_and_hang_up_leave_no_tasks_or_threads() {
         |e| matches!(e, EngineEvent::PeerState { id, camera_off: true, .. } if id == "ann"),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Frames already on their way (held for lip sync, at most 300 ms) arrive first.
+    let _ = loud_frames(&mut b, "ann", Duration::from_millis(500)).await;
     let (_, frames) = loud_frames(&mut b, "ann", Duration::from_secs(1)).await;
     assert_eq!(frames, 0, "frames from ann with the camera off");
     a.send(Command::SetMuted(false)).await;
