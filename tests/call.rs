@@ -21,8 +21,6 @@ use liveloop_media::synthetic::{SyntheticCamera, read_stamp};
 use liveloop_proto::rooms::RelayKind;
 use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
 use liveloop_server::embedded::{self, Embedded};
-use liveloop_server::matchmaking::MatchmakingConfig;
-use liveloop_server::rooms::RoomsConfig;
 use liveloop_signal::matchmaking::{MatchClient, MatchEvent};
 use liveloop_signal::rooms::{RoomClient, SignalEvent};
 use tokio::sync::mpsc;
@@ -310,14 +308,7 @@ async fn next_match_event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_chat_through_the_matchmaking_server() {
-    let server = embedded::start(
-        Ipv4Addr::LOCALHOST.into(),
-        (0, 0),
-        MatchmakingConfig::default(),
-        RoomsConfig::default(),
-    )
-    .await
-    .unwrap();
+    let server = embedded::start_loopback().await.unwrap();
     let url = server.matchmaking_url();
     let (mut ada, mut bob) = tokio::join!(random_chat(&url, "Ada"), async {
         tokio::time::sleep(Duration::from_millis(100)).await;

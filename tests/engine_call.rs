@@ -19,7 +19,7 @@ use liveloop_e2e::{free_port, next_event};
 use liveloop_engine::{
     Command, EngineConfig, EngineEvent, EngineHandle, Media, State, join_room, random_chat,
 };
-use liveloop_media::quality::{aligned_correlation, psnr};
+use liveloop_media::quality::{aligned_correlation, psnr, rms};
 use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice, find_marks};
 use liveloop_server::embedded::{self, Embedded};
 use liveloop_server::matchmaking::MatchmakingConfig;
@@ -91,10 +91,6 @@ fn join(url: &str, room: &str, id: &str, camera: SyntheticCamera) -> Client {
         handle,
         events,
     }
-}
-
-fn rms(pcm: &[f32]) -> f32 {
-    (pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32).sqrt()
 }
 
 /// What one side received from the other over the measured window.

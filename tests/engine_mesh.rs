@@ -11,15 +11,13 @@
 )]
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use liveloop_e2e::next_event;
 use liveloop_engine::{Command, EngineConfig, EngineEvent, EngineHandle, State, join_room};
+use liveloop_media::quality::rms;
 use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice};
 use liveloop_server::embedded;
-use liveloop_server::matchmaking::MatchmakingConfig;
-use liveloop_server::rooms::RoomsConfig;
 use tokio::sync::mpsc;
 
 struct Client {
@@ -38,20 +36,9 @@ async fn until(c: &mut Client, what: &str, pred: impl FnMut(&EngineEvent) -> boo
     .await;
 }
 
-fn rms(pcm: &[f32]) -> f32 {
-    (pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32).sqrt()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_members_form_a_mesh_with_chat_mute_camera_and_leave() {
-    let server = embedded::start(
-        Ipv4Addr::LOCALHOST.into(),
-        (0, 0),
-        MatchmakingConfig::default(),
-        RoomsConfig::default(),
-    )
-    .await
-    .unwrap();
+    let server = embedded::start_loopback().await.unwrap();
     let url = format!("ws://{}/ws", server.rooms);
     let mut clients = Vec::new();
     for id in ["ann", "ben", "cat", "dan"] {

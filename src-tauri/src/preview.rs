@@ -64,9 +64,8 @@ impl Preview {
                         if audio.read(&mut block).is_err() {
                             break;
                         }
-                        let rms =
-                            (block.iter().map(|s| s * s).sum::<f32>() / block.len() as f32).sqrt();
-                        let db = 20.0 * rms.max(1e-5).log10();
+                        let level = liveloop_media::quality::rms(&block);
+                        let db = 20.0 * level.max(1e-5).log10();
                         let _ = app.emit("level", db);
                         next += Duration::from_millis(50);
                         if let Some(wait) = next.checked_duration_since(Instant::now()) {

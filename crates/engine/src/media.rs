@@ -67,10 +67,7 @@ pub(crate) fn start_video(
     stamp: bool,
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
-) -> (
-    broadcast::Sender<EncodedVideo>,
-    Option<std::thread::JoinHandle<()>>,
-) {
+) -> broadcast::Sender<EncodedVideo> {
     let (tx, _) = broadcast::channel(8);
     let out = tx.clone();
     let spawned = std::thread::Builder::new()
@@ -167,13 +164,10 @@ pub(crate) fn start_video(
                 }
             }
         });
-    match spawned {
-        Ok(join) => (tx, Some(join)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the video thread");
-            (tx, None)
-        }
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the video thread");
     }
+    tx
 }
 
 /// The capture-and-encode thread for audio: 20 ms Opus frames; while muted nothing is sent.
@@ -182,10 +176,7 @@ pub(crate) fn start_audio(
     swap: std::sync::mpsc::Receiver<Box<dyn AudioSource>>,
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
-) -> (
-    broadcast::Sender<Bytes>,
-    Option<std::thread::JoinHandle<()>>,
-) {
+) -> broadcast::Sender<Bytes> {
     let (tx, _) = broadcast::channel(16);
     let out = tx.clone();
     let spawned = std::thread::Builder::new()
@@ -232,13 +223,10 @@ pub(crate) fn start_audio(
                 }
             }
         });
-    match spawned {
-        Ok(join) => (tx, Some(join)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the audio thread");
-            (tx, None)
-        }
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the audio thread");
     }
+    tx
 }
 
 /// Counters a decoder thread keeps for the stats.
@@ -292,10 +280,7 @@ pub(crate) fn start_decoder(
     counters: Arc<DecodeCounters>,
     keyframe_needed: Arc<AtomicBool>,
     sync: Arc<SyncState>,
-) -> (
-    std::sync::mpsc::Sender<(u32, Bytes)>,
-    Option<std::thread::JoinHandle<()>>,
-) {
+) -> std::sync::mpsc::Sender<(u32, Bytes)> {
     let (tx, rx) = std::sync::mpsc::channel::<(u32, Bytes)>();
     let spawned = std::thread::Builder::new()
         .name(format!("decode-{from}"))
@@ -352,11 +337,8 @@ pub(crate) fn start_decoder(
                 }
             }
         });
-    match spawned {
-        Ok(join) => (tx, Some(join)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a decoder thread");
-            (tx, None)
-        }
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a decoder thread");
     }
+    tx
 }

@@ -83,7 +83,7 @@ pub(crate) fn start(
     let (video_swap, video_swap_rx) = std::sync::mpsc::channel();
     let (audio_swap, audio_swap_rx) = std::sync::mpsc::channel();
     let has_video = media_in.video.is_some();
-    let (encoded, _) = media::start_video(
+    let encoded = media::start_video(
         media_in.video,
         video_swap_rx,
         config.bitrate_bps,
@@ -92,7 +92,7 @@ pub(crate) fn start(
         flags.clone(),
         events.clone(),
     );
-    let (encoded_audio, _) =
+    let encoded_audio =
         media::start_audio(media_in.audio, audio_swap_rx, flags.clone(), events.clone());
     let runner = Runner {
         config,
@@ -483,7 +483,7 @@ impl Runner {
         let counters = Arc::new(DecodeCounters::default());
         let keyframe_needed = Arc::new(AtomicBool::new(false));
         let sync = Arc::new(SyncState::default());
-        let (decoder, _) = media::start_decoder(
+        let decoder = media::start_decoder(
             other.clone(),
             self.events.clone(),
             counters.clone(),

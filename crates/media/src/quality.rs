@@ -25,6 +25,12 @@ pub fn psnr(a: &VideoFrame, b: &VideoFrame) -> f64 {
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
+/// Root mean square of `samples` (0 for none): a level to tell speech from silence.
+#[must_use]
+pub fn rms(samples: &[f32]) -> f32 {
+    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
+}
+
 /// The delay (in samples) at which `received` best matches `reference`, searched in
 /// `0..=max_delay`, and the normalised correlation there.
 #[must_use]
