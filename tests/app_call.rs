@@ -75,8 +75,15 @@ fn js(s: &Session, script: &str) -> Value {
     s.execute(script, &[]).unwrap()
 }
 
+/// Clicks `css` like a user. WebKitWebDriver now and then answers "element not interactable"
+/// while the layout is changing (a view just swapped); the click is retried for up to 2 s.
 fn click(s: &Session, css: &str) {
-    s.click(&s.find(css).unwrap()).unwrap();
+    wait_for(
+        &format!("{css} to take a click"),
+        Duration::from_secs(2),
+        || s.click(&s.find(css).ok()?).ok(),
+    )
+    .unwrap();
 }
 
 fn shot(s: &Session, name: &str) {
