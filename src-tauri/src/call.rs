@@ -99,6 +99,25 @@ pub fn parse_link(text: &str) -> Result<RoomLink, AppError> {
     Err(bad("not a LiveLoop link or room name"))
 }
 
+/// The link a user shares for a room: `http(s)://host/r/<room>` when the room server is at the
+/// usual `/ws` path, so that whoever opens it gets the browser client (which offers "Open in
+/// the LiveLoop app") and the app accepts it too; `liveloop://join/…` otherwise.
+#[must_use]
+pub fn share_link(ws_url: &str, room: &str) -> String {
+    let web = ws_url
+        .strip_suffix("/ws")
+        .and_then(|base| {
+            base.strip_prefix("wss://")
+                .map(|h| format!("https://{h}"))
+                .or_else(|| base.strip_prefix("ws://").map(|h| format!("http://{h}")))
+        })
+        .filter(|base| !base.contains(['?', '#']));
+    match web {
+        Some(base) => format!("{base}/r/{room}"),
+        None => format!("liveloop://join/{room}?server={ws_url}"),
+    }
+}
+
 /// `http://host:port` (the room service's base URL) → `ws://host:port/ws`.
 #[must_use]
 pub fn rooms_ws_url(base: &str) -> String {
@@ -300,7 +319,7 @@ impl Calls {
         let (handle, events, mut started) = match start {
             Start::Room { ws_url, room } => {
                 let me = member_id(&name);
-                let link = format!("liveloop://join/{room}?server={ws_url}");
+                let link = share_link(&ws_url, &room);
                 let (h, e) = join_room_with(config, ws_url, room.clone(), me.clone(), media)
                     .map_err(|e| AppError::Call(e.to_string()))?;
                 let started = CallStarted {
@@ -462,6 +481,26 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_links_open_the_browser_client_and_parse_back() {
+        for (ws, want) in [
+            ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080/r/team"),
+            ("wss://calls.example/ws", "https://calls.example/r/team"),
+            (
+                "wss://calls.example/signal",
+                "liveloop://join/team?server=wss://calls.example/signal",
+            ),
+        ] {
+            let link = share_link(ws, "team");
+            assert_eq!(link, want);
+            let back = parse_link(&link).ok();
+            assert_eq!(
+                back.map(|l| (l.room, l.server)),
+                Some(("team".into(), Some(ws.into())))
+            );
+        }
+    }
 
     #[test]
     fn links_in_every_form() {

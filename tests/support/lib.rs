@@ -11,6 +11,8 @@
 )]
 
 pub mod app;
+pub mod browser;
+pub mod cli_peer;
 pub mod rooms_client;
 pub mod sio_client;
 pub mod webdriver;
@@ -21,6 +23,12 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// Locks a mutex, taking the data even if a panicking thread poisoned it (test helpers only
+/// push and read).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The cargo target profile folder the running test was built into (e.g. `target/debug`).
 ///

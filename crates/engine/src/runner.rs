@@ -350,7 +350,7 @@ impl Runner {
                     name,
                 })
                 .await;
-                self.add_member(id, polite, peer_tx).await;
+                self.add_member(id, polite, !polite, peer_tx).await;
             }
             SessionEvent::PeerLeft { id }
                 if self.mode == Mode::Room
@@ -371,6 +371,23 @@ impl Runner {
                 }
             }
             SessionEvent::Description { from, payload } => {
+                let is_offer = payload.get("type").and_then(|t| t.as_str()) == Some("offer");
+                if !self.members.contains_key(&from)
+                    && is_offer
+                    && self.mode == Mode::Room
+                    && self.ready
+                {
+                    // A member calls us again after a hang-up (a browser's callPeer): take the
+                    // call, with the politeness both sides derive from the ids. The server
+                    // relays only between members of our room.
+                    let polite = self.me > from;
+                    self.emit(EngineEvent::PeerJoined {
+                        id: from.clone(),
+                        name: None,
+                    })
+                    .await;
+                    self.add_member(from.clone(), polite, false, peer_tx).await;
+                }
                 let Some(m) = self.members.get(&from) else {
                     return;
                 };
@@ -424,6 +441,7 @@ impl Runner {
         &mut self,
         other: String,
         polite: bool,
+        make_offer: bool,
         peer_tx: &mpsc::Sender<(String, PeerEvent)>,
     ) {
         if let Some(m) = self.members.get_mut(&other) {
@@ -490,7 +508,7 @@ impl Runner {
             keyframe_needed.clone(),
             sync.clone(),
         );
-        if !polite && let Err(e) = peer.start_offer().await {
+        if make_offer && let Err(e) = peer.start_offer().await {
             self.error(ErrorKind::Signaling, format!("offer to {other}: {e}"))
                 .await;
         }

@@ -34,8 +34,9 @@ fn block_size(width: u32) -> u32 {
 }
 
 fn crc8(bytes: &[u8]) -> u8 {
-    // CRC-8/ATM (polynomial 0x07).
-    let mut crc = 0u8;
+    // CRC-8 with polynomial 0x07 and a non-zero start, so that a blank (all-dark or all-light)
+    // corner of someone else's video never reads as a valid stamp.
+    let mut crc = 0x5Au8;
     for &b in bytes {
         crc ^= b;
         for _ in 0..8 {
@@ -384,6 +385,13 @@ mod tests {
         assert_eq!(read_stamp(&f), None);
         let small = SyntheticCamera::new(320, 180, 30.0).render(7, 1000);
         assert_eq!(read_stamp(&small).map(|s| s.number), Some(7));
+        // Someone else's video with a plain corner (a browser's fake camera is dark there)
+        // carries no stamp.
+        for luma in [0u8, 16, 128, 235, 255] {
+            let mut plain = cam.render(1, 1000);
+            plain.data.fill(luma);
+            assert_eq!(read_stamp(&plain), None, "plain frame of luma {luma}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod addr;
 pub mod embedded;
 pub mod matchmaking;
 pub mod rooms;
+pub mod web;
 
 pub use addr::ListenAddr;
 

@@ -164,9 +164,13 @@ impl RoomsService {
         }))
     }
 
-    /// The routes: `/healthz`, `/ws`, `/config.js`, `/api/rtc-config`, `/api/stats`.
+    /// The routes: `/healthz`, `/ws`, `/config.js`, `/api/rtc-config`, `/api/stats`, and the
+    /// browser client: `/`, `/r/<room>`, `/styles.css`, `/app.js`, `/app.*.js`.
     pub fn router(&self) -> Router {
         Router::new()
+            .route("/", get(crate::web::index))
+            .route("/r/{room}", get(crate::web::room))
+            .route("/{file}", get(crate::web::file))
             .route("/healthz", get(|| async { "ok" }))
             .route("/ws", get(ws_handler))
             .route("/config.js", get(config_js))

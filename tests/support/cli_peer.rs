@@ -1,0 +1,104 @@
+//! A native peer for interop tests: `liveloop-cli` in its own process, its JSON-line events
+//! readable as they come and all together at the end.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::{ChildGuard, workspace_bin};
+
+/// A running `liveloop-cli`.
+#[derive(Debug)]
+pub struct CliPeer {
+    pub name: String,
+    pub events: mpsc::UnboundedReceiver<Value>,
+    all: Arc<Mutex<Vec<Value>>>,
+    child: ChildGuard,
+}
+
+impl CliPeer {
+    /// Starts `liveloop-cli <args>`; its stderr goes to `<artifacts>/<name>.stderr.log`.
+    ///
+    /// # Errors
+    /// When the binary is missing.
+    pub fn spawn(name: &str, args: &[&str]) -> Result<Self> {
+        let log =
+            std::fs::File::create(crate::artifacts_dir()?.join(format!("{name}.stderr.log")))?;
+        let mut cmd = Command::new(workspace_bin("liveloop-cli")?);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .env("RUST_LOG", "error");
+        let mut child = ChildGuard::spawn(name, &mut cmd)?;
+        let stdout = child.child.stdout.take().context("no stdout")?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let all: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let keep = all.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    crate::lock(&keep).push(v.clone());
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            events,
+            all,
+            child,
+        })
+    }
+
+    /// Waits for an event matching `pred`.
+    pub async fn next(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        crate::next_event(
+            &mut self.events,
+            &format!("{}: {what}", self.name),
+            timeout,
+            pred,
+        )
+        .await
+    }
+
+    /// Every event so far.
+    #[must_use]
+    pub fn all(&self) -> Vec<Value> {
+        crate::lock(&self.all).clone()
+    }
+
+    /// Waits for the process to end by itself (`--seconds`) and returns every event; the last
+    /// is the summary.
+    ///
+    /// # Errors
+    /// When it does not end within `timeout` or fails.
+    pub async fn finish(mut self, timeout: Duration) -> Result<Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.child.try_wait()? {
+                break status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{} did not end within {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Let the reader take the last lines.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !status.success() {
+            bail!("{} failed ({status}); see its stderr log", self.name);
+        }
+        Ok(self.all())
+    }
+}
