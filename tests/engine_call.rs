@@ -131,9 +131,13 @@ fn speech_correlation(received: &[f32]) -> Vec<f64> {
     let (k0, c0) = (0..40u64)
         .map(|k| window(k, onset))
         .fold((0, f64::MIN), |best, w| if w.1 > best.1 { w } else { best });
+    // Each later second is found by its own timing mark: the jitter buffer may stretch or
+    // skip 20 ms now and then (that is timing, not speech quality), which would move a window
+    // placed by counting seconds from the first mark.
     let mut out = vec![c0];
-    for w in 1.. {
-        let (_, c) = window(k0 + w as u64, onset + w * SEC);
+    for &m in marks.iter().filter(|m| **m > onset + SEC / 2) {
+        let k = k0 + ((m - onset + SEC / 2) / SEC) as u64;
+        let (_, c) = window(k, m);
         if c.is_nan() {
             break;
         }
