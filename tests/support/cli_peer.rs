@@ -72,6 +72,12 @@ impl CliPeer {
         .await
     }
 
+    /// Kills the process at once (SIGKILL), as a crash or the OOM killer would.
+    pub fn kill(&mut self) {
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
+    }
+
     /// Every event so far.
     #[must_use]
     pub fn all(&self) -> Vec<Value> {

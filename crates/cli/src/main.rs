@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use liveloop_engine::echo::{EchoFeed, echo_media};
+use liveloop_engine::recording::{Recorder, RecordingOptions};
+use liveloop_engine::{AudioTap, FrameTap};
 use liveloop_engine::{
     Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State, join_room_with,
     random_chat,
@@ -23,6 +25,7 @@ use liveloop_engine::{
 use liveloop_media::VideoFormat;
 use liveloop_media::{AudioSource, VideoSource};
 use serde_json::json;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,7 +77,8 @@ struct Opts {
     /// Video: `synthetic[:WxH@FPS]`, a .y4m file, `camera[:ID]` or `none`.
     #[arg(long, default_value = "synthetic:640x360@30")]
     video: String,
-    /// Audio: `synthetic`, `tone`, `silence`, a .wav file, `mic` or `none`.
+    /// Audio: `synthetic`, `synthetic:clock` (its timing marks on whole seconds of the wall
+    /// clock), `tone`, `silence`, a .wav file, `mic` or `none`.
     #[arg(long, default_value = "synthetic")]
     audio: String,
     /// Be an echo peer: send back the video and audio received (replaces --video/--audio).
@@ -95,9 +99,18 @@ struct Opts {
     /// Give up when the server has not let us in after this many seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
-    /// Record what each participant sends into this folder (`<id>.y4m` and `<id>.wav`).
+    /// Record what each participant sends into this folder (`<id>.y4m` and `<id>.wav`), raw,
+    /// for editing and measurement.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Record the call as you see and hear it into this Matroska file: everyone in a gallery
+    /// (1280x720, H.264) and everyone's audio mixed, yours included (Opus). Recording runs
+    /// from joining until the client leaves; the file stays playable if the process is killed.
+    #[arg(long, value_name = "FILE.mkv")]
+    record_call: Option<PathBuf>,
+    /// With --record-call: also write each participant's audio as `<file>.<id>.wav`.
+    #[arg(long, requires = "record_call")]
+    record_separate: bool,
     /// Video bitrate in kbit/s.
     #[arg(long, default_value_t = 1500)]
     bitrate: u32,
@@ -281,11 +294,28 @@ async fn main() -> Result<()> {
             opts,
         } => (opts, Mode::Random { server, next_after }),
     };
+    let call_recorder = match &opts.record_call {
+        Some(path) => {
+            let title = match &mode {
+                Mode::Room { room, .. } => format!("LiveLoop call in {room}"),
+                Mode::Random { .. } => "LiveLoop random chat".to_owned(),
+            };
+            let mut options = RecordingOptions::new(path.clone(), title);
+            options.separate_audio = opts.record_separate;
+            Some(Recorder::start(options).context("cannot start recording")?)
+        }
+        None => None,
+    };
+    let feed = call_recorder.as_ref().map(Recorder::feeder);
     let config = EngineConfig {
         name: opts.name.clone(),
         bitrate_bps: opts.bitrate.saturating_mul(1000),
         stats_interval: opts.stats.then_some(Duration::from_secs(1)),
         ice_servers: ice_servers(opts.rtc_config.as_deref())?,
+        local_preview: feed
+            .clone()
+            .map(|f| FrameTap(Arc::new(move |frame| f.local_frame(frame)))),
+        local_audio: feed.map(|f| AudioTap(Arc::new(move |pcm| f.local_audio(pcm)))),
         ..EngineConfig::default()
     };
     let (media, echo) = if opts.echo {
@@ -323,7 +353,27 @@ async fn main() -> Result<()> {
     if opts.muted {
         handle.send(Command::SetMuted(true)).await?;
     }
-    let result = run(&handle, &mut events, &opts, echo, next_after, started).await;
+    let result = run(
+        &handle,
+        &mut events,
+        &opts,
+        echo,
+        next_after,
+        started,
+        call_recorder.as_ref(),
+    )
+    .await;
+    if let Some(recorder) = call_recorder {
+        let done = recorder.stop().context("recording failed")?;
+        print(&json!({
+            "event": "call_recording",
+            "path": done.path,
+            "extra_files": done.extra_files,
+            "duration_ms": done.duration.as_millis() as u64,
+            "video_frames": done.video_frames,
+            "bytes": done.bytes,
+        }));
+    }
     handle.send(Command::Leave).await.ok();
     // Let the engine say goodbye (peers closed, room left) before the process ends.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -356,6 +406,7 @@ async fn run(
     echo: Option<EchoFeed>,
     next_after: Option<u64>,
     started: Instant,
+    call_recorder: Option<&Recorder>,
 ) -> Result<()> {
     let deadline = opts
         .seconds
@@ -413,6 +464,9 @@ async fn run(
         };
         if let Some(feed) = &echo {
             feed.on_event(&ev);
+        }
+        if let Some(r) = call_recorder {
+            r.on_event(&ev);
         }
         if let Some(r) = recorder.as_mut()
             && let Err(e) = r.on_event(&ev)

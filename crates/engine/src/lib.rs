@@ -2,6 +2,7 @@
 
 pub mod echo;
 mod media;
+pub mod recording;
 mod runner;
 pub mod stats;
 
@@ -42,6 +43,9 @@ pub struct EngineConfig {
     pub stats_interval: Option<Duration>,
     /// Sees every captured frame before it is encoded (the self-view).
     pub local_preview: Option<FrameTap>,
+    /// Hears every 20 ms of our own microphone that is sent (nothing while muted): the
+    /// recorder's own voice.
+    pub local_audio: Option<AudioTap>,
     /// Writes a frame-number and capture-time stamp into every frame sent (the synthetic
     /// camera's marks), so a frame that comes back (an echo peer) tells its round trip.
     pub stamp_outgoing: bool,
@@ -57,6 +61,19 @@ impl std::fmt::Debug for FrameTap {
     }
 }
 
+/// A callback that hears 20 ms of 48 kHz mono audio on a media thread; it must return quickly.
+#[derive(Clone)]
+pub struct AudioTap(pub Arc<AudioTapFn>);
+
+/// What an [`AudioTap`] calls.
+pub type AudioTapFn = dyn Fn(&[f32]) + Send + Sync;
+
+impl std::fmt::Debug for AudioTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AudioTap")
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
@@ -67,6 +84,7 @@ impl Default for EngineConfig {
             ice_servers: Vec::new(),
             stats_interval: Some(Duration::from_secs(1)),
             local_preview: None,
+            local_audio: None,
             stamp_outgoing: false,
         }
     }

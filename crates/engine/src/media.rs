@@ -176,6 +176,7 @@ pub(crate) fn start_audio(
     swap: std::sync::mpsc::Receiver<Box<dyn AudioSource>>,
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
+    tap: Option<crate::AudioTap>,
 ) -> broadcast::Sender<Bytes> {
     let (tx, _) = broadcast::channel(16);
     let out = tx.clone();
@@ -212,7 +213,13 @@ pub(crate) fn start_audio(
                     continue;
                 }
                 failing = false;
-                if flags.muted.load(Ordering::Relaxed) || out.receiver_count() == 0 {
+                if flags.muted.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Some(tap) = &tap {
+                    (tap.0)(&frame);
+                }
+                if out.receiver_count() == 0 {
                     continue;
                 }
                 match encoder.encode(&frame) {
@@ -245,6 +252,9 @@ pub(crate) struct SyncState {
     pub audio_lag: std::sync::Mutex<Option<(i64, Instant)>>,
     /// The last audio − video lag difference seen before holding (µs), for the stats.
     pub av_offset_us: std::sync::atomic::AtomicI64,
+    /// Until sender reports give both clocks: how long audio waits between arrival and
+    /// playout (the jitter buffer's delay plus a frame), and when audio last played.
+    pub audio_delay: std::sync::Mutex<Option<(Duration, Instant)>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -254,12 +264,17 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SyncState {
     /// How long to hold a frame with this RTP timestamp, decoded now.
     fn hold(&self, rtp_timestamp: u32) -> Duration {
-        let Some(video) = *lock(&self.video_map) else {
-            return Duration::ZERO;
-        };
-        // Audio that stopped (mute, camera-only senders) gives no clock to follow.
-        let Some((audio_lag, at)) = *lock(&self.audio_lag) else {
-            return Duration::ZERO;
+        let video = *lock(&self.video_map);
+        let audio = *lock(&self.audio_lag);
+        let (Some(video), Some((audio_lag, at))) = (video, audio) else {
+            // No sender reports yet (the first second of a call): assume audio and video left
+            // together and travel alike, so video waits as long as audio waits to play.
+            return match *lock(&self.audio_delay) {
+                Some((delay, at)) if at.elapsed() < Duration::from_secs(1) => {
+                    delay.min(Duration::from_millis(300))
+                }
+                _ => Duration::ZERO,
+            };
         };
         if at.elapsed() > Duration::from_secs(1) {
             return Duration::ZERO;

@@ -92,8 +92,13 @@ pub(crate) fn start(
         flags.clone(),
         events.clone(),
     );
-    let encoded_audio =
-        media::start_audio(media_in.audio, audio_swap_rx, flags.clone(), events.clone());
+    let encoded_audio = media::start_audio(
+        media_in.audio,
+        audio_swap_rx,
+        flags.clone(),
+        events.clone(),
+        config.local_audio.clone(),
+    );
     let runner = Runner {
         config,
         mode,
@@ -722,11 +727,13 @@ impl Runner {
                 let mut playback = lock(&m.playback);
                 let Playback { jitter, opus } = &mut *playback;
                 let step = jitter.pop(now);
-                if let Playout::Packet((ts, _)) = &step
-                    && let Some(map) = *lock(&m.sync.audio_map)
-                {
-                    let lag = media::now_us() as i64 - map.sender_time_us(*ts);
-                    *lock(&m.sync.audio_lag) = Some((lag, Instant::now()));
+                if let Playout::Packet((ts, _)) = &step {
+                    let delay = jitter.target_delay() + Duration::from_millis(20);
+                    *lock(&m.sync.audio_delay) = Some((delay, Instant::now()));
+                    if let Some(map) = *lock(&m.sync.audio_map) {
+                        let lag = media::now_us() as i64 - map.sender_time_us(*ts);
+                        *lock(&m.sync.audio_lag) = Some((lag, Instant::now()));
+                    }
                 }
                 if let Some(opus) = opus.as_mut() {
                     let result = match &step {

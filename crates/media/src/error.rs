@@ -28,6 +28,8 @@ pub enum MediaError {
     },
     #[error("cannot read {path}: {message}")]
     File { path: String, message: String },
+    #[error("cannot write the recording: {0}")]
+    Write(String),
 }
 
 impl MediaError {

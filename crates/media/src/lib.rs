@@ -7,6 +7,7 @@ pub mod error;
 pub mod file;
 pub mod frame;
 pub mod h264;
+pub mod mkv;
 pub mod opus;
 pub mod quality;
 pub mod sink;

@@ -57,6 +57,7 @@ pub fn audio_source(spec: &str) -> Result<Option<Box<dyn AudioSource>>, MediaErr
     Ok(Some(match spec {
         "none" => return Ok(None),
         "synthetic" => Box::new(SyntheticMic::new(Voice::Speech, true)),
+        "synthetic:clock" => Box::new(SyntheticMic::with_clock_marks(Voice::Speech)),
         "tone" => Box::new(SyntheticMic::new(Voice::Tone(440.0), true)),
         "silence" => Box::new(SyntheticMic::new(Voice::Silence, false)),
         "mic" => Box::new(crate::device::audio::Microphone::open(None)?),

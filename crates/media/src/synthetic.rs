@@ -259,6 +259,10 @@ pub struct SyntheticMic {
     voice: Voice,
     marks: bool,
     next: u64,
+    /// Marks on whole seconds of the wall clock: set at the first read (see
+    /// [`SyntheticMic::with_clock_marks`]).
+    clock_marks: bool,
+    mark_offset: u64,
 }
 
 impl SyntheticMic {
@@ -268,6 +272,20 @@ impl SyntheticMic {
             voice,
             marks,
             next: 0,
+            clock_marks: false,
+            mark_offset: 0,
+        }
+    }
+
+    /// The same voice, with its timing marks at whole seconds of the wall clock (Unix time)
+    /// instead of every second from the start: whoever receives or records it can tell when
+    /// each mark was captured. The first read takes the clock (and treats its samples as the
+    /// 20 ms just captured, like a microphone's).
+    #[must_use]
+    pub fn with_clock_marks(voice: Voice) -> Self {
+        Self {
+            clock_marks: true,
+            ..Self::new(voice, true)
         }
     }
 
@@ -280,7 +298,7 @@ impl SyntheticMic {
             Voice::Speech => speech(n),
             Voice::Silence => 0.0,
         };
-        let in_period = (n % MARK_PERIOD as u64) as usize;
+        let in_period = ((n + self.mark_offset) % MARK_PERIOD as u64) as usize;
         let mark = if self.marks && in_period < MARK_LEN {
             let w = 0.5 - 0.5 * (TAU * in_period as f32 / MARK_LEN as f32).cos();
             0.4 * w * (TAU * MARK_HZ * t).sin()
@@ -319,6 +337,15 @@ fn speech(n: u64) -> f32 {
 
 impl AudioSource for SyntheticMic {
     fn read(&mut self, out: &mut [f32]) -> Result<(), MediaError> {
+        if self.clock_marks && self.next == 0 {
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or_default();
+            // Sample 0 was captured one buffer ago.
+            let first_us = now_us.saturating_sub(out.len() as u64 * 1_000_000 / 48_000);
+            self.mark_offset = (first_us * 48 / 1000) % MARK_PERIOD as u64;
+        }
         for s in out.iter_mut() {
             *s = self.sample(self.next);
             self.next += 1;
