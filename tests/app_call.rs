@@ -132,10 +132,12 @@ fn remote_tile(s: &Session, frames: u64) -> String {
 async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     let server = embedded::start_loopback().await.unwrap();
     let ws = format!("ws://{}/ws", server.rooms);
+    let recordings = liveloop_e2e::temp_dir("app-recordings").unwrap();
     let settings = json!({
         "displayName": "App User",
         "matchmakingUrl": server.matchmaking_url(),
         "roomsUrl": server.rooms_url(),
+        "recordingDir": recordings,
     });
     let env = [
         ("LIVELOOP_VIDEO", "synthetic:640x360@30"),
@@ -281,6 +283,34 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     })
     .unwrap();
     shot(&s, "app-room-muted-stats.png");
+    // Record three seconds of the call: a file named after the room and the time, that
+    // ffprobe reads, in the folder from Settings.
+    click(&s, "#btn-record");
+    wait_for("recording", Duration::from_secs(5), || {
+        (js(&s, "return document.getElementById('btn-record').getAttribute('aria-pressed')")
+            == "true")
+            .then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    click(&s, "#btn-record");
+    let saved = wait_for("the saved recording", Duration::from_secs(10), || {
+        let v = js(&s, "return window.__liveloop.lastRecording ?? null");
+        (!v.is_null()).then_some(v)
+    })
+    .unwrap();
+    eprintln!("the app recorded {saved}");
+    let path = std::path::PathBuf::from(saved["path"].as_str().unwrap());
+    assert!(path.starts_with(&recordings), "{path:?}");
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("LiveLoop app-room ") && name.ends_with(".mkv"), "{name}");
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let seconds: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+    assert!(probe.status.success() && (2.5..6.0).contains(&seconds), "{seconds} s");
     // Hang up: back home; the CLI sees the app leave.
     click(&s, "#btn-hangup");
     wait_view(&s, "home");

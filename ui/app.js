@@ -153,6 +153,7 @@ const call = {
   unread: 0,
   chatOpen: true,
   stats: [],
+  recording: null, // the file being recorded
 };
 let videoEndpoint = null;
 
@@ -406,11 +407,46 @@ function endCall() {
   for (const id of [...call.tiles.keys()]) removeTile(id);
   call.peers.clear();
   call.stats = [];
+  call.recording = null;
+  $("btn-record").textContent = "Record";
+  $("btn-record").classList.remove("recording");
+  $("btn-record").setAttribute("aria-pressed", "false");
   banner(null);
   showView("home");
 }
 
+/// Starts or stops recording the call (a Matroska file in the recording folder).
+async function toggleRecording() {
+  if (!call.active) return;
+  const button = $("btn-record");
+  try {
+    if (!call.recording) {
+      call.recording = await invoke("call_record_start");
+      toast(`Recording to ${call.recording}`);
+    } else {
+      await stopRecording();
+    }
+  } catch (e) {
+    toast(errorText(e), true);
+  }
+  button.textContent = call.recording ? "Stop recording" : "Record";
+  button.classList.toggle("recording", Boolean(call.recording));
+  button.setAttribute("aria-pressed", String(Boolean(call.recording)));
+}
+
+async function stopRecording() {
+  const saved = await invoke("call_record_stop");
+  call.recording = null;
+  window.__liveloop.lastRecording = saved;
+  toast(`Recording saved (${Math.round(saved.durationMs / 1000)} s): ${saved.path}`);
+}
+
 async function leave() {
+  try {
+    if (call.recording) await stopRecording();
+  } catch (e) {
+    toast(errorText(e), true);
+  }
   try {
     await invoke("call_leave");
   } catch (e) {
@@ -459,6 +495,7 @@ function bindCall() {
   $("btn-mute").addEventListener("click", toggleMute);
   $("btn-camera").addEventListener("click", toggleCamera);
   $("btn-hangup").addEventListener("click", leave);
+  $("btn-record").addEventListener("click", toggleRecording);
   $("btn-next").addEventListener("click", async () => {
     try {
       await invoke("call_next");
@@ -505,6 +542,7 @@ function bindCall() {
     if (key === "m") toggleMute();
     else if (key === "v") toggleCamera();
     else if (key === "h") leave();
+    else if (key === "r") toggleRecording();
     else if (key === "n" && call.mode === "random") $("btn-next").click();
   });
   const listening = [

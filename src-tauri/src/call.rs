@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liveloop_engine::echo::echo_media;
+use liveloop_engine::recording::{Recorder, RecordingOptions};
 use liveloop_engine::{
-    Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, Media, join_room_with, random_chat,
+    AudioTap, Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, Media, join_room_with,
+    random_chat,
 };
 use liveloop_media::{AudioSource, VideoSource};
 use serde_json::json;
@@ -22,6 +24,66 @@ use crate::video::VideoHub;
 pub struct Calls {
     current: Mutex<Option<EngineHandle>>,
     echo: Mutex<Option<EngineHandle>>,
+    /// The recording in progress, fed by the call's events and the local taps.
+    recording: Arc<RecordingSlot>,
+    /// What the call in progress is called in file names (the room, or "random chat").
+    title: std::sync::Mutex<String>,
+}
+
+/// Where the recorder lives while it runs; the media taps and the event forwarder feed it.
+#[derive(Debug, Default)]
+pub struct RecordingSlot(std::sync::Mutex<Option<Recorder>>);
+
+impl RecordingSlot {
+    fn with(&self, f: impl FnOnce(&Recorder)) {
+        if let Some(r) = crate::lock(&self.0).as_ref() {
+            f(r);
+        }
+    }
+}
+
+/// A finished recording, for the UI.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingSaved {
+    pub path: String,
+    pub duration_ms: u64,
+    pub bytes: u64,
+}
+
+/// `LiveLoop <title> <YYYY-MM-DD HH.MM.SS>.mkv` (UTC; characters that are awkward in file
+/// names become `-`).
+#[must_use]
+pub fn recording_file_name(title: &str, unix_secs: u64) -> String {
+    let safe: String = title
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "LiveLoop {safe} {year:04}-{month:02}-{day:02} {:02}.{:02}.{:02}.mkv",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// A room link in any form a user may paste: `liveloop://join/<room>?server=<ws url>`,
@@ -293,6 +355,7 @@ impl Calls {
         let mut notes = Vec::new();
         let media = media(&devices, &mut notes);
         let preview = hub.clone();
+        let (frames_to_record, audio_to_record) = (self.recording.clone(), self.recording.clone());
         let testing = matches!(start, Start::Test { .. });
         let image = match &start {
             Start::Random { image, .. } => image.clone(),
@@ -303,6 +366,10 @@ impl Calls {
             image,
             local_preview: Some(FrameTap(Arc::new(move |frame| {
                 preview.publish("self", Arc::new(frame.clone()));
+                frames_to_record.with(|r| r.local_frame(frame));
+            }))),
+            local_audio: Some(AudioTap(Arc::new(move |pcm| {
+                audio_to_record.with(|r| r.local_audio(pcm));
             }))),
             // A test call measures the round trip from frames that come back.
             stamp_outgoing: testing,
@@ -354,8 +421,20 @@ impl Calls {
             started.mode = "test";
             started.link = None;
         }
+        *crate::lock(&self.title) = match (&started.room, testing) {
+            (_, true) => "test call".into(),
+            (Some(room), _) => room.clone(),
+            (None, _) => "random chat".into(),
+        };
         *self.current.lock().await = Some(handle);
-        tauri::async_runtime::spawn(forward(app, hub, devices.speaker, testing, events));
+        tauri::async_runtime::spawn(forward(
+            app,
+            hub,
+            devices.speaker,
+            testing,
+            events,
+            self.recording.clone(),
+        ));
         Ok(started)
     }
 
@@ -398,8 +477,59 @@ impl Calls {
             .map_err(|e| AppError::Call(e.to_string()))
     }
 
-    /// Leaves the call in progress, if any.
+    /// Starts recording the call in progress into `folder` (created if missing); returns the
+    /// file's path.
+    ///
+    /// # Errors
+    /// Without a call, while already recording, or when the file cannot be created.
+    pub async fn start_recording(&self, folder: &std::path::Path) -> Result<String, AppError> {
+        if self.current.lock().await.is_none() {
+            return Err(AppError::NoCall);
+        }
+        let mut slot = crate::lock(&self.recording.0);
+        if slot.is_some() {
+            return Err(AppError::Call("already recording".into()));
+        }
+        std::fs::create_dir_all(folder).map_err(|e| {
+            AppError::Call(format!(
+                "cannot create the recording folder {}: {e}",
+                folder.display()
+            ))
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let title = crate::lock(&self.title).clone();
+        let path = folder.join(recording_file_name(&title, now));
+        let options = RecordingOptions::new(path.clone(), format!("LiveLoop: {title}"));
+        let recorder =
+            Recorder::start(options).map_err(|e| AppError::Call(format!("recording: {e}")))?;
+        *slot = Some(recorder);
+        Ok(path.display().to_string())
+    }
+
+    /// Stops the recording in progress and says where it is.
+    ///
+    /// # Errors
+    /// When nothing is being recorded or the file could not be finished.
+    pub fn stop_recording(&self) -> Result<RecordingSaved, AppError> {
+        let recorder = crate::lock(&self.recording.0)
+            .take()
+            .ok_or_else(|| AppError::Call("not recording".into()))?;
+        let done = recorder
+            .stop()
+            .map_err(|e| AppError::Call(format!("recording: {e}")))?;
+        Ok(RecordingSaved {
+            path: done.path.display().to_string(),
+            duration_ms: u64::try_from(done.duration.as_millis()).unwrap_or(u64::MAX),
+            bytes: done.bytes,
+        })
+    }
+
+    /// Leaves the call in progress, if any (finishing a recording first).
     pub async fn leave(&self) {
+        let _ = self.stop_recording();
         if let Some(handle) = self.current.lock().await.take() {
             let _ = handle.send(Command::Leave).await;
         }
@@ -416,6 +546,7 @@ async fn forward(
     speaker: String,
     testing: bool,
     mut events: tokio::sync::mpsc::Receiver<EngineEvent>,
+    recording: Arc<RecordingSlot>,
 ) {
     let speaker = start_speaker(speaker);
     // A test call: round trips of our own stamped frames, reported once a second.
@@ -426,6 +557,7 @@ async fn forward(
     let mut speaking: Option<String> = None;
     let mut judged = std::time::Instant::now();
     while let Some(ev) = events.recv().await {
+        recording.with(|r| r.on_event(&ev));
         match &ev {
             EngineEvent::FrameDecoded {
                 from,
@@ -500,6 +632,18 @@ mod tests {
                 Some(("team".into(), Some(ws.into())))
             );
         }
+    }
+
+    #[test]
+    fn recording_names_say_when_and_where() {
+        assert_eq!(
+            recording_file_name("team-42", 1_795_329_997),
+            "LiveLoop team-42 2026-11-22 06.46.37.mkv"
+        );
+        assert_eq!(
+            recording_file_name("a/b:c", 0),
+            "LiveLoop a-b-c 1970-01-01 00.00.00.mkv"
+        );
     }
 
     #[test]

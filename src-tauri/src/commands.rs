@@ -149,6 +149,31 @@ pub async fn call_stop(state: State<'_, AppState>) -> Result<(), AppError> {
     state.calls.send(Command::Stop).await
 }
 
+/// Starts recording the call into the recording folder from Settings (default:
+/// `Videos/LiveLoop` in the home folder); returns the file's path.
+#[tauri::command]
+pub async fn call_record_start(state: State<'_, AppState>) -> Result<String, AppError> {
+    let folder = recording_folder(&crate::lock(&state.settings).recording_dir);
+    state.calls.start_recording(&folder).await
+}
+
+/// Stops the recording; says where the file is.
+#[tauri::command]
+pub fn call_record_stop(state: State<'_, AppState>) -> Result<call::RecordingSaved, AppError> {
+    state.calls.stop_recording()
+}
+
+fn recording_folder(setting: &str) -> std::path::PathBuf {
+    if !setting.trim().is_empty() {
+        return std::path::PathBuf::from(setting.trim());
+    }
+    let home = std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join("Videos").join("LiveLoop")
+}
+
 /// Hang up and leave (the UI goes back to Home).
 #[tauri::command]
 pub async fn call_leave(state: State<'_, AppState>) -> Result<(), AppError> {

@@ -79,6 +79,8 @@ pub fn run() -> anyhow::Result<()> {
             commands::call_next,
             commands::call_stop,
             commands::call_leave,
+            commands::call_record_start,
+            commands::call_record_stop,
             commands::video_endpoint,
             commands::list_devices,
             commands::preview_start,
