@@ -287,8 +287,10 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     // ffprobe reads, in the folder from Settings.
     click(&s, "#btn-record");
     wait_for("recording", Duration::from_secs(5), || {
-        (js(&s, "return document.getElementById('btn-record').getAttribute('aria-pressed')")
-            == "true")
+        (js(
+            &s,
+            "return document.getElementById('btn-record').getAttribute('aria-pressed')",
+        ) == "true")
             .then_some(())
     })
     .unwrap();
@@ -303,14 +305,74 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     let path = std::path::PathBuf::from(saved["path"].as_str().unwrap());
     assert!(path.starts_with(&recordings), "{path:?}");
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with("LiveLoop app-room ") && name.ends_with(".mkv"), "{name}");
+    assert!(
+        name.starts_with("LiveLoop app-room ") && name.ends_with(".mkv"),
+        "{name}"
+    );
     let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
         .unwrap();
-    let seconds: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
-    assert!(probe.status.success() && (2.5..6.0).contains(&seconds), "{seconds} s");
+    let seconds: f64 = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        probe.status.success() && (2.5..6.0).contains(&seconds),
+        "{seconds} s"
+    );
+
+    // Share the screen from the picker (screens and windows with thumbnails): the CLI gets it
+    // as a second stream at the screen's size; stopping ends it there too.
+    click(&s, "#btn-share");
+    wait_for("the share picker", Duration::from_secs(20), || {
+        (js(
+            &s,
+            "return document.querySelectorAll('#share-list button').length",
+        )
+        .as_u64()?
+            >= 1)
+            .then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        js(
+            &s,
+            "return document.querySelector('#share-list img')?.src.startsWith('data:image/jpeg') ?? false"
+        ),
+        true,
+        "the picker shows a thumbnail"
+    );
+    shot(&s, "app-share-picker.png");
+    click(&s, "#share-list button[data-id^='monitor:']");
+    let screen_id = format!("{app_id}#screen");
+    cli.wait("the app's shared screen", |v| {
+        v["event"] == "frame" && v["from"] == screen_id.as_str() && v["width"] == 1920
+    });
+    cli.wait("the app sharing", |v| {
+        v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["screen"] == true
+    });
+    shot(&s, "app-sharing.png");
+    click(&s, "#btn-share");
+    cli.wait("the app's share ended", |v| {
+        v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["screen"] == false
+    });
+    wait_for("the Share button back", Duration::from_secs(5), || {
+        (js(
+            &s,
+            "return document.getElementById('btn-share').getAttribute('aria-pressed')",
+        ) == "false")
+            .then_some(())
+    })
+    .unwrap();
     // Hang up: back home; the CLI sees the app leave.
     click(&s, "#btn-hangup");
     wait_view(&s, "home");

@@ -154,6 +154,7 @@ const call = {
   chatOpen: true,
   stats: [],
   recording: null, // the file being recorded
+  sharing: false,
 };
 let videoEndpoint = null;
 
@@ -216,6 +217,12 @@ function layoutTiles() {
 function renderTile(id) {
   const tile = call.tiles.get(id);
   if (!tile) return;
+  if (id.endsWith("#screen")) {
+    const owner = call.peers.get(id.slice(0, -"#screen".length))?.name || "Guest";
+    tile.el.querySelector(".name").textContent = `${owner}'s screen`;
+    tile.el.setAttribute("aria-label", `${owner}'s screen`);
+    return;
+  }
   const self = id === "self";
   const peer = call.peers.get(id) ?? {};
   const name = self ? `${settings.displayName || "You"} (you)` : (peer.name || "Guest");
@@ -334,11 +341,26 @@ function onCallEvent(ev) {
       if (call.peers.get(ev.id)?.name) toast(`${call.peers.get(ev.id).name} left`);
       call.peers.delete(ev.id);
       removeTile(ev.id);
+      removeTile(`${ev.id}#screen`);
       break;
     case "peer_state":
-      call.peers.set(ev.id, { name: ev.name, muted: ev.muted, cameraOff: ev.cameraOff });
+      call.peers.set(ev.id, { name: ev.name, muted: ev.muted, cameraOff: ev.cameraOff, screen: ev.screen });
       tileFor(ev.id);
       renderTile(ev.id);
+      // A screen share is a tile of its own, first and full width; it goes when the share ends.
+      if (ev.screen) {
+        const tile = tileFor(`${ev.id}#screen`);
+        tile.el.classList.add("presenting");
+        $("tiles").prepend(tile.el);
+        renderTile(`${ev.id}#screen`);
+      } else {
+        removeTile(`${ev.id}#screen`);
+      }
+      break;
+    case "screen_share":
+      call.sharing = ev.sharing;
+      renderShare();
+      if (!ev.sharing && ev.reason) toast(`Screen share ended: ${ev.reason}`, true);
       break;
     case "chat":
       addMessage(ev.from, ev.text);
@@ -408,11 +430,62 @@ function endCall() {
   call.peers.clear();
   call.stats = [];
   call.recording = null;
+  call.sharing = false;
+  renderShare();
+  $("share-picker").hidden = true;
   $("btn-record").textContent = "Record";
   $("btn-record").classList.remove("recording");
   $("btn-record").setAttribute("aria-pressed", "false");
   banner(null);
   showView("home");
+}
+
+function renderShare() {
+  const button = $("btn-share");
+  button.textContent = call.sharing ? "Stop sharing" : "Share screen";
+  button.setAttribute("aria-pressed", String(Boolean(call.sharing)));
+}
+
+/// Opens the picker (screens and windows with thumbnails), or stops sharing.
+async function toggleShare() {
+  if (!call.active) return;
+  if (call.sharing) {
+    try { await invoke("call_stop_share"); } catch (e) { toast(errorText(e), true); }
+    return;
+  }
+  const picker = $("share-picker");
+  const list = $("share-list");
+  list.replaceChildren();
+  picker.hidden = false;
+  let sources = [];
+  try {
+    sources = await invoke("screen_sources");
+  } catch (e) {
+    toast(errorText(e), true);
+  }
+  $("share-empty").hidden = sources.length > 0;
+  for (const s of sources) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.id = s.id;
+    const picture = document.createElement(s.thumbnail ? "img" : "div");
+    if (s.thumbnail) { picture.src = s.thumbnail; picture.alt = ""; } else picture.className = "no-thumb";
+    const label = document.createElement("span");
+    label.textContent = `${s.kind === "window" ? "Window" : "Screen"}: ${s.name}`;
+    button.append(picture, label);
+    button.addEventListener("click", async () => {
+      picker.hidden = true;
+      try {
+        await invoke("call_share_screen", { id: s.id });
+      } catch (e) {
+        toast(errorText(e), true);
+      }
+    });
+    li.append(button);
+    list.append(li);
+  }
+  list.querySelector("button")?.focus();
 }
 
 /// Starts or stops recording the call (a Matroska file in the recording folder).
@@ -496,6 +569,8 @@ function bindCall() {
   $("btn-camera").addEventListener("click", toggleCamera);
   $("btn-hangup").addEventListener("click", leave);
   $("btn-record").addEventListener("click", toggleRecording);
+  $("btn-share").addEventListener("click", toggleShare);
+  $("share-cancel").addEventListener("click", () => { $("share-picker").hidden = true; });
   $("btn-next").addEventListener("click", async () => {
     try {
       await invoke("call_next");

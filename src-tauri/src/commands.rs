@@ -149,6 +149,70 @@ pub async fn call_stop(state: State<'_, AppState>) -> Result<(), AppError> {
     state.calls.send(Command::Stop).await
 }
 
+/// Something that can be shared, as the picker shows it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScreenChoice {
+    pub id: String,
+    pub name: String,
+    /// `monitor` or `window`.
+    pub kind: &'static str,
+    /// A small picture of it (JPEG data URL), when it could be captured.
+    pub thumbnail: Option<String>,
+}
+
+/// Screens, then windows, with thumbnails (for the share picker).
+#[tauri::command]
+pub async fn screen_sources() -> Result<Vec<ScreenChoice>, AppError> {
+    tauri::async_runtime::spawn_blocking(|| {
+        use liveloop_media::VideoSource as _;
+        use liveloop_media::device::screen::{ScreenSource, list};
+        let sources = list().map_err(|e| AppError::Call(format!("cannot list screens: {e}")))?;
+        Ok(sources
+            .into_iter()
+            .map(|s| {
+                let thumbnail = ScreenSource::open(Some(&s.id), Some((320, 180)), 1.0)
+                    .and_then(|mut src| src.next_frame(0))
+                    .ok()
+                    .and_then(|f| crate::preview::jpeg_data_url(&f).ok());
+                ScreenChoice {
+                    kind: if s.id.starts_with("window:") {
+                        "window"
+                    } else {
+                        "monitor"
+                    },
+                    id: s.id,
+                    name: s.name,
+                    thumbnail,
+                }
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| AppError::Call(e.to_string()))?
+}
+
+/// Shares a screen or window (an id from `screen_sources`) in the call.
+#[tauri::command]
+pub async fn call_share_screen(state: State<'_, AppState>, id: String) -> Result<(), AppError> {
+    let source = tauri::async_runtime::spawn_blocking(move || {
+        liveloop_media::device::screen::ScreenSource::open(Some(&id), Some((1920, 1080)), 10.0)
+    })
+    .await
+    .map_err(|e| AppError::Call(e.to_string()))?
+    .map_err(|e| AppError::Call(format!("cannot share it: {e}")))?;
+    state
+        .calls
+        .send(Command::ShareScreen(Box::new(source)))
+        .await
+}
+
+/// Stops sharing.
+#[tauri::command]
+pub async fn call_stop_share(state: State<'_, AppState>) -> Result<(), AppError> {
+    state.calls.send(Command::StopScreenShare).await
+}
+
 /// Starts recording the call into the recording folder from Settings (default:
 /// `Videos/LiveLoop` in the home folder); returns the file's path.
 #[tauri::command]

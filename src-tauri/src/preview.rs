@@ -128,6 +128,27 @@ pub fn avatar_data_url(frame: &VideoFrame) -> Result<String, AppError> {
     ))
 }
 
+/// `frame` as a JPEG data URL (thumbnails in the screen picker; the frame is already small).
+///
+/// # Errors
+/// When the frame cannot be converted or encoded.
+pub fn jpeg_data_url(frame: &VideoFrame) -> Result<String, AppError> {
+    use base64::Engine as _;
+    let fail = |e: &dyn std::fmt::Display| AppError::Call(format!("cannot make a thumbnail: {e}"));
+    let rgba = liveloop_media::convert::i420_to_rgba(frame).map_err(|e| fail(&e))?;
+    let image = image::RgbaImage::from_raw(frame.width, frame.height, rgba)
+        .ok_or_else(|| fail(&"frame size"))?;
+    let rgb = image::DynamicImage::ImageRgba8(image).to_rgb8();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 75)
+        .encode_image(&rgb)
+        .map_err(|e| fail(&e))?;
+    Ok(format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(jpeg)
+    ))
+}
+
 /// Plays a one-second 440 Hz tone on the chosen speaker.
 ///
 /// # Errors

@@ -6,7 +6,10 @@
 //! Build in release, then run:
 //!   cargo build --release -p liveloop-cli -p liveloop-e2e --bins
 //!   ~/.cache/liveloop/target/release/liveloop-bench-call [--calls 5] [--seconds 10]
-//!       [--video synthetic:1280x720@30] [--bitrate 1500]
+//!       [--video synthetic:1280x720@30] [--bitrate 1500] [--record-into DIR]
+//!
+//! With `--record-into`, client `a` of each call also records it (`--record-call`), and the
+//! table gives each client's CPU and RSS apart: the difference is what recording costs.
 #![allow(clippy::print_stdout, clippy::indexing_slicing)]
 
 use std::process::{Command, Stdio};
@@ -21,6 +24,7 @@ struct Args {
     seconds: u64,
     video: String,
     bitrate: u32,
+    record_into: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -29,6 +33,7 @@ fn parse_args() -> Result<Args> {
         seconds: 10,
         video: "synthetic:1280x720@30".into(),
         bitrate: 1500,
+        record_into: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,16 +43,21 @@ fn parse_args() -> Result<Args> {
             "--seconds" => a.seconds = value.parse()?,
             "--video" => a.video = value,
             "--bitrate" => a.bitrate = value.parse()?,
+            "--record-into" => a.record_into = Some(value),
             other => bail!("unknown flag {other}"),
         }
     }
     Ok(a)
 }
 
-/// The last line a client printed: its summary.
+/// The summary a client printed (its last line but for a recording's report).
 fn summary(out: &std::process::Output) -> Result<Value> {
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().context("the client printed nothing")?;
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"summary\""))
+        .context("the client printed no summary")?;
     let v: Value = serde_json::from_str(last)?;
     if v["event"] != "summary" {
         bail!(
@@ -79,8 +89,16 @@ async fn main() -> Result<()> {
     for call in 0..args.calls {
         let room = format!("bench-{call}");
         let spawn = |id: &str| {
+            let record = match (&args.record_into, id) {
+                (Some(dir), "a") => vec![
+                    "--record-call".to_owned(),
+                    format!("{dir}/bench-call-{call}.mkv"),
+                ],
+                _ => Vec::new(),
+            };
             Command::new(&cli)
                 .args(["join", "--server", &url, "--room", &room, "--id", id])
+                .args(&record)
                 .args(["--seconds", &args.seconds.to_string()])
                 .args([
                     "--video",
@@ -96,7 +114,7 @@ async fn main() -> Result<()> {
         let outs =
             tokio::task::spawn_blocking(move || (a.wait_with_output(), b.wait_with_output()))
                 .await?;
-        for out in [outs.0?, outs.1?] {
+        for (client, out) in [("a", outs.0?), ("b", outs.1?)] {
             let s = summary(&out)?;
             let mut put = |name: &'static str, v: &Value| {
                 if let Some(x) = v.as_f64() {
@@ -121,6 +139,21 @@ async fn main() -> Result<()> {
             );
             put("CPU per client (% of one core)", &s["cpu_percent"]);
             put("RSS per client (MB)", &s["rss_mb"]);
+            if args.record_into.is_some() {
+                let (cpu, rss): (&'static str, &'static str) = if client == "a" {
+                    (
+                        "CPU, client a, recording (% of one core)",
+                        "RSS, client a, recording (MB)",
+                    )
+                } else {
+                    (
+                        "CPU, client b, not recording (% of one core)",
+                        "RSS, client b (MB)",
+                    )
+                };
+                put(cpu, &s["cpu_percent"]);
+                put(rss, &s["rss_mb"]);
+            }
             put("peak RSS per client (MB)", &s["peak_rss_mb"]);
             let frames: f64 = s["frames"]
                 .as_object()

@@ -56,6 +56,8 @@ enum Cmd {
         #[command(flatten)]
         opts: Opts,
     },
+    /// List the screens and windows that can be shared.
+    Screens,
     /// Random chat through a matchmaking server (`http://host:3000`).
     Random {
         /// Matchmaking server URL.
@@ -108,6 +110,13 @@ struct Opts {
     /// from joining until the client leaves; the file stays playable if the process is killed.
     #[arg(long, value_name = "FILE.mkv")]
     record_call: Option<PathBuf>,
+    /// Share a screen once connected: `primary`, `monitor:<id>` or `window:<id>` (as
+    /// `liveloop-cli screens` lists them); full resolution up to 1920x1080 at 10 fps.
+    #[arg(long, value_name = "SCREEN")]
+    share_screen: Option<String>,
+    /// Stop sharing after this many seconds (default: share until leaving).
+    #[arg(long, requires = "share_screen")]
+    share_seconds: Option<u64>,
     /// With --record-call: also write each participant's audio as `<file>.<id>.wav`.
     #[arg(long, requires = "record_call")]
     record_separate: bool,
@@ -293,6 +302,12 @@ async fn main() -> Result<()> {
             next_after,
             opts,
         } => (opts, Mode::Random { server, next_after }),
+        Cmd::Screens => {
+            for s in liveloop_media::device::screen::list().context("cannot list screens")? {
+                print(&json!({"id": s.id, "name": s.name, "primary": s.is_default}));
+            }
+            return Ok(());
+        }
     };
     let call_recorder = match &opts.record_call {
         Some(path) => {
@@ -424,10 +439,13 @@ async fn run(
         .map(record::Recorder::new)
         .transpose()?;
     let mut next_at: Option<tokio::time::Instant> = None;
+    let mut share = opts.share_screen.clone();
+    let mut unshare_at: Option<tokio::time::Instant> = None;
     let outcome = loop {
         let wake = [
             deadline,
             next_at,
+            unshare_at,
             summary.joined_ms.is_none().then_some(connect_by),
         ]
         .into_iter()
@@ -454,6 +472,10 @@ async fn run(
                 if next_at.is_some_and(|n| now >= n) {
                     next_at = None;
                     handle.send(Command::Next).await?;
+                }
+                if unshare_at.is_some_and(|n| now >= n) {
+                    unshare_at = None;
+                    handle.send(Command::StopScreenShare).await?;
                 }
                 continue;
             }
@@ -486,6 +508,19 @@ async fn run(
                 }
                 if let Some(secs) = next_after {
                     next_at = Some(tokio::time::Instant::now() + Duration::from_secs(secs));
+                }
+                if let Some(screen) = share.take() {
+                    let id = (screen != "primary").then_some(screen.as_str());
+                    let source = liveloop_media::device::screen::ScreenSource::open(
+                        id,
+                        Some((1920, 1080)),
+                        10.0,
+                    )
+                    .with_context(|| format!("cannot share {screen}"))?;
+                    handle.send(Command::ShareScreen(Box::new(source))).await?;
+                    if let Some(secs) = opts.share_seconds {
+                        unshare_at = Some(tokio::time::Instant::now() + Duration::from_secs(secs));
+                    }
                 }
             }
             EngineEvent::FrameDecoded {

@@ -100,6 +100,11 @@ pub enum Command {
     SetVideoSource(Box<dyn VideoSource>),
     /// Use another microphone (or file).
     SetAudioSource(Box<dyn AudioSource>),
+    /// Share this screen or window (a `liveloop_media::device::screen::ScreenSource`, or any
+    /// source) as a second video stream beside the camera, replacing any share in progress.
+    ShareScreen(Box<dyn VideoSource>),
+    /// Stop sharing.
+    StopScreenShare,
     /// Hang up on one participant (`Some`) or on everyone (`None`), staying in the room. In
     /// random chat, the same as [`Command::Stop`].
     HangUp(Option<String>),
@@ -119,6 +124,8 @@ impl std::fmt::Debug for Command {
             Self::SetCamera(c) => write!(f, "SetCamera({c})"),
             Self::SetVideoSource(s) => write!(f, "SetVideoSource({:?})", s.format()),
             Self::SetAudioSource(_) => f.write_str("SetAudioSource"),
+            Self::ShareScreen(s) => write!(f, "ShareScreen({:?})", s.format()),
+            Self::StopScreenShare => f.write_str("StopScreenShare"),
             Self::HangUp(who) => write!(f, "HangUp({who:?})"),
             Self::Next => f.write_str("Next"),
             Self::Stop => f.write_str("Stop"),
@@ -206,12 +213,20 @@ pub enum EngineEvent {
     PeerLeft {
         id: String,
     },
-    /// A participant's name, mute and camera state, from its data channel.
+    /// A participant's name, mute, camera and screen-share state, from its data channel.
     PeerState {
         id: String,
         name: String,
         muted: bool,
         camera_off: bool,
+        /// Sharing a screen: its frames arrive from [`screen_stream_id`]`(id)`.
+        screen: bool,
+    },
+    /// Our own screen share started or stopped; `reason` says why it stopped when we did not
+    /// ask (the shared window closed, the capture failed).
+    ScreenShare {
+        sharing: bool,
+        reason: Option<String>,
     },
     Chat {
         from: String,
@@ -261,10 +276,14 @@ impl EngineEvent {
                 name,
                 muted,
                 camera_off,
+                screen,
             } => json!({
                 "event": "peer_state", "id": id, "name": name, "muted": muted,
-                "cameraOff": camera_off,
+                "cameraOff": camera_off, "screen": screen,
             }),
+            Self::ScreenShare { sharing, reason } => {
+                json!({"event": "screen_share", "sharing": sharing, "reason": reason})
+            }
             Self::Chat { from, text } => json!({"event": "chat", "from": from, "text": text}),
             Self::FrameDecoded {
                 from,
@@ -287,6 +306,24 @@ impl EngineEvent {
             }
             Self::AudioPlayout { .. } => return None,
         })
+    }
+}
+
+/// The `from` of a participant's screen-share frames in [`EngineEvent::FrameDecoded`]: its id
+/// and `#screen` (`#` never appears in ids), so every consumer keyed by `from` shows it as a
+/// tile of its own.
+#[must_use]
+pub fn screen_stream_id(id: &str) -> String {
+    format!("{id}#screen")
+}
+
+/// The participant a `from` of [`EngineEvent::FrameDecoded`] belongs to, and whether it is
+/// their screen share.
+#[must_use]
+pub fn split_stream_id(from: &str) -> (&str, bool) {
+    match from.strip_suffix("#screen") {
+        Some(id) => (id, true),
+        None => (from, false),
     }
 }
 

@@ -236,6 +236,89 @@ pub(crate) fn start_audio(
     tx
 }
 
+/// A screen share in progress: what its thread watches.
+#[derive(Debug, Default)]
+pub(crate) struct ScreenFlags {
+    pub stop: AtomicBool,
+    pub keyframe: AtomicBool,
+}
+
+/// The screen share's capture-and-encode thread. Screens are encoded for legibility: full
+/// resolution (up to 1920x1080, larger screens are scaled by the source), the source's frame
+/// rate (a few frames a second is plenty for slides and code), 2.5 Mbit/s. It ends when
+/// `flags.stop` is set, or when the source fails (a shared window closed): then it sends the
+/// reason on `ended`, tagged with `generation`.
+pub(crate) fn start_screen(
+    mut source: Box<dyn VideoSource>,
+    flags: Arc<ScreenFlags>,
+    out: broadcast::Sender<EncodedVideo>,
+    ended: mpsc::UnboundedSender<(u64, String)>,
+    generation: u64,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("screen-encode".into())
+        .spawn(move || {
+            let fps = source.format().fps.clamp(1.0, 30.0);
+            let mut encoder: Option<((u32, u32), H264Encoder)> = None;
+            let mut next = Instant::now();
+            let mut failures = 0;
+            while !flags.stop.load(Ordering::Relaxed) {
+                next += Duration::from_secs_f32(1.0 / fps);
+                sleep_until(next);
+                let frame = match source.next_frame(now_us()) {
+                    Ok(f) => {
+                        failures = 0;
+                        f
+                    }
+                    // A window that closed fails every time; a passing capture error does not.
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= 5 {
+                            let _ = ended.send((generation, e.to_string()));
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if out.receiver_count() == 0 {
+                    continue;
+                }
+                let size = (frame.width, frame.height);
+                if encoder.as_ref().is_none_or(|(s, _)| *s != size) {
+                    match H264Encoder::new(H264Config {
+                        bitrate_bps: 2_500_000,
+                        fps,
+                    }) {
+                        Ok(e) => encoder = Some((size, e)),
+                        Err(e) => {
+                            let _ = ended.send((generation, format!("screen encoder: {e}")));
+                            return;
+                        }
+                    }
+                }
+                let Some((_, enc)) = encoder.as_mut() else {
+                    continue;
+                };
+                if flags.keyframe.swap(false, Ordering::Relaxed) {
+                    enc.request_keyframe();
+                }
+                match enc.encode(&frame) {
+                    Ok(au) if !au.data.is_empty() => {
+                        let _ = out.send(EncodedVideo {
+                            data: Bytes::from(au.data),
+                            duration: Duration::from_secs_f32(1.0 / fps),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "screen encode failed"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the screen thread");
+    }
+}
+
 /// Counters a decoder thread keeps for the stats.
 #[derive(Debug, Default)]
 pub(crate) struct DecodeCounters {

@@ -390,6 +390,10 @@ fn run(
             };
             match input {
                 Input::Frame(who, frame) => {
+                    // A screen share takes the large area.
+                    if crate::split_stream_id(&who).1 && presenter.is_none() {
+                        presenter = Some(who.clone());
+                    }
                     let next = &mut next_stream;
                     let tile = tiles.entry(who).or_insert_with(|| {
                         *next += 1;
@@ -461,6 +465,9 @@ fn run(
                 Input::Left(who) => {
                     if let Some(t) = tiles.remove(&who) {
                         mixer.remove(t.stream);
+                    }
+                    if presenter.as_deref() == Some(who.as_str()) {
+                        presenter = None;
                     }
                 }
                 Input::Presenter(p) => presenter = p,

@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::media::{self, DecodeCounters, EncodedVideo, MediaFlags, SyncState};
+use crate::media::{self, DecodeCounters, EncodedVideo, MediaFlags, ScreenFlags, SyncState};
 use crate::stats::{self, CallStats, Snapshot};
-use crate::{Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State};
+use crate::{
+    Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State, screen_stream_id,
+};
 
 /// Samples in one 20 ms frame at 48 kHz.
 const FRAME: usize = 960;
@@ -48,6 +50,9 @@ struct Member {
     connected: bool,
     restarts: u32,
     decoder: std::sync::mpsc::Sender<(u32, Bytes)>,
+    /// The decoder of this participant's screen share, started with its first frame.
+    screen_decoder: Option<std::sync::mpsc::Sender<(u32, Bytes)>>,
+    screen_keyframe_needed: Arc<AtomicBool>,
     counters: Arc<DecodeCounters>,
     sync: Arc<SyncState>,
     keyframe_needed: Arc<AtomicBool>,
@@ -80,6 +85,7 @@ pub(crate) fn start(
     flags
         .muted
         .store(media_in.audio.is_none(), Ordering::Relaxed);
+    let (screen_ended_tx, screen_ended_rx) = mpsc::unbounded_channel();
     let (video_swap, video_swap_rx) = std::sync::mpsc::channel();
     let (audio_swap, audio_swap_rx) = std::sync::mpsc::channel();
     let has_video = media_in.video.is_some();
@@ -117,8 +123,12 @@ pub(crate) fn start(
         has_video,
         state: State::Idle,
         epoch: Instant::now(),
+        screen: None,
+        screen_generation: 0,
+        encoded_screen: broadcast::channel(8).0,
+        screen_ended: screen_ended_tx,
     };
-    tokio::spawn(runner.run(session_events, command_rx));
+    tokio::spawn(runner.run(session_events, command_rx, screen_ended_rx));
     (EngineHandle { commands }, event_rx)
 }
 
@@ -141,6 +151,12 @@ struct Runner {
     has_video: bool,
     state: State,
     epoch: Instant,
+    /// Our screen share in progress, and which one it is (a share that ended by itself
+    /// reports its generation, so a late report never ends a newer share).
+    screen: Option<Arc<ScreenFlags>>,
+    screen_generation: u64,
+    encoded_screen: broadcast::Sender<EncodedVideo>,
+    screen_ended: mpsc::UnboundedSender<(u64, String)>,
 }
 
 impl Runner {
@@ -175,6 +191,7 @@ impl Runner {
             "name": self.config.name,
             "muted": self.flags.muted.load(Ordering::Relaxed),
             "cameraOff": !self.flags.camera_on.load(Ordering::Relaxed),
+            "screen": self.screen.is_some(),
         })
         .to_string()
     }
@@ -190,6 +207,7 @@ impl Runner {
         mut self,
         mut session: mpsc::Receiver<SessionEvent>,
         mut commands: mpsc::Receiver<Command>,
+        mut screen_ended: mpsc::UnboundedReceiver<(u64, String)>,
     ) {
         let (peer_tx, mut peer_rx) = mpsc::channel::<(String, PeerEvent)>(4096);
         let mut playout = tokio::time::interval(Duration::from_millis(20));
@@ -217,9 +235,19 @@ impl Runner {
                 _ = playout.tick() => self.play_out().await,
                 _ = stats.tick(), if self.config.stats_interval.is_some() => self.report_stats().await,
                 _ = housekeeping.tick() => self.expire_absent().await,
+                Some((generation, reason)) = screen_ended.recv() => {
+                    if generation == self.screen_generation && self.screen.take().is_some() {
+                        self.broadcast_state().await;
+                        self.emit(EngineEvent::ScreenShare { sharing: false, reason: Some(reason) })
+                            .await;
+                    }
+                }
             }
         }
         self.flags.stop.store(true, Ordering::Relaxed);
+        if let Some(screen) = self.screen.take() {
+            screen.stop.store(true, Ordering::Relaxed);
+        }
         let bye = json!({"type": "bye"}).to_string();
         for m in self.members.values() {
             let _ = m.peer.send_chat(&bye).await;
@@ -283,6 +311,39 @@ impl Runner {
             }
             Command::SetAudioSource(source) => {
                 let _ = self.audio_swap.send(source);
+            }
+            Command::ShareScreen(source) => {
+                if let Some(old) = self.screen.take() {
+                    old.stop.store(true, Ordering::Relaxed);
+                }
+                self.screen_generation += 1;
+                let flags = Arc::new(ScreenFlags::default());
+                flags.keyframe.store(true, Ordering::Relaxed);
+                media::start_screen(
+                    source,
+                    flags.clone(),
+                    self.encoded_screen.clone(),
+                    self.screen_ended.clone(),
+                    self.screen_generation,
+                );
+                self.screen = Some(flags);
+                self.broadcast_state().await;
+                self.emit(EngineEvent::ScreenShare {
+                    sharing: true,
+                    reason: None,
+                })
+                .await;
+            }
+            Command::StopScreenShare => {
+                if let Some(old) = self.screen.take() {
+                    old.stop.store(true, Ordering::Relaxed);
+                    self.broadcast_state().await;
+                    self.emit(EngineEvent::ScreenShare {
+                        sharing: false,
+                        reason: None,
+                    })
+                    .await;
+                }
             }
             Command::HangUp(who) if self.mode == Mode::Room => {
                 let ids: Vec<String> = match who {
@@ -491,6 +552,18 @@ impl Runner {
                 }
             }
         }));
+        let (sender, mut frames) = (peer.clone(), self.encoded_screen.subscribe());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match frames.recv().await {
+                    Ok(v) => {
+                        let _ = sender.send_screen(v.data, v.duration).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }));
         let (sender, mut packets) = (peer.clone(), self.encoded_audio.subscribe());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -525,6 +598,8 @@ impl Runner {
                 connected: false,
                 restarts: 0,
                 decoder,
+                screen_decoder: None,
+                screen_keyframe_needed: Arc::new(AtomicBool::new(false)),
                 counters,
                 sync,
                 keyframe_needed,
@@ -564,8 +639,11 @@ impl Runner {
                     m.connected = true;
                     m.restarts = 0;
                 }
-                // A new receiver needs a keyframe to start decoding the shared stream.
+                // A new receiver needs a keyframe to start decoding the shared streams.
                 self.flags.keyframe.store(true, Ordering::Relaxed);
+                if let Some(screen) = &self.screen {
+                    screen.keyframe.store(true, Ordering::Relaxed);
+                }
                 self.emit(EngineEvent::PeerConnected {
                     id: from.to_owned(),
                 })
@@ -600,6 +678,29 @@ impl Runner {
             } => {
                 if let Some(m) = self.members.get(from) {
                     let _ = m.decoder.send((rtp_timestamp, access_unit));
+                }
+            }
+            PeerEvent::Screen {
+                access_unit,
+                rtp_timestamp,
+            } => {
+                let events = self.events.clone();
+                if let Some(m) = self.members.get_mut(from) {
+                    let decoder = m.screen_decoder.get_or_insert_with(|| {
+                        media::start_decoder(
+                            screen_stream_id(from),
+                            events,
+                            Arc::new(DecodeCounters::default()),
+                            m.screen_keyframe_needed.clone(),
+                            Arc::new(SyncState::default()),
+                        )
+                    });
+                    let _ = decoder.send((rtp_timestamp, access_unit));
+                }
+            }
+            PeerEvent::ScreenKeyframeRequested => {
+                if let Some(screen) = &self.screen {
+                    screen.keyframe.store(true, Ordering::Relaxed);
                 }
             }
             PeerEvent::SenderReport {
@@ -701,7 +802,14 @@ impl Runner {
                     name: field("name", 64),
                     muted: flag("muted"),
                     camera_off: flag("cameraOff"),
+                    screen: flag("screen"),
                 };
+                if !flag("screen")
+                    && let Some(m) = self.members.get_mut(from)
+                {
+                    // The share ended: its decoder thread ends with it.
+                    m.screen_decoder = None;
+                }
                 self.emit(event).await;
             }
             _ => {}
@@ -717,6 +825,12 @@ impl Runner {
                 let peer = m.peer.clone();
                 tokio::spawn(async move {
                     let _ = peer.request_keyframe().await;
+                });
+            }
+            if m.screen_keyframe_needed.swap(false, Ordering::Relaxed) {
+                let peer = m.peer.clone();
+                tokio::spawn(async move {
+                    let _ = peer.request_screen_keyframe().await;
                 });
             }
             if !m.connected {

@@ -101,8 +101,15 @@ pub enum PeerEvent {
         sequence: u16,
         rtp_timestamp: u32,
     },
+    /// One H.264 access unit of the remote's screen share (its second video stream).
+    Screen {
+        access_unit: Bytes,
+        rtp_timestamp: u32,
+    },
     /// The remote asked for a keyframe (PLI or FIR): the encoder should send an IDR.
     KeyframeRequested,
+    /// The remote asked for a keyframe of our screen share.
+    ScreenKeyframeRequested,
     /// The remote sender's clock for one stream (RTCP SR): its RTP timestamp `rtp_timestamp`
     /// was captured at `ntp_time` (NTP 32.32 format) on the sender's wall clock. Audio and video
     /// of one sender share that clock, which is what lip sync needs.
@@ -171,6 +178,7 @@ struct Shared {
     negotiation: Mutex<Negotiation>,
     chat: Mutex<Option<Arc<dyn DataChannel>>>,
     remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    remote_screen: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     closed: AtomicBool,
 }
 
@@ -234,8 +242,14 @@ impl PeerConnectionEventHandler for Handler {
         let shared = self.0.clone();
         let kind = track.kind().await;
         let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+        let screen = kind == RtpCodecKind::Video && track.track_id().await == SCREEN_TRACK;
         if kind == RtpCodecKind::Video {
-            *lock(&shared.remote_video) = Some((track.clone(), ssrc));
+            let slot = if screen {
+                &shared.remote_screen
+            } else {
+                &shared.remote_video
+            };
+            *lock(slot) = Some((track.clone(), ssrc));
         }
         tokio::spawn(async move {
             let mut h264 = H264Packet::default();
@@ -244,6 +258,8 @@ impl PeerConnectionEventHandler for Handler {
             while let Some(ev) = track.poll().await {
                 let pkt = match ev {
                     TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+                    // The screen's clock is not the camera's and lip sync has no use for it.
+                    TrackRemoteEvent::OnRtcpPacket(_) if screen => continue,
                     TrackRemoteEvent::OnRtcpPacket(packets) => {
                         for sr in packets
                             .iter()
@@ -282,9 +298,17 @@ impl PeerConnectionEventHandler for Handler {
                         if pkt.header.marker && !au.is_empty() {
                             let frame = au.split().freeze();
                             if assembly.frame_complete(has_idr(&frame)) {
-                                shared.emit(PeerEvent::Video {
-                                    access_unit: frame,
-                                    rtp_timestamp: pkt.header.timestamp,
+                                let rtp_timestamp = pkt.header.timestamp;
+                                shared.emit(if screen {
+                                    PeerEvent::Screen {
+                                        access_unit: frame,
+                                        rtp_timestamp,
+                                    }
+                                } else {
+                                    PeerEvent::Video {
+                                        access_unit: frame,
+                                        rtp_timestamp,
+                                    }
                                 });
                             }
                         }
@@ -354,9 +378,13 @@ pub struct Peer {
     polite: bool,
     video: Arc<TrackLocalStaticSample>,
     audio: Arc<TrackLocalStaticSample>,
+    /// The screen share: a second video track, negotiated from the start and silent until
+    /// something is shared (no renegotiation to start or stop).
+    screen: Arc<TrackLocalStaticSample>,
     /// (payload type, SSRC) per send track, looked up once after negotiation.
     video_route: Mutex<Option<(PayloadType, u32)>>,
     audio_route: Mutex<Option<(PayloadType, u32)>>,
+    screen_route: Mutex<Option<(PayloadType, u32)>>,
     senders: Vec<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
     /// Serialises offers and applied descriptions: webrtc-rs's calls are async, and an offer
     /// half made when the remote's offer is applied would otherwise fail on a stale state.
@@ -371,6 +399,25 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// Where one of our streams keeps its route, its track, its sender and its codec.
+type OutgoingParts<'a> = (
+    &'a Mutex<Option<(PayloadType, u32)>>,
+    &'a Arc<TrackLocalStaticSample>,
+    Option<&'a Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
+    &'static str,
+);
+
+/// One of the streams we send.
+#[derive(Debug, Clone, Copy)]
+enum Outgoing {
+    Video,
+    Audio,
+    Screen,
+}
+
+/// The track id of the screen share (a remote track with this id is a screen, not a camera).
+pub const SCREEN_TRACK: &str = "screen";
+
 fn local_track(
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
@@ -384,8 +431,14 @@ fn local_track(
         codec,
         ..Default::default()
     };
+    // The screen share is a stream of its own, so browsers show it apart from the camera.
+    let stream = if id == SCREEN_TRACK {
+        "liveloop-screen"
+    } else {
+        "liveloop"
+    };
     let track = MediaStreamTrack::new(
-        "liveloop".to_owned(),
+        stream.to_owned(),
         id.to_owned(),
         id.to_owned(),
         kind,
@@ -454,6 +507,7 @@ impl Peer {
             }),
             chat: Mutex::new(None),
             remote_video: Mutex::new(None),
+            remote_screen: Mutex::new(None),
             closed: AtomicBool::new(false),
         });
         let udp = if options.udp_addrs.is_empty() {
@@ -485,9 +539,17 @@ impl Peer {
             .add_track(audio.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(rtc_err)?;
-        {
-            // Keyframe requests about our video arrive as RTCP events on its local track.
-            let (track, shared) = (video.clone(), shared.clone());
+        let screen = local_track(RtpCodecKind::Video, h264_codec(), SCREEN_TRACK)?;
+        let screen_sender = pc
+            .add_track(screen.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(rtc_err)?;
+        // Keyframe requests about our video arrive as RTCP events on its local track.
+        for (track, event) in [
+            (video.clone(), PeerEvent::KeyframeRequested),
+            (screen.clone(), PeerEvent::ScreenKeyframeRequested),
+        ] {
+            let shared = shared.clone();
             tokio::spawn(async move {
                 while let Some(ev) = track.poll().await {
                     if let TrackLocalEvent::OnRtcpPacket(packets) = ev
@@ -496,7 +558,7 @@ impl Peer {
                             any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
                         })
                     {
-                        shared.emit(PeerEvent::KeyframeRequested);
+                        shared.emit(event.clone());
                     }
                 }
             });
@@ -514,9 +576,11 @@ impl Peer {
             polite: options.polite,
             video,
             audio,
+            screen,
             video_route: Mutex::new(None),
             audio_route: Mutex::new(None),
-            senders: vec![video_sender, audio_sender],
+            screen_route: Mutex::new(None),
+            senders: vec![video_sender, audio_sender, screen_sender],
             negotiating: tokio::sync::Mutex::new(()),
         })
     }
@@ -631,24 +695,34 @@ impl Peer {
         self.pc.add_ice_candidate(init).await.map_err(rtc_err)
     }
 
-    /// The negotiated payload type and our SSRC for the video or audio track, cached: they do
-    /// not change during a call, and every frame needs them.
-    async fn route(&self, video: bool) -> Result<(PayloadType, u32), RtcError> {
-        let (slot, track, sender, mime) = if video {
-            (
+    /// The track, route cache, sender and codec of one of our streams.
+    fn outgoing(&self, kind: Outgoing) -> OutgoingParts<'_> {
+        match kind {
+            Outgoing::Video => (
                 &self.video_route,
                 &self.video,
                 self.senders.first(),
                 MIME_TYPE_H264,
-            )
-        } else {
-            (
+            ),
+            Outgoing::Audio => (
                 &self.audio_route,
                 &self.audio,
                 self.senders.get(1),
                 MIME_TYPE_OPUS,
-            )
-        };
+            ),
+            Outgoing::Screen => (
+                &self.screen_route,
+                &self.screen,
+                self.senders.get(2),
+                MIME_TYPE_H264,
+            ),
+        }
+    }
+
+    /// The negotiated payload type and our SSRC for one stream, cached: they do not change
+    /// during a call, and every frame needs them.
+    async fn route(&self, kind: Outgoing) -> Result<(PayloadType, u32), RtcError> {
+        let (slot, track, sender, mime) = self.outgoing(kind);
         if let Some(route) = *lock(slot) {
             return Ok(route);
         }
@@ -672,12 +746,12 @@ impl Peer {
 
     async fn send_sample(
         &self,
-        video: bool,
+        kind: Outgoing,
         data: Bytes,
         duration: Duration,
     ) -> Result<(), RtcError> {
-        let (pt, ssrc) = self.route(video).await?;
-        let track = if video { &self.video } else { &self.audio };
+        let (pt, ssrc) = self.route(kind).await?;
+        let (_, track, _, _) = self.outgoing(kind);
         let sample = Sample {
             data,
             duration,
@@ -690,12 +764,26 @@ impl Peer {
             .map_err(rtc_err)
     }
 
+    /// Sends one access unit of the screen share (Annex-B) lasting `duration`.
+    ///
+    /// # Errors
+    /// Before negotiation, or on a WebRTC error.
+    pub async fn send_screen(
+        &self,
+        access_unit: Bytes,
+        duration: Duration,
+    ) -> Result<(), RtcError> {
+        self.send_sample(Outgoing::Screen, access_unit, duration)
+            .await
+    }
+
     /// Sends one H.264 access unit (Annex-B) lasting `duration`.
     ///
     /// # Errors
     /// Before negotiation, or on a WebRTC error.
     pub async fn send_video(&self, access_unit: Bytes, duration: Duration) -> Result<(), RtcError> {
-        self.send_sample(true, access_unit, duration).await
+        self.send_sample(Outgoing::Video, access_unit, duration)
+            .await
     }
 
     /// Sends one Opus packet lasting `duration`.
@@ -703,7 +791,7 @@ impl Peer {
     /// # Errors
     /// Before negotiation, or on a WebRTC error.
     pub async fn send_audio(&self, packet: Bytes, duration: Duration) -> Result<(), RtcError> {
-        self.send_sample(false, packet, duration).await
+        self.send_sample(Outgoing::Audio, packet, duration).await
     }
 
     /// Sends a chat or metadata message on the data channel.
@@ -722,7 +810,24 @@ impl Peer {
     /// # Errors
     /// Before remote video arrived, or on a WebRTC error.
     pub async fn request_keyframe(&self) -> Result<(), RtcError> {
-        let (track, ssrc) = lock(&self.shared.remote_video)
+        self.request_keyframe_of(false).await
+    }
+
+    /// Asks for a keyframe of the remote's screen share.
+    ///
+    /// # Errors
+    /// Before its screen track arrived, or on a WebRTC error.
+    pub async fn request_screen_keyframe(&self) -> Result<(), RtcError> {
+        self.request_keyframe_of(true).await
+    }
+
+    async fn request_keyframe_of(&self, screen: bool) -> Result<(), RtcError> {
+        let slot = if screen {
+            &self.shared.remote_screen
+        } else {
+            &self.shared.remote_video
+        };
+        let (track, ssrc) = lock(slot)
             .clone()
             .ok_or(RtcError::NotReady("a keyframe request"))?;
         track

@@ -51,6 +51,7 @@ var rtc = (() => {
       connected: false,
       absentSince: null,
       stream: new MediaStream(),
+      screenStream: null, // an app peer's screen share (a stream of its own)
       restarts: 0,
       call, // this side calls: it offers even when polite
       collisions: 0, // offers that crossed ours (glare), for tests and the stats panel
@@ -93,7 +94,13 @@ var rtc = (() => {
         sendSignal({ type: "candidate", to: id, candidate: candidate.toJSON() });
       }
     };
-    pc.ontrack = ({ track }) => {
+    pc.ontrack = ({ track, streams }) => {
+      // The app sends its screen share as a second video stream of its own.
+      if (streams[0]?.id === "liveloop-screen") {
+        peer.screenStream = new MediaStream([track]);
+        ui.render();
+        return;
+      }
       for (const old of peer.stream.getTracks().filter((t) => t.kind === track.kind)) {
         peer.stream.removeTrack(old);
       }

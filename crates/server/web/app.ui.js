@@ -145,7 +145,29 @@ var ui = (() => {
       t.el.classList.toggle("off", peer.cameraOff);
       t.el.classList.toggle("presenting", peer.screen);
     }
+    for (const [id, peer] of state.peers) {
+      // An app peer's screen share: its own tile, first and full width, while it shares.
+      const key = `screen:${id}`;
+      if (peer.screen && peer.screenStream) {
+        const t = tile(key);
+        setStream(t.video, peer.screenStream);
+        t.label.textContent = `${peer.name || id}'s screen`;
+        t.badges.textContent = "";
+        t.el.classList.add("presenting");
+        if ($("tiles").firstChild !== t.el) $("tiles").prepend(t.el);
+      } else if (tiles.has(key)) {
+        tiles.get(key).el.remove();
+        tiles.delete(key);
+      }
+    }
     for (const [key, t] of tiles) {
+      if (key.startsWith("screen:")) {
+        if (!state.peers.get(key.slice(7))?.screen) {
+          t.el.remove();
+          tiles.delete(key);
+        }
+        continue;
+      }
       if (key !== "self" && !state.peers.has(key.slice(5))) {
         t.el.remove();
         tiles.delete(key);
@@ -217,7 +239,9 @@ var ui = (() => {
     }
     for (const [id, peer] of state.peers) {
       const t = tiles.get(`peer:${id}`);
-      if (t) out.push({ video: t.video, label: peer.name || id, muted: peer.muted, cameraOff: peer.cameraOff, screen: peer.screen });
+      const shared = tiles.get(`screen:${id}`);
+      if (shared) out.push({ video: shared.video, label: `${peer.name || id}'s screen`, screen: true });
+      if (t) out.push({ video: t.video, label: peer.name || id, muted: peer.muted, cameraOff: peer.cameraOff, screen: peer.screen && !shared });
     }
     return out;
   }

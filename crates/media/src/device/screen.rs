@@ -190,14 +190,18 @@ impl VideoSource for ScreenSource {
     }
 
     fn next_frame(&mut self, capture_us: u64) -> Result<VideoFrame, MediaError> {
-        let image = match &self.target {
+        let capture = |target: &Target| match target {
             Target::Monitor(m) => m.capture_image(),
             Target::Window(w) => w.capture_image(),
-        }
-        .map_err(|e| MediaError::DeviceLost {
-            kind: KIND,
-            name: format!("{} ({e})", self.name),
-        })?;
+        };
+        // xcap's X11 connection was seen to fail now and then under Xvfb ("Connection error")
+        // and work on the next try: one retry tells a hiccup from a window that is gone.
+        let image = capture(&self.target)
+            .or_else(|_| capture(&self.target))
+            .map_err(|e| MediaError::DeviceLost {
+                kind: KIND,
+                name: format!("{} ({e})", self.name),
+            })?;
         let (w, h) = image.dimensions();
         let (ew, eh) = (w & !1, h & !1);
         let rgba = if (ew, eh) == (w, h) {

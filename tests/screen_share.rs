@@ -1,0 +1,225 @@
+//! Screen share under Xvfb: a native peer shares the display as a second video stream; the
+//! other peer receives it apart from the camera, at full resolution, matching a screenshot;
+//! stopping ends it on both sides.
+
+// Test code: failing loudly is intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use liveloop_e2e::cli_peer::CliPeer;
+use liveloop_e2e::{artifacts_dir, temp_dir};
+use liveloop_media::file::Y4mSource;
+use liveloop_media::quality::psnr;
+use liveloop_media::{VideoFrame, VideoSource};
+use liveloop_server::embedded;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The display as ffmpeg's X11 grabber sees it, as I420.
+fn screenshot(display: &str, width: u32, height: u32) -> VideoFrame {
+    let dir = temp_dir("screenshot").unwrap();
+    let raw = dir.join("shot.yuv");
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "x11grab", "-video_size"])
+        .arg(format!("{width}x{height}"))
+        .args([
+            "-i",
+            display,
+            "-frames:v",
+            "1",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "rawvideo",
+        ])
+        .arg(&raw)
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut frame = VideoFrame::blank(width, height);
+    frame.data = std::fs::read(&raw).unwrap();
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_screen_arrives_as_its_own_stream_and_stops_on_both_sides() {
+    let display = std::env::var("DISPLAY").expect("the test command runs the tests under Xvfb");
+    // Something to recognise on the screen: a two-colour plaid on the root window (the test
+    // command's Xvfb runs with -noreset, so it stays after xsetroot disconnects).
+    let painted = Command::new("xsetroot")
+        .args(["-mod", "16", "16", "-fg", "#ffcc00", "-bg", "#3366cc"])
+        .status()
+        .expect("xsetroot (x11-xserver-utils)");
+    assert!(painted.success());
+    let server = embedded::start_loopback().await.unwrap();
+    let ws = format!("ws://{}/ws", server.rooms);
+    let record = temp_dir("screen-record").unwrap();
+    let mut viewer = CliPeer::spawn(
+        "screen-viewer",
+        &[
+            "join",
+            "--server",
+            &ws,
+            "--room",
+            "screen",
+            "--id",
+            "b-viewer",
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "14",
+            "--record",
+            record.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let mut sharer = CliPeer::spawn(
+        "screen-sharer",
+        &[
+            "join",
+            "--server",
+            &ws,
+            "--room",
+            "screen",
+            "--id",
+            "a-sharer",
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "12",
+            "--share-screen",
+            "primary",
+            "--share-seconds",
+            "6",
+        ],
+    )
+    .unwrap();
+    sharer
+        .next("sharing", 20 * SECOND, |e| {
+            e["event"] == "screen_share" && e["sharing"] == true
+        })
+        .await;
+    viewer
+        .next("told of the share", 10 * SECOND, |e| {
+            e["event"] == "peer_state" && e["id"] == "a-sharer" && e["screen"] == true
+        })
+        .await;
+    // The share arrives beside the camera, at the screen's full size.
+    let first = viewer
+        .next("a screen frame", 20 * SECOND, |e| {
+            e["event"] == "frame" && e["from"] == "a-sharer#screen"
+        })
+        .await;
+    assert_eq!(
+        (first["width"].as_u64(), first["height"].as_u64()),
+        (Some(1920), Some(1080))
+    );
+    let shot = screenshot(&display, 1920, 1080);
+    let spread = luma_spread(&shot);
+    assert!(
+        spread > 20.0,
+        "the screen shows no pattern (luma spread {spread:.1})"
+    );
+    // Stop: the sharer says so, the viewer is told, and screen frames stop coming.
+    sharer
+        .next("stopped", 15 * SECOND, |e| {
+            e["event"] == "screen_share" && e["sharing"] == false
+        })
+        .await;
+    viewer
+        .next("told the share ended", 10 * SECOND, |e| {
+            e["event"] == "peer_state" && e["id"] == "a-sharer" && e["screen"] == false
+        })
+        .await;
+    tokio::time::sleep(SECOND).await;
+    let count = |peer: &CliPeer, from: &str| {
+        peer.all()
+            .iter()
+            .filter(|e| e["event"] == "frame" && e["from"] == from)
+            .count()
+    };
+    let (screen_at_stop, camera_at_stop) = (
+        count(&viewer, "a-sharer#screen"),
+        count(&viewer, "a-sharer"),
+    );
+    tokio::time::sleep(2 * SECOND).await;
+    let (screen_after, camera_after) = (
+        count(&viewer, "a-sharer#screen"),
+        count(&viewer, "a-sharer"),
+    );
+    eprintln!(
+        "screen frames: {screen_at_stop} during the share, {} after it; camera frames kept coming ({camera_at_stop} → {camera_after})",
+        screen_after - screen_at_stop
+    );
+    assert!(
+        screen_at_stop >= 10,
+        "{screen_at_stop} screen frames in 6 s"
+    );
+    assert_eq!(
+        screen_after, screen_at_stop,
+        "screen frames after the share ended"
+    );
+    assert!(
+        camera_after > camera_at_stop + 20,
+        "the camera stream goes on"
+    );
+
+    // What arrived is what was on the screen.
+    let events = viewer.finish(30 * SECOND).await.unwrap();
+    assert_eq!(events.last().unwrap()["event"], "summary");
+    let path = record.join("a-sharer_screen.y4m");
+    let bytes = std::fs::metadata(&path).unwrap().len() as usize;
+    let frame_bytes = 6 + 1920 * 1080 * 3 / 2;
+    let frames = bytes / frame_bytes;
+    let mut video = Y4mSource::open(&path).unwrap();
+    let mut received = video.next_frame(0).unwrap();
+    for _ in 1..frames / 2 {
+        received = video.next_frame(0).unwrap();
+    }
+    let p = psnr(&received, &shot);
+    eprintln!("received screen vs screenshot: PSNR {p:.1} dB");
+    save_png(&received, "screen-share-received.png");
+    save_png(&shot, "screen-share-screenshot.png");
+    assert!(
+        p >= 30.0,
+        "the received screen differs from the screenshot: PSNR {p:.1} dB"
+    );
+}
+
+/// A screen that is all one colour would match anything blank: make sure there is a pattern.
+fn luma_spread(frame: &VideoFrame) -> f64 {
+    let y = &frame.data[..(frame.width * frame.height) as usize];
+    let mean = y.iter().map(|v| f64::from(*v)).sum::<f64>() / y.len() as f64;
+    (y.iter()
+        .map(|v| (f64::from(*v) - mean).powi(2))
+        .sum::<f64>()
+        / y.len() as f64)
+        .sqrt()
+}
+
+fn save_png(frame: &VideoFrame, name: &str) {
+    let path = artifacts_dir().unwrap().join(name);
+    let raw = path.with_extension("yuv");
+    std::fs::write(&raw, &frame.data).unwrap();
+    let _ = Command::new("ffmpeg")
+        .args([
+            "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s",
+        ])
+        .arg(format!("{}x{}", frame.width, frame.height))
+        .arg("-i")
+        .arg(&raw)
+        .arg(&path)
+        .status();
+    let _ = std::fs::remove_file(raw);
+}
