@@ -76,6 +76,14 @@ fn stats_of<'a>(stats: &'a Value, peer: &str) -> &'a Value {
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// The page's view of its calls, for failure messages.
+const DIAGNOSE: &str = "return [...state.peers.values()].map((p) => ({ id: p.id, polite: p.polite, \
+    signaling: p.pc.signalingState, ice: p.pc.iceConnectionState, gathering: p.pc.iceGatheringState, \
+    connection: p.pc.connectionState, collisions: p.collisions, sent: p.candidatesSent, \
+    received: p.candidatesReceived, errors: p.candidateErrors, \
+    local: p.pc.localDescription?.type, remote: p.pc.remoteDescription?.type, \
+    sdp: p.pc.localDescription?.sdp.split('\\r\\n').filter((l) => /^(m=|a=mid|a=ice-ufrag|a=group)/.test(l)) }))";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_and_a_native_peer_call_with_h264_opus_and_chat() {
     let server = servers().await;
@@ -248,9 +256,24 @@ async fn chromium_and_a_native_peer_calling_at_the_same_moment_get_one_call() {
         "a-native",
         &["--video", "synthetic:320x180@30", "--seconds", "30"],
     );
-    native
-        .next("connected", 20 * SECOND, |e| e["event"] == "peer_connected")
-        .await;
+    let connected = tokio::time::timeout(20 * SECOND, async {
+        while let Some(e) = native.events.recv().await {
+            if e["event"] == "peer_connected" {
+                return;
+            }
+        }
+    })
+    .await;
+    if connected.is_err() {
+        let page = b.eval("web", DIAGNOSE).await.unwrap_or_default();
+        let seen: Vec<String> = native
+            .all()
+            .iter()
+            .filter(|e| e["event"] != "audio")
+            .map(ToString::to_string)
+            .collect();
+        panic!("no call after the collision; the page: {page:#}\nthe native peer: {seen:#?}");
+    }
     let s = b
         .wait(
             "web",
@@ -270,6 +293,25 @@ async fn chromium_and_a_native_peer_calling_at_the_same_moment_get_one_call() {
         1,
         "one call"
     );
+    // Chat works on it (the channel the native side brought).
+    b.wait(
+        "web",
+        "return state.peers.get('a-native')?.dc?.readyState === 'open'",
+        10 * SECOND,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.eval("web", "return sendChat('after the collision')")
+            .await
+            .unwrap(),
+        1
+    );
+    native
+        .next("chat after the collision", 5 * SECOND, |e| {
+            e["event"] == "chat" && e["text"] == "after the collision"
+        })
+        .await;
     // Media flows both ways on that one call.
     tokio::time::sleep(2 * SECOND).await;
     let frames = native
@@ -659,9 +701,24 @@ async fn the_browser_client_serves_seed_001s_api() {
             e["event"] == "peer_connected"
         })
         .await;
-    b.wait("web", "return state.roomState === 'calling'", 10 * SECOND)
-        .await
-        .unwrap();
+    b.wait(
+        "web",
+        "return state.roomState === 'calling' && state.peers.get('native')?.dc?.readyState === 'open'",
+        10 * SECOND,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.eval("web", "return sendChat('called back')")
+            .await
+            .unwrap(),
+        1
+    );
+    native
+        .next("chat after calling back", 5 * SECOND, |e| {
+            e["event"] == "chat" && e["text"] == "called back"
+        })
+        .await;
     assert_eq!(
         b.eval("web", "return callPeer('nobody')").await.unwrap(),
         false

@@ -223,3 +223,149 @@ fn save_png(frame: &VideoFrame, name: &str) {
         .status();
     let _ = std::fs::remove_file(raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_window_that_closes_ends_the_share_on_both_sides() {
+    use liveloop_e2e::{ChildGuard, wait_for, workspace_bin};
+    // Windows are listed through the window manager (EWMH), as on a desktop.
+    // The window manager of an earlier test may still be exiting: openbox then refuses to
+    // start ("another window manager is running"); try again until one stays up.
+    let mut wm = None;
+    for _ in 0..10 {
+        let mut guard =
+            ChildGuard::spawn("openbox", Command::new("openbox").arg("--sm-disable")).unwrap();
+        std::thread::sleep(SECOND / 2);
+        if guard.child.try_wait().unwrap().is_none() {
+            wm = Some(guard);
+            break;
+        }
+    }
+    let _wm = wm.expect("openbox stays up");
+    // A window mapped while the window manager is still starting was seen to stay unlisted.
+    wait_for("openbox to manage the display", 10 * SECOND, || {
+        let out = Command::new("xprop")
+            .args(["-root", "_NET_SUPPORTING_WM_CHECK"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("window id")
+            .then_some(())
+    })
+    .unwrap();
+    let xmessage = ChildGuard::spawn(
+        "xmessage",
+        Command::new("xmessage").args([
+            "-title",
+            "LiveLoop share test",
+            "-geometry",
+            "640x360+100+100",
+            "A window to share, then close",
+        ]),
+    )
+    .unwrap();
+    let mut window = Some(xmessage);
+    let window_id = wait_for("the window in the share list", 20 * SECOND, || {
+        let out = Command::new(workspace_bin("liveloop-cli").ok()?)
+            .arg("screens")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            // xcap names windows by their EWMH title and application class.
+            (v["name"].as_str()?.contains("Xmessage"))
+                .then(|| v["id"].as_str().map(str::to_owned))?
+        })
+    })
+    .unwrap_or_else(|e| {
+        let clients = Command::new("xprop")
+            .args(["-root", "_NET_CLIENT_LIST"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let alive = window
+            .as_mut()
+            .map(|w| w.child.try_wait().map(|s| s.is_none()));
+        let tree = Command::new("xwininfo")
+            .args(["-root", "-tree"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        panic!("{e}; clients {clients:?}; xmessage running {alive:?}; windows {tree:?}");
+    });
+    let server = embedded::start_loopback().await.unwrap();
+    let ws = format!("ws://{}/ws", server.rooms);
+    let mut viewer = CliPeer::spawn(
+        "window-viewer",
+        &[
+            "join",
+            "--server",
+            &ws,
+            "--room",
+            "window",
+            "--id",
+            "b-viewer",
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "20",
+        ],
+    )
+    .unwrap();
+    let mut sharer = CliPeer::spawn(
+        "window-sharer",
+        &[
+            "join",
+            "--server",
+            &ws,
+            "--room",
+            "window",
+            "--id",
+            "a-sharer",
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "20",
+            "--share-screen",
+            &window_id,
+        ],
+    )
+    .unwrap();
+    let first = viewer
+        .next("a frame of the window", 20 * SECOND, |e| {
+            e["event"] == "frame" && e["from"] == "a-sharer#screen"
+        })
+        .await;
+    eprintln!("shared window {window_id}: {first}");
+    assert!(
+        first["width"].as_u64().unwrap() < 1920,
+        "a window, not the screen: {first}"
+    );
+    // Close the window: the share ends with a reason, and the viewer is told.
+    drop(window.take());
+    let ended = sharer
+        .next("the share ended", 10 * SECOND, |e| {
+            e["event"] == "screen_share" && e["sharing"] == false
+        })
+        .await;
+    eprintln!("{ended}");
+    assert!(ended["reason"].is_string(), "it says why: {ended}");
+    viewer
+        .next("told the share ended", 10 * SECOND, |e| {
+            e["event"] == "peer_state" && e["id"] == "a-sharer" && e["screen"] == false
+        })
+        .await;
+    // The call itself goes on.
+    let before = viewer
+        .all()
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["from"] == "a-sharer")
+        .count();
+    tokio::time::sleep(2 * SECOND).await;
+    let after = viewer
+        .all()
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["from"] == "a-sharer")
+        .count();
+    assert!(
+        after > before + 10,
+        "the camera goes on after the share ({before} → {after})"
+    );
+}

@@ -114,6 +114,12 @@ var rtc = (() => {
         peer.connected = true;
         peer.restarts = 0;
         peer.connectedAt ??= performance.now();
+        // A peer that reckons politeness differently may have brought no chat channel.
+        setTimeout(() => {
+          if (state.peers.get(id) === peer && !peer.dc && pc.connectionState === "connected") {
+            watchChannel(peer, pc.createDataChannel("chat"));
+          }
+        }, 2000);
       } else if (s === "failed") {
         peer.connected = false;
         // The impolite side restarts ICE, up to three times, as the app does.
@@ -152,8 +158,9 @@ var rtc = (() => {
   function call(peer) {
     peer.call = true;
     if (peer.pc.currentRemoteDescription || peer.pc.signalingState !== "stable") return;
-    // The offer carries the chat channel (the polite side had none of its own).
-    if (!peer.dc) watchChannel(peer, peer.pc.createDataChannel("chat"));
+    // No chat channel of our own here: the other side, which knows of us too, brings one
+    // (opening ours as well made Chromium reject the data section of its answer after an
+    // offer collision). A call that connects without one opens it then (see below).
     negotiate(peer);
   }
 

@@ -40,10 +40,10 @@ pub fn list() -> Result<Vec<DeviceInfo>, MediaError> {
             continue;
         };
         let app = w.app_name().unwrap_or_default();
-        let name = if app.is_empty() {
-            title
-        } else {
-            format!("{title} — {app}")
+        let name = match (title.trim().is_empty(), app.is_empty()) {
+            (_, true) => title,
+            (true, false) => app,
+            (false, false) => format!("{title} — {app}"),
         };
         out.push(DeviceInfo {
             id: format!("window:{id}"),
