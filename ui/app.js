@@ -155,6 +155,7 @@ const call = {
   stats: [],
   recording: null, // the file being recorded
   sharing: false,
+  id: null, // the call's number: events of other calls are ignored
 };
 let videoEndpoint = null;
 
@@ -318,6 +319,9 @@ function renderStats() {
 }
 
 function onCallEvent(ev) {
+  // What an ended call still says (its last "idle", a late "speaking") is not about this one.
+  // Calls are numbered upwards; a newer call's first events may come before its number does.
+  if (ev.callId != null && call.id != null && ev.callId < call.id) return;
   switch (ev.event) {
     case "state":
       call.state = ev.state;
@@ -389,12 +393,25 @@ function onCallEvent(ev) {
   }
 }
 
+let starting = false;
 async function startCall(command, args = {}) {
+  // A double click (or a link arriving meanwhile) must not start a second call over the first.
+  if (starting) return;
+  starting = true;
+  try {
+    await startCallNow(command, args);
+  } finally {
+    starting = false;
+  }
+}
+
+async function startCallNow(command, args) {
   if (preview) await stopCheck();
   if (call.active) await leave();
   try {
     videoEndpoint = videoEndpoint ?? await invoke("video_endpoint");
     const started = await invoke(command, args);
+    call.id = started.callId;
     call.active = true;
     call.mode = started.mode;
     call.me = started.me;

@@ -28,6 +28,9 @@ pub struct Calls {
     recording: Arc<RecordingSlot>,
     /// What the call in progress is called in file names (the room, or "random chat").
     title: std::sync::Mutex<String>,
+    /// Numbers the calls: every event carries its call's number, so the UI can drop what an
+    /// ended call still says (its last "idle" must not end the next call).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Where the recorder lives while it runs; the media taps and the event forwarder feed it.
@@ -312,6 +315,8 @@ fn stream_id(id: &str) -> u64 {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallStarted {
+    /// This call's number; its events carry it as `callId`.
+    pub call_id: u64,
     pub mode: &'static str,
     pub room: Option<String>,
     pub link: Option<String>,
@@ -390,6 +395,7 @@ impl Calls {
                 let (h, e) = join_room_with(config, ws_url, room.clone(), me.clone(), media)
                     .map_err(|e| AppError::Call(e.to_string()))?;
                 let started = CallStarted {
+                    call_id: 0,
                     mode: "room",
                     room: Some(room),
                     link: Some(link),
@@ -407,6 +413,7 @@ impl Calls {
                         })?
                         .map_err(|e| AppError::Call(e.to_string()))?;
                 let started = CallStarted {
+                    call_id: 0,
                     mode: "random",
                     room: None,
                     link: None,
@@ -426,9 +433,16 @@ impl Calls {
             (Some(room), _) => room.clone(),
             (None, _) => "random chat".into(),
         };
+        started.call_id = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         *self.current.lock().await = Some(handle);
         tauri::async_runtime::spawn(forward(
-            app,
+            Emit {
+                app,
+                call_id: started.call_id,
+            },
             hub,
             devices.speaker,
             testing,
@@ -539,9 +553,24 @@ impl Calls {
     }
 }
 
+/// Sends one call's events to the UI, each marked with the call's number.
+struct Emit {
+    app: AppHandle,
+    call_id: u64,
+}
+
+impl Emit {
+    fn emit(&self, mut event: serde_json::Value) {
+        if let Some(obj) = event.as_object_mut() {
+            obj.insert("callId".into(), self.call_id.into());
+        }
+        let _ = self.app.emit("call", event);
+    }
+}
+
 /// Forwards one call's events until it ends.
 async fn forward(
-    app: AppHandle,
+    app: Emit,
     hub: VideoHub,
     speaker: String,
     testing: bool,
@@ -574,8 +603,7 @@ async fn forward(
                         round_trips.sort_unstable();
                         let median = round_trips.get(round_trips.len() / 2).copied();
                         round_trips.clear();
-                        let _ =
-                            app.emit("call", json!({"event": "test_latency", "videoMs": median}));
+                        app.emit(json!({"event": "test_latency", "videoMs": median}));
                     }
                 }
                 continue;
@@ -595,7 +623,7 @@ async fn forward(
                         .map(|(id, _)| id);
                     if loudest != speaking {
                         speaking = loudest;
-                        let _ = app.emit("call", json!({"event": "speaking", "id": speaking}));
+                        app.emit(json!({"event": "speaking", "id": speaking}));
                     }
                 }
                 continue;
@@ -604,7 +632,7 @@ async fn forward(
             _ => {}
         }
         if let Some(json) = ev.to_json() {
-            let _ = app.emit("call", json);
+            app.emit(json);
         }
     }
     hub.clear("self");

@@ -52,6 +52,9 @@ struct Member {
     decoder: std::sync::mpsc::Sender<(u32, Bytes)>,
     /// The decoder of this participant's screen share, started with its first frame.
     screen_decoder: Option<std::sync::mpsc::Sender<(u32, Bytes)>>,
+    /// What this participant's last state message said about sharing: frames that trail the
+    /// end of a share are dropped instead of starting a new decoder.
+    screen_on: bool,
     screen_keyframe_needed: Arc<AtomicBool>,
     counters: Arc<DecodeCounters>,
     sync: Arc<SyncState>,
@@ -599,6 +602,7 @@ impl Runner {
                 restarts: 0,
                 decoder,
                 screen_decoder: None,
+                screen_on: false,
                 screen_keyframe_needed: Arc::new(AtomicBool::new(false)),
                 counters,
                 sync,
@@ -685,7 +689,7 @@ impl Runner {
                 rtp_timestamp,
             } => {
                 let events = self.events.clone();
-                if let Some(m) = self.members.get_mut(from) {
+                if let Some(m) = self.members.get_mut(from).filter(|m| m.screen_on) {
                     let decoder = m.screen_decoder.get_or_insert_with(|| {
                         media::start_decoder(
                             screen_stream_id(from),
@@ -804,11 +808,15 @@ impl Runner {
                     camera_off: flag("cameraOff"),
                     screen: flag("screen"),
                 };
-                if !flag("screen")
-                    && let Some(m) = self.members.get_mut(from)
-                {
-                    // The share ended: its decoder thread ends with it.
-                    m.screen_decoder = None;
+                if let Some(m) = self.members.get_mut(from) {
+                    m.screen_on = flag("screen");
+                    if !m.screen_on {
+                        // The share ended: its decoder thread ends with it.
+                        m.screen_decoder = None;
+                    } else if m.screen_decoder.is_none() {
+                        // Frames that came before this message were dropped: start clean.
+                        m.screen_keyframe_needed.store(true, Ordering::Relaxed);
+                    }
                 }
                 self.emit(event).await;
             }
