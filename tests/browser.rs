@@ -517,6 +517,17 @@ async fn the_browser_client_serves_seed_001s_api() {
     b.wait("web", "return state.roomState === 'joined'", 10 * SECOND)
         .await
         .unwrap();
+    // "Open in the LiveLoop app" hands this room to the app.
+    let want = format!("liveloop://join/api-room?server=ws://{}/ws", server.rooms);
+    assert_eq!(
+        b.eval(
+            "web",
+            "return [document.getElementById('open-app').href, appLink()]"
+        )
+        .await
+        .unwrap(),
+        serde_json::json!([want, want])
+    );
     assert_eq!(
         b.eval(
             "web",
