@@ -186,7 +186,9 @@ async fn a_recorded_three_person_call_plays_everywhere_in_sync() {
         "-i",
         file.to_str().unwrap(),
         "-vf",
-        "crop=640:360:0:0",
+        // The left column: the speaker's tile is at its top with three or four people, and
+        // centred in it (y 180) with two.
+        "crop=640:720:0:0",
         "-pix_fmt",
         "yuv420p",
         // Every frame once, as stored: its time comes from the file's own timestamps below.
@@ -236,7 +238,7 @@ async fn a_recorded_three_person_call_plays_everywhere_in_sync() {
     let mut video = Y4mSource::open(&crop).unwrap();
     let bytes = std::fs::read(&crop).unwrap();
     let header = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
-    let count = (bytes.len() - header) / (6 + 640 * 360 * 3 / 2);
+    let count = (bytes.len() - header) / (6 + 640 * 720 * 3 / 2);
     // (file ms, capture ms − file ms) for every frame with a stamp.
     let mut delays: Vec<(f64, f64)> = Vec::new();
     assert_eq!(
@@ -245,8 +247,18 @@ async fn a_recorded_three_person_call_plays_everywhere_in_sync() {
         "one decoded picture per stored frame"
     );
     for &t in &times_ms {
-        let frame = video.next_frame(0).unwrap();
-        if let Some(s) = read_stamp(&frame) {
+        let column = video.next_frame(0).unwrap();
+        let tile_at = |y: u32| {
+            let mut tile = liveloop_media::VideoFrame::blank(640, 360);
+            let (cy, cu, cv) = column.planes();
+            let (ty, tu, tv) = tile.planes_mut();
+            let (y, cy_w) = (y as usize, 640usize);
+            ty.copy_from_slice(&cy[y * cy_w..(y + 360) * cy_w]);
+            tu.copy_from_slice(&cu[y / 2 * 320..(y / 2 + 180) * 320]);
+            tv.copy_from_slice(&cv[y / 2 * 320..(y / 2 + 180) * 320]);
+            tile
+        };
+        if let Some(s) = read_stamp(&tile_at(0)).or_else(|| read_stamp(&tile_at(180))) {
             delays.push((t, full_ms(s.capture_ms) as f64 - t));
         }
     }

@@ -375,20 +375,9 @@ async fn main() -> Result<()> {
         echo,
         next_after,
         started,
-        call_recorder.as_ref(),
+        call_recorder,
     )
     .await;
-    if let Some(recorder) = call_recorder {
-        let done = recorder.stop().context("recording failed")?;
-        print(&json!({
-            "event": "call_recording",
-            "path": done.path,
-            "extra_files": done.extra_files,
-            "duration_ms": done.duration.as_millis() as u64,
-            "video_frames": done.video_frames,
-            "bytes": done.bytes,
-        }));
-    }
     handle.send(Command::Leave).await.ok();
     // Let the engine say goodbye (peers closed, room left) before the process ends.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -421,7 +410,7 @@ async fn run(
     echo: Option<EchoFeed>,
     next_after: Option<u64>,
     started: Instant,
-    call_recorder: Option<&Recorder>,
+    call_recorder: Option<Recorder>,
 ) -> Result<()> {
     let deadline = opts
         .seconds
@@ -487,7 +476,7 @@ async fn run(
         if let Some(feed) = &echo {
             feed.on_event(&ev);
         }
-        if let Some(r) = call_recorder {
+        if let Some(r) = &call_recorder {
             r.on_event(&ev);
         }
         if let Some(r) = recorder.as_mut()
@@ -572,6 +561,17 @@ async fn run(
     if let Some(r) = recorder {
         let files = r.finish()?;
         print(&json!({"event": "recording", "files": files}));
+    }
+    if let Some(recorder) = call_recorder {
+        let done = recorder.stop().context("recording failed")?;
+        print(&json!({
+            "event": "call_recording",
+            "path": done.path,
+            "extra_files": done.extra_files,
+            "duration_ms": done.duration.as_millis() as u64,
+            "video_frames": done.video_frames,
+            "bytes": done.bytes,
+        }));
     }
     print(&summary.json());
     outcome
