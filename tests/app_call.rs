@@ -12,64 +12,14 @@
     clippy::panic
 )]
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use liveloop_e2e::cli_peer::CliPeer;
 use liveloop_e2e::webdriver::Session;
 use liveloop_e2e::{ChildGuard, artifacts_dir, wait_for, workspace_bin};
 use liveloop_server::embedded;
 use serde_json::{Value, json};
-
-/// A CLI peer whose JSON lines are collected as they come.
-struct Peer {
-    _guard: ChildGuard,
-    lines: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Peer {
-    fn spawn(args: &[&str]) -> Result<Self> {
-        let mut cmd = Command::new(workspace_bin("liveloop-cli")?);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
-        let mut guard = ChildGuard::spawn("liveloop-cli", &mut cmd)?;
-        let stdout = guard.child.stdout.take().expect("piped stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        Ok(Self {
-            _guard: guard,
-            lines,
-        })
-    }
-
-    /// Waits for a line matching `pred` (seen before or after the call).
-    fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for(what, Duration::from_secs(30), || {
-            self.lines.lock().unwrap().iter().find(|v| pred(v)).cloned()
-        })
-        .unwrap()
-    }
-
-    fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|v| pred(v))
-            .count()
-    }
-}
 
 fn js(s: &Session, script: &str) -> Value {
     s.execute(script, &[]).unwrap()
@@ -174,23 +124,26 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     assert_ne!(toast, "error", "the check showed an error");
 
     // --- A room, by link, with a CLI peer sending synthetic video and chat.
-    let cli = Peer::spawn(&[
-        "join",
-        "--server",
-        &ws,
-        "--room",
-        "app-room",
-        "--id",
-        "cli",
-        "--name",
-        "CLI Peer",
-        "--video",
-        "synthetic:320x180@15",
-        "--seconds",
-        "120",
-        "--chat",
-        "hello app",
-    ])
+    let cli = CliPeer::spawn(
+        "app-room-peer",
+        &[
+            "join",
+            "--server",
+            &ws,
+            "--room",
+            "app-room",
+            "--id",
+            "cli",
+            "--name",
+            "CLI Peer",
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "120",
+            "--chat",
+            "hello app",
+        ],
+    )
     .unwrap();
     let link = format!("liveloop://join/app-room?server={ws}");
     s.execute(
@@ -226,7 +179,7 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     })
     .unwrap();
     // The CLI receives the app's video and speech.
-    let app_id = cli.wait("the app's frames", |v| {
+    let app_id = cli.seen("the app's frames", |v| {
         v["event"] == "frame"
             && v["from"]
                 .as_str()
@@ -235,7 +188,7 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
         .as_str()
         .unwrap()
         .to_owned();
-    cli.wait("the app's speech", |v| {
+    cli.seen("the app's speech", |v| {
         v["event"] == "audio" && v["from"] == app_id.as_str() && v["rms"].as_f64().unwrap() > 0.01
     });
     // Chat both ways.
@@ -250,7 +203,7 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     )
     .unwrap();
     click(&s, "#chat-form button");
-    cli.wait("the app's chat", |v| {
+    cli.seen("the app's chat", |v| {
         v["event"] == "chat" && v["text"] == "hello cli"
     });
     // The CLI's name and the self tile.
@@ -266,11 +219,11 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     shot(&s, "app-room-call.png");
     // Mute and camera off show at the CLI.
     click(&s, "#btn-mute");
-    cli.wait("the app muted", |v| {
+    cli.seen("the app muted", |v| {
         v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["muted"] == true
     });
     click(&s, "#btn-camera");
-    cli.wait("the app's camera off", |v| {
+    cli.seen("the app's camera off", |v| {
         v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["cameraOff"] == true
     });
     click(&s, "#quality");
@@ -354,15 +307,15 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     shot(&s, "app-share-picker.png");
     click(&s, "#share-list button[data-id^='monitor:']");
     let screen_id = format!("{app_id}#screen");
-    cli.wait("the app's shared screen", |v| {
+    cli.seen("the app's shared screen", |v| {
         v["event"] == "frame" && v["from"] == screen_id.as_str() && v["width"] == 1920
     });
-    cli.wait("the app sharing", |v| {
+    cli.seen("the app sharing", |v| {
         v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["screen"] == true
     });
     shot(&s, "app-sharing.png");
     click(&s, "#btn-share");
-    cli.wait("the app's share ended", |v| {
+    cli.seen("the app's share ended", |v| {
         v["event"] == "peer_state" && v["id"] == app_id.as_str() && v["screen"] == false
     });
     wait_for("the Share button back", Duration::from_secs(5), || {
@@ -376,7 +329,7 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     // Hang up: back home; the CLI sees the app leave.
     click(&s, "#btn-hangup");
     wait_view(&s, "home");
-    cli.wait("the app left", |v| {
+    cli.seen("the app left", |v| {
         v["event"] == "peer_left" && v["id"] == app_id.as_str()
     });
     drop(cli);
@@ -401,21 +354,24 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     wait_view(&s, "home");
 
     // --- Random chat with a CLI peer: connect, Next, Stop.
-    let random = Peer::spawn(&[
-        "random",
-        &server.matchmaking_url(),
-        "--name",
-        "Stranger",
-        "--video",
-        "synthetic:320x180@15",
-        "--seconds",
-        "120",
-    ])
+    let random = CliPeer::spawn(
+        "random-peer",
+        &[
+            "random",
+            &server.matchmaking_url(),
+            "--name",
+            "Stranger",
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "120",
+        ],
+    )
     .unwrap();
     click(&s, "#start-random");
     wait_view(&s, "call");
     remote_tile(&s, 10);
-    random.wait("connected to the app", |v| v["event"] == "peer_connected");
+    random.seen("connected to the app", |v| v["event"] == "peer_connected");
     shot(&s, "app-random-call.png");
     // Next: the only other user is the CLI, so after the re-pair grace it comes back.
     click(&s, "#btn-next");
@@ -450,19 +406,22 @@ async fn a_link_starts_the_app_in_the_room_and_a_second_link_goes_to_the_running
         ("LIVELOOP_AUDIO", "synthetic"),
     ];
     let peer = |room: &str, id: &str| {
-        Peer::spawn(&[
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            room,
-            "--id",
-            id,
-            "--video",
-            "synthetic:320x180@15",
-            "--seconds",
-            "90",
-        ])
+        CliPeer::spawn(
+            &format!("link-{id}"),
+            &[
+                "join",
+                "--server",
+                &ws,
+                "--room",
+                room,
+                "--id",
+                id,
+                "--video",
+                "synthetic:320x180@15",
+                "--seconds",
+                "90",
+            ],
+        )
         .unwrap()
     };
     let _first_peer = peer("first", "cli-one");

@@ -62,12 +62,7 @@ fn browser(label: &str) -> Browser {
 }
 
 fn cli_join(server: &Embedded, room: &str, id: &str, extra: &[&str]) -> CliPeer {
-    let ws = format!("ws://{}/ws", server.rooms);
-    let mut args = vec![
-        "join", "--server", &ws, "--room", room, "--id", id, "--name", id,
-    ];
-    args.extend_from_slice(extra);
-    CliPeer::spawn(id, &args).unwrap()
+    CliPeer::join(&format!("ws://{}/ws", server.rooms), room, id, extra)
 }
 
 fn stats_of<'a>(stats: &'a Value, peer: &str) -> &'a Value {

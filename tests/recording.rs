@@ -98,21 +98,9 @@ async fn a_recorded_three_person_call_plays_everywhere_in_sync() {
     let dir = temp_dir("recording").unwrap();
     let ws = format!("ws://{}/ws", server.rooms);
     let join = |id: &str, extra: &[&str]| {
-        let mut args = vec![
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            "rec",
-            "--id",
-            id,
-            "--name",
-            id,
-            "--video",
-            "synthetic:640x360@30",
-        ];
+        let mut args = vec!["--video", "synthetic:640x360@30"];
         args.extend_from_slice(extra);
-        CliPeer::spawn(id, &args).unwrap()
+        CliPeer::join(&ws, "rec", id, &args)
     };
     // a-speaker sends stamped video and speech whose marks fall on whole wall-clock seconds.
     let _speaker = join(
@@ -337,38 +325,13 @@ async fn a_recorder_killed_with_sigkill_leaves_a_playable_file() {
     let dir = temp_dir("recording-kill").unwrap();
     let ws = format!("ws://{}/ws", server.rooms);
     let file = dir.join("killed.mkv");
-    let _peer = CliPeer::spawn(
-        "kill-peer",
-        &[
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            "kill",
-            "--id",
-            "peer",
-            "--seconds",
-            "30",
-        ],
-    )
-    .unwrap();
-    let mut recorder = CliPeer::spawn(
-        "kill-recorder",
-        &[
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            "kill",
-            "--id",
-            "recorder",
-            "--seconds",
-            "30",
-            "--record-call",
-            file.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let _peer = CliPeer::join(&ws, "kill", "peer", &["--seconds", "30"]);
+    let mut recorder = CliPeer::join(
+        &ws,
+        "kill",
+        "recorder",
+        &["--seconds", "30", "--record-call", file.to_str().unwrap()],
+    );
     recorder
         .next("joined", 10 * SECOND, |e| e["event"] == "joined")
         .await;

@@ -65,16 +65,11 @@ async fn a_shared_screen_arrives_as_its_own_stream_and_stops_on_both_sides() {
     let server = embedded::start_loopback().await.unwrap();
     let ws = format!("ws://{}/ws", server.rooms);
     let record = temp_dir("screen-record").unwrap();
-    let mut viewer = CliPeer::spawn(
-        "screen-viewer",
+    let mut viewer = CliPeer::join(
+        &ws,
+        "screen",
+        "b-viewer",
         &[
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            "screen",
-            "--id",
-            "b-viewer",
             "--video",
             "synthetic:320x180@15",
             "--seconds",
@@ -84,18 +79,12 @@ async fn a_shared_screen_arrives_as_its_own_stream_and_stops_on_both_sides() {
             "--record-call",
             record.join("call.mkv").to_str().unwrap(),
         ],
-    )
-    .unwrap();
-    let mut sharer = CliPeer::spawn(
-        "screen-sharer",
+    );
+    let mut sharer = CliPeer::join(
+        &ws,
+        "screen",
+        "a-sharer",
         &[
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            "screen",
-            "--id",
-            "a-sharer",
             "--video",
             "synthetic:320x180@15",
             "--seconds",
@@ -105,8 +94,7 @@ async fn a_shared_screen_arrives_as_its_own_stream_and_stops_on_both_sides() {
             "--share-seconds",
             "6",
         ],
-    )
-    .unwrap();
+    );
     sharer
         .next("sharing", 20 * SECOND, |e| {
             e["event"] == "screen_share" && e["sharing"] == true
@@ -342,33 +330,17 @@ async fn a_shared_window_that_closes_ends_the_share_on_both_sides() {
     });
     let server = embedded::start_loopback().await.unwrap();
     let ws = format!("ws://{}/ws", server.rooms);
-    let mut viewer = CliPeer::spawn(
-        "window-viewer",
+    let mut viewer = CliPeer::join(
+        &ws,
+        "window",
+        "b-viewer",
+        &["--video", "synthetic:320x180@15", "--seconds", "20"],
+    );
+    let mut sharer = CliPeer::join(
+        &ws,
+        "window",
+        "a-sharer",
         &[
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            "window",
-            "--id",
-            "b-viewer",
-            "--video",
-            "synthetic:320x180@15",
-            "--seconds",
-            "20",
-        ],
-    )
-    .unwrap();
-    let mut sharer = CliPeer::spawn(
-        "window-sharer",
-        &[
-            "join",
-            "--server",
-            &ws,
-            "--room",
-            "window",
-            "--id",
-            "a-sharer",
             "--video",
             "synthetic:320x180@15",
             "--seconds",
@@ -376,8 +348,7 @@ async fn a_shared_window_that_closes_ends_the_share_on_both_sides() {
             "--share-screen",
             &window_id,
         ],
-    )
-    .unwrap();
+    );
     let first = viewer
         .next("a frame of the window", 20 * SECOND, |e| {
             e["event"] == "frame" && e["from"] == "a-sharer#screen"

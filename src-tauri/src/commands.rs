@@ -196,7 +196,7 @@ pub async fn screen_sources() -> Result<Vec<ScreenChoice>, AppError> {
 #[tauri::command]
 pub async fn call_share_screen(state: State<'_, AppState>, id: String) -> Result<(), AppError> {
     let source = tauri::async_runtime::spawn_blocking(move || {
-        liveloop_media::device::screen::ScreenSource::open(Some(&id), Some((1920, 1080)), 10.0)
+        liveloop_media::device::screen::ScreenSource::open_for_sharing(Some(&id))
     })
     .await
     .map_err(|e| AppError::Call(e.to_string()))?

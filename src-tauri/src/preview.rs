@@ -102,7 +102,6 @@ impl Preview {
 /// # Errors
 /// When the frame cannot be converted or encoded.
 pub fn avatar_data_url(frame: &VideoFrame) -> Result<String, AppError> {
-    use base64::Engine as _;
     let fail = |e: &dyn std::fmt::Display| AppError::Call(format!("cannot make the picture: {e}"));
     let rgba = liveloop_media::convert::i420_to_rgba(frame).map_err(|e| fail(&e))?;
     let image = image::RgbaImage::from_raw(frame.width, frame.height, rgba)
@@ -117,11 +116,15 @@ pub fn avatar_data_url(frame: &VideoFrame) -> Result<String, AppError> {
     )
     .to_image();
     let small = image::imageops::resize(&square, 96, 96, image::imageops::FilterType::Triangle);
-    let rgb = image::DynamicImage::ImageRgba8(small).to_rgb8();
+    jpeg_url(small, 80).map_err(|e| fail(&e))
+}
+
+/// An RGBA image as a JPEG data URL.
+fn jpeg_url(image: image::RgbaImage, quality: u8) -> Result<String, image::ImageError> {
+    use base64::Engine as _;
+    let rgb = image::DynamicImage::ImageRgba8(image).to_rgb8();
     let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
-        .encode_image(&rgb)
-        .map_err(|e| fail(&e))?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality).encode_image(&rgb)?;
     Ok(format!(
         "data:image/jpeg;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(jpeg)
@@ -133,20 +136,11 @@ pub fn avatar_data_url(frame: &VideoFrame) -> Result<String, AppError> {
 /// # Errors
 /// When the frame cannot be converted or encoded.
 pub fn jpeg_data_url(frame: &VideoFrame) -> Result<String, AppError> {
-    use base64::Engine as _;
     let fail = |e: &dyn std::fmt::Display| AppError::Call(format!("cannot make a thumbnail: {e}"));
     let rgba = liveloop_media::convert::i420_to_rgba(frame).map_err(|e| fail(&e))?;
     let image = image::RgbaImage::from_raw(frame.width, frame.height, rgba)
         .ok_or_else(|| fail(&"frame size"))?;
-    let rgb = image::DynamicImage::ImageRgba8(image).to_rgb8();
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 75)
-        .encode_image(&rgb)
-        .map_err(|e| fail(&e))?;
-    Ok(format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(jpeg)
-    ))
+    jpeg_url(image, 75).map_err(|e| fail(&e))
 }
 
 /// Plays a one-second 440 Hz tone on the chosen speaker.

@@ -56,6 +56,24 @@ impl CliPeer {
         })
     }
 
+    /// `liveloop-cli join --server <ws> --room <room> --id <id> --name <id> <extra…>`, named
+    /// `id`; its stderr log is `<room>-<id>.stderr.log`.
+    ///
+    /// # Panics
+    /// When the binary is missing.
+    #[must_use]
+    pub fn join(ws: &str, room: &str, id: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "join", "--server", ws, "--room", room, "--id", id, "--name", id,
+        ];
+        args.extend_from_slice(extra);
+        let mut peer =
+            Self::spawn(&format!("{room}-{id}"), &args).unwrap_or_else(|e| panic!("{e:#}"));
+        // Named as the room knows it.
+        id.clone_into(&mut peer.name);
+        peer
+    }
+
     /// Waits for an event matching `pred`.
     pub async fn next(
         &mut self,
@@ -76,6 +94,25 @@ impl CliPeer {
     pub fn kill(&mut self) {
         let _ = self.child.child.kill();
         let _ = self.child.child.wait();
+    }
+
+    /// Waits (blocking, polling) until an event matching `pred` has been printed, at any time
+    /// since the start, and returns it.
+    ///
+    /// # Panics
+    /// After 30 s without one, naming `what`.
+    pub fn seen(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        crate::wait_for(
+            &format!("{}: {what}", self.name),
+            Duration::from_secs(30),
+            || crate::lock(&self.all).iter().find(|v| pred(v)).cloned(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// How many events so far match `pred`.
+    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        crate::lock(&self.all).iter().filter(|v| pred(v)).count()
     }
 
     /// Every event so far.

@@ -500,12 +500,8 @@ async fn run(
                 }
                 if let Some(screen) = share.take() {
                     let id = (screen != "primary").then_some(screen.as_str());
-                    let source = liveloop_media::device::screen::ScreenSource::open(
-                        id,
-                        Some((1920, 1080)),
-                        10.0,
-                    )
-                    .with_context(|| format!("cannot share {screen}"))?;
+                    let source = liveloop_media::device::screen::ScreenSource::open_for_sharing(id)
+                        .with_context(|| format!("cannot share {screen}"))?;
                     handle.send(Command::ShareScreen(Box::new(source))).await?;
                     if let Some(secs) = opts.share_seconds {
                         unshare_at = Some(tokio::time::Instant::now() + Duration::from_secs(secs));

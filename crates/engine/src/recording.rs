@@ -72,7 +72,6 @@ enum Input {
     Frame(String, Arc<VideoFrame>),
     Audio(String, Vec<f32>),
     Left(String),
-    Presenter(Option<String>),
     Stop,
 }
 
@@ -245,7 +244,14 @@ impl Recorder {
                 Input::Frame(from.clone(), frame.clone())
             }
             EngineEvent::AudioPlayout { from, pcm } => Input::Audio(from.clone(), pcm.clone()),
-            EngineEvent::PeerLeft { id } => Input::Left(id.clone()),
+            EngineEvent::PeerLeft { id } => {
+                let _ = self.tx.send(Input::Left(crate::screen_stream_id(id)));
+                Input::Left(id.clone())
+            }
+            // A share that stopped leaves the gallery at once.
+            EngineEvent::PeerState {
+                id, screen: false, ..
+            } => Input::Left(crate::screen_stream_id(id)),
             _ => return,
         };
         let _ = self.tx.send(input);
@@ -253,22 +259,15 @@ impl Recorder {
 
     /// Your own video (the self-view tap).
     pub fn local_frame(&self, frame: &VideoFrame) {
-        let _ = self
-            .tx
-            .send(Input::Frame(SELF_ID.into(), Arc::new(frame.clone())));
+        self.feeder().local_frame(frame);
     }
 
     /// Your own voice (the microphone tap).
     pub fn local_audio(&self, pcm: &[f32]) {
-        let _ = self.tx.send(Input::Audio(SELF_ID.into(), pcm.to_vec()));
+        self.feeder().local_audio(pcm);
     }
 
-    /// Whose video gets the large area (a screen share), or nobody.
-    pub fn set_presenter(&self, id: Option<String>) {
-        let _ = self.tx.send(Input::Presenter(id));
-    }
-
-    /// A sender the media threads can feed from (the taps run on other threads).
+    /// A handle the media threads can feed from (the taps run on other threads).
     #[must_use]
     pub fn feeder(&self) -> RecorderFeed {
         RecorderFeed(self.tx.clone())
@@ -355,9 +354,9 @@ fn run(
     let mut mkv = MkvWriter::new(std::io::BufWriter::new(file), layout);
     let mut tiles: BTreeMap<String, Tile> = BTreeMap::new();
     let mut mixer = Mixer::new(MAX_AUDIO_QUEUE);
-    let mut separate: HashMap<String, (hound::WavWriter<std::io::BufWriter<std::fs::File>>, u64)> =
-        HashMap::new();
-    let mut extra_files = Vec::new();
+    let mut separate = options
+        .separate_audio
+        .then(|| SeparateAudio::new(&options.path));
     let mut next_stream = 0u64;
     let mut presenter: Option<String> = None;
     let mut scaler = Scaler::new();
@@ -366,16 +365,6 @@ fn run(
     let frame_ms = 1000.0 / f64::from(options.fps.max(1));
     let (mut video_index, mut audio_index, mut frames) = (0u64, 0u64, 0u64);
     let mut mix = vec![0.0f32; 960];
-    let stem = options
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let folder = options
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
     let mut stopping = false;
     loop {
         let video_at = start + Duration::from_secs_f64(video_index as f64 * frame_ms / 1000.0);
@@ -418,52 +407,9 @@ fn run(
                         }
                     });
                     mixer.push(tile.stream, &pcm);
-                    if options.separate_audio {
+                    if let Some(files) = separate.as_mut() {
                         let now_samples = start.elapsed().as_millis() as u64 * 48;
-                        let entry = match separate.entry(who.clone()) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                let name = if who.is_empty() {
-                                    "you".to_owned()
-                                } else {
-                                    who.clone()
-                                };
-                                let safe: String = name
-                                    .chars()
-                                    .map(|c| {
-                                        if c.is_ascii_alphanumeric() || c == '-' {
-                                            c
-                                        } else {
-                                            '_'
-                                        }
-                                    })
-                                    .collect();
-                                let path = folder.join(format!("{stem}.{safe}.wav"));
-                                let spec = hound::WavSpec {
-                                    channels: 1,
-                                    sample_rate: 48_000,
-                                    bits_per_sample: 16,
-                                    sample_format: hound::SampleFormat::Int,
-                                };
-                                let w = hound::WavWriter::create(&path, spec).map_err(|e| {
-                                    MediaError::Write(format!("{}: {e}", path.display()))
-                                })?;
-                                extra_files.push(path);
-                                v.insert((w, 0))
-                            }
-                        };
-                        // Silence up to now, so every file starts with the recording.
-                        let (w, written) = entry;
-                        while *written + pcm.len() as u64 <= now_samples {
-                            w.write_sample(0i16)
-                                .map_err(|e| MediaError::Write(e.to_string()))?;
-                            *written += 1;
-                        }
-                        for s in &pcm {
-                            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-                                .map_err(|e| MediaError::Write(e.to_string()))?;
-                        }
-                        *written += pcm.len() as u64;
+                        files.push(&who, &pcm, now_samples)?;
                     }
                 }
                 Input::Left(who) => {
@@ -474,7 +420,6 @@ fn run(
                         presenter = None;
                     }
                 }
-                Input::Presenter(p) => presenter = p,
                 Input::Stop => stopping = true,
             }
         }
@@ -512,9 +457,10 @@ fn run(
         .metadata()
         .map(|m| m.len())
         .unwrap_or_default();
-    for (_, (w, _)) in separate {
-        w.finalize().map_err(|e| MediaError::Write(e.to_string()))?;
-    }
+    let extra_files = match separate {
+        Some(files) => files.finish()?,
+        None => Vec::new(),
+    };
     Ok(RecordingSummary {
         path: options.path.clone(),
         extra_files,
@@ -522,6 +468,84 @@ fn run(
         video_frames: frames,
         bytes,
     })
+}
+
+type WavFile = hound::WavWriter<std::io::BufWriter<std::fs::File>>;
+
+/// Each participant's audio as `<stem>.<id>.wav` beside the recording (`you` for yourself),
+/// padded with silence so that every file starts when the recording did.
+struct SeparateAudio {
+    folder: PathBuf,
+    stem: String,
+    files: HashMap<String, (PathBuf, WavFile, u64)>,
+}
+
+impl SeparateAudio {
+    fn new(recording: &Path) -> Self {
+        Self {
+            folder: recording
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            stem: recording
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            files: HashMap::new(),
+        }
+    }
+
+    /// Appends `pcm`, which plays `now_samples` after the recording started.
+    fn push(&mut self, who: &str, pcm: &[f32], now_samples: u64) -> Result<(), MediaError> {
+        let err = |e: hound::Error| MediaError::Write(e.to_string());
+        if !self.files.contains_key(who) {
+            let name = if who.is_empty() { "you" } else { who };
+            let safe: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path = self.folder.join(format!("{}.{safe}.wav", self.stem));
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: 48_000,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let w = hound::WavWriter::create(&path, spec)
+                .map_err(|e| MediaError::Write(format!("{}: {e}", path.display())))?;
+            self.files.insert(who.to_owned(), (path, w, 0));
+        }
+        let Some((_, w, written)) = self.files.get_mut(who) else {
+            return Ok(());
+        };
+        while *written + pcm.len() as u64 <= now_samples {
+            w.write_sample(0i16).map_err(err)?;
+            *written += 1;
+        }
+        for s in pcm {
+            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+                .map_err(err)?;
+        }
+        *written += pcm.len() as u64;
+        Ok(())
+    }
+
+    /// Finishes every file; returns their paths.
+    fn finish(self) -> Result<Vec<PathBuf>, MediaError> {
+        let mut paths = Vec::new();
+        for (_, (path, w, _)) in self.files {
+            w.finalize().map_err(|e| MediaError::Write(e.to_string()))?;
+            paths.push(path);
+        }
+        paths.sort();
+        Ok(paths)
+    }
 }
 
 /// Draws the gallery: remote participants in id order, then you; a tile without a recent

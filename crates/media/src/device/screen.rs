@@ -59,6 +59,11 @@ enum Target {
     Window(xcap::Window),
 }
 
+/// How screens are shared in calls: full resolution up to this size (text stays legible)...
+pub const SHARE_MAX_SIZE: (u32, u32) = (1920, 1080);
+/// ...at up to this many frames a second (plenty for slides and code).
+pub const SHARE_FPS: f32 = 10.0;
+
 /// A monitor or window being captured.
 pub struct ScreenSource {
     target: Target,
@@ -163,6 +168,15 @@ impl ScreenSource {
             fps,
         };
         Ok(source)
+    }
+
+    /// Opens `id` (`None`: the primary monitor) as a call shares it: [`SHARE_MAX_SIZE`] at
+    /// [`SHARE_FPS`].
+    ///
+    /// # Errors
+    /// As [`ScreenSource::open`].
+    pub fn open_for_sharing(id: Option<&str>) -> Result<Self, MediaError> {
+        Self::open(id, Some(SHARE_MAX_SIZE), SHARE_FPS)
     }
 
     fn size(&self) -> Result<(u32, u32), MediaError> {
