@@ -76,6 +76,8 @@ async fn a_shared_screen_arrives_as_its_own_stream_and_stops_on_both_sides() {
             "14",
             "--record",
             record.to_str().unwrap(),
+            "--record-call",
+            record.join("call.mkv").to_str().unwrap(),
         ],
     );
     let mut sharer = CliPeer::join(
@@ -182,6 +184,54 @@ async fn a_shared_screen_arrives_as_its_own_stream_and_stops_on_both_sides() {
     assert!(
         p >= 30.0,
         "the received screen differs from the screenshot: PSNR {p:.1} dB"
+    );
+
+    // The viewer's recording gave the share the large area (the left three quarters, 960x540
+    // letterboxed at y 90) while it lasted, and the gallery back after it.
+    let (w, h) = (960, 540);
+    let expected = liveloop_media::convert::Scaler::new()
+        .scale(&received, w, h)
+        .unwrap();
+    let raw = record.join("presenter.yuv");
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(record.join("call.mkv"))
+        .args([
+            "-vf",
+            "fps=2,crop=960:540:0:90",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "rawvideo",
+        ])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&raw).unwrap();
+    let size = (w * h * 3 / 2) as usize;
+    let scores: Vec<f64> = bytes
+        .chunks_exact(size)
+        .map(|chunk| {
+            let mut f = VideoFrame::blank(w, h);
+            f.data = chunk.to_vec();
+            psnr(&f, &expected)
+        })
+        .collect();
+    eprintln!("the recording's large area against the share, every 0.5 s: {scores:.1?}");
+    let best = scores.iter().copied().fold(0.0, f64::max);
+    assert!(
+        best >= 28.0,
+        "the share never filled the large area (best {best:.1} dB)"
+    );
+    let last = scores.last().copied().unwrap_or(f64::MAX);
+    assert!(
+        last < 20.0,
+        "the share still filled the large area at the end ({last:.1} dB)"
     );
 }
 
