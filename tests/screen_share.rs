@@ -49,6 +49,7 @@ fn screenshot(display: &str, width: u32, height: u32) -> VideoFrame {
     );
     let mut frame = VideoFrame::blank(width, height);
     frame.data = std::fs::read(&raw).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     frame
 }
 
@@ -233,6 +234,8 @@ async fn a_shared_screen_arrives_as_its_own_stream_and_stops_on_both_sides() {
         last < 20.0,
         "the share still filled the large area at the end ({last:.1} dB)"
     );
+    // A passing run leaves nothing behind (the raw 1080p recording is about 500 MB).
+    let _ = std::fs::remove_dir_all(&record);
 }
 
 /// A screen that is all one colour would match anything blank: make sure there is a pattern.
