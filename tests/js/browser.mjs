@@ -12,7 +12,9 @@
 // Replies: {"id":…,"ok":true,"value":…} or {"id":…,"ok":false,"error":"…"}.
 //
 // Environment: CHROMIUM (default /usr/bin/chromium), FAKE_AUDIO (a WAV the microphone plays,
-// looped), FAKE_VIDEO (a Y4M the camera plays), BROWSER_LOG (a file for the pages' console).
+// looped), FAKE_VIDEO (a Y4M the camera plays), BROWSER_LOG (a file for the pages' console),
+// EXTRA_ARGS (a JSON array of more Chromium flags), BYPASS_CSP=1 (let evaluated code load
+// worklets from blob: URLs, for the quality harness's instrumentation).
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 import { mkdtempSync, appendFileSync, statSync } from "node:fs";
@@ -37,6 +39,7 @@ const args = [
   "--disable-backgrounding-occluded-windows",
 ];
 if (process.env.FAKE_AUDIO) args.push(`--use-file-for-fake-audio-capture=${process.env.FAKE_AUDIO}`);
+if (process.env.EXTRA_ARGS) args.push(...JSON.parse(process.env.EXTRA_ARGS));
 if (process.env.FAKE_VIDEO) args.push(`--use-file-for-fake-video-capture=${process.env.FAKE_VIDEO}`);
 
 const profile = mkdtempSync(join(tmpdir(), "liveloop-chromium-"));
@@ -45,6 +48,7 @@ const context = await chromium.launchPersistentContext(profile, {
   headless: true,
   args,
   acceptDownloads: true,
+  bypassCSP: process.env.BYPASS_CSP === "1",
   viewport: { width: 1280, height: 720 },
 });
 const pages = new Map();

@@ -23,7 +23,22 @@ pub struct Browser {
     waiters: Waiters,
     next: AtomicU64,
     // Dropped last: kills node and Chromium.
-    _child: ChildGuard,
+    child: ChildGuard,
+}
+
+/// How to start Chromium.
+#[derive(Debug, Clone, Default)]
+pub struct BrowserOptions {
+    /// A WAV the microphone plays in a loop.
+    pub fake_audio: Option<PathBuf>,
+    /// A Y4M the camera plays in a loop.
+    pub fake_video: Option<PathBuf>,
+    /// The Chromium executable (a wrapper that enters a network namespace, say).
+    pub chromium: Option<PathBuf>,
+    /// Let evaluated code ignore the page's Content-Security-Policy.
+    pub bypass_csp: bool,
+    /// More Chromium flags.
+    pub extra_args: Vec<String>,
 }
 
 impl std::fmt::Debug for Browser {
@@ -45,6 +60,21 @@ impl Browser {
     /// # Errors
     /// When node, playwright-core or Chromium is missing.
     pub fn start(fake_audio: Option<&Path>, log: &Path) -> Result<Self> {
+        Self::start_with(
+            &BrowserOptions {
+                fake_audio: fake_audio.map(Path::to_owned),
+                ..BrowserOptions::default()
+            },
+            log,
+        )
+    }
+
+    /// Starts Chromium with more options (see [`BrowserOptions`]).
+    ///
+    /// # Errors
+    /// When node, playwright-core or Chromium is missing.
+    pub fn start_with(opts: &BrowserOptions, log: &Path) -> Result<Self> {
+        let fake_audio = opts.fake_audio.as_deref();
         let dir = js_dir();
         if !dir.join("node_modules/playwright-core").is_dir() {
             bail!("playwright-core is missing: run `./dev test` (it runs npm ci in tests/js)");
@@ -57,6 +87,18 @@ impl Browser {
             .stdout(Stdio::piped());
         if let Some(wav) = fake_audio {
             cmd.env("FAKE_AUDIO", wav);
+        }
+        if let Some(y4m) = &opts.fake_video {
+            cmd.env("FAKE_VIDEO", y4m);
+        }
+        if let Some(exe) = &opts.chromium {
+            cmd.env("CHROMIUM", exe);
+        }
+        if opts.bypass_csp {
+            cmd.env("BYPASS_CSP", "1");
+        }
+        if !opts.extra_args.is_empty() {
+            cmd.env("EXTRA_ARGS", serde_json::to_string(&opts.extra_args)?);
         }
         let mut child = ChildGuard::spawn("chromium (playwright)", &mut cmd)?;
         let stdin = child.child.stdin.take().context("no stdin")?;
@@ -82,8 +124,14 @@ impl Browser {
             stdin: Mutex::new(stdin),
             waiters,
             next: AtomicU64::new(1),
-            _child: child,
+            child,
         })
+    }
+
+    /// The driver's process id: Chromium's processes are its descendants.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.child.id()
     }
 
     async fn request(&self, mut req: Value, timeout: Duration) -> Result<Value> {
@@ -105,6 +153,16 @@ impl Browser {
         } else {
             Err(anyhow!("browser: {} (during {req})", reply["error"]))
         }
+    }
+
+    /// Runs `body` (an async function body) in `page`, allowing it `timeout`: for answers that
+    /// take long to make or to carry (many megabytes of samples).
+    ///
+    /// # Errors
+    /// When it throws or takes longer.
+    pub async fn request_long(&self, page: &str, body: &str, timeout: Duration) -> Result<Value> {
+        self.request(json!({"op": "eval", "page": page, "expr": body}), timeout)
+            .await
     }
 
     /// Opens a new page (tab) at `url`, named `page`.

@@ -27,11 +27,19 @@ impl CliPeer {
     /// # Errors
     /// When the binary is missing.
     pub fn spawn(name: &str, args: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new(workspace_bin("liveloop-cli")?);
+        cmd.args(args);
+        Self::spawn_command(name, cmd)
+    }
+
+    /// Starts `cmd` (a `liveloop-cli` command line, perhaps behind `ip netns exec`).
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub fn spawn_command(name: &str, mut cmd: Command) -> Result<Self> {
         let log =
             std::fs::File::create(crate::artifacts_dir()?.join(format!("{name}.stderr.log")))?;
-        let mut cmd = Command::new(workspace_bin("liveloop-cli")?);
-        cmd.args(args)
-            .stdout(Stdio::piped())
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .env("RUST_LOG", "error");
         let mut child = ChildGuard::spawn(name, &mut cmd)?;
@@ -91,6 +99,12 @@ impl CliPeer {
     }
 
     /// Kills the process at once (SIGKILL), as a crash or the OOM killer would.
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.child.kill();
         let _ = self.child.child.wait();

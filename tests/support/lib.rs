@@ -13,6 +13,7 @@
 pub mod app;
 pub mod browser;
 pub mod cli_peer;
+pub mod netlab;
 pub mod rooms_client;
 pub mod sio_client;
 pub mod webdriver;

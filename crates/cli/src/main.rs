@@ -105,6 +105,11 @@ struct Opts {
     /// for editing and measurement.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// For the quality harness: write each participant's played-out audio (`<id>.wav`, with
+    /// play-out times in `<id>.times`) and one received frame a second (luma, `<id>.*.y`) into
+    /// this folder.
+    #[arg(long, conflicts_with = "record")]
+    measure: Option<PathBuf>,
     /// Record the call as you see and hear it into this Matroska file: everyone in a gallery
     /// (1280x720, H.264) and everyone's audio mixed, yours included (Opus). Recording runs
     /// from joining until the client leaves; the file stays playable if the process is killed.
@@ -422,11 +427,11 @@ async fn run(
         ..Summary::default()
     };
     let mut meters: HashMap<String, AudioMeter> = HashMap::new();
-    let mut recorder = opts
-        .record
-        .as_deref()
-        .map(record::Recorder::new)
-        .transpose()?;
+    let mut recorder = match (&opts.record, &opts.measure) {
+        (Some(dir), _) => Some(record::Recorder::new(dir)?),
+        (None, Some(dir)) => Some(record::Recorder::measuring(dir)?),
+        (None, None) => None,
+    };
     let mut next_at: Option<tokio::time::Instant> = None;
     let mut share = opts.share_screen.clone();
     let mut unshare_at: Option<tokio::time::Instant> = None;

@@ -2,6 +2,11 @@
 //! steady 30 fps timeline (the latest frame repeats when none is new, so the length is the
 //! call's), audio as 16-bit 48 kHz WAV. Both are written as the call goes and flushed every
 //! second, so a killed client leaves playable files.
+//!
+//! `--measure DIR` (for the quality harness) writes the same WAVs, plus `<id>.times` (lines of
+//! `<sample index> <Unix ms>`, when each piece of audio was played out) and, instead of the
+//! video, one decoded frame a second: its luma plane as `<id>.<stamp number>.<capture ms>.<W>x<H>.y`,
+//! for frames that carry a stamp.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,6 +34,14 @@ pub struct Recorder {
     audio: HashMap<String, hound::WavWriter<BufWriter<File>>>,
     files: Vec<PathBuf>,
     flushed: Instant,
+    /// `--measure`: play-out times beside each WAV, sampled luma instead of Y4M video.
+    measure: Option<Measure>,
+}
+
+#[derive(Default)]
+struct Measure {
+    times: HashMap<String, (BufWriter<File>, u64)>,
+    last_sample_ms: HashMap<String, u32>,
 }
 
 /// File names keep to the id's own characters (ids are `[A-Za-z0-9_.:-]`; socket ids similar).
@@ -55,7 +68,18 @@ impl Recorder {
             audio: HashMap::new(),
             files: Vec::new(),
             flushed: Instant::now(),
+            measure: None,
         })
+    }
+
+    /// The `--measure` recorder (see the module documentation).
+    ///
+    /// # Errors
+    /// When the folder cannot be made.
+    pub fn measuring(dir: &Path) -> Result<Self> {
+        let mut r = Self::new(dir)?;
+        r.measure = Some(Measure::default());
+        Ok(r)
     }
 
     fn path(&mut self, id: &str, ext: &str) -> PathBuf {
@@ -76,7 +100,21 @@ impl Recorder {
     /// On an I/O error.
     pub fn on_event(&mut self, event: &EngineEvent) -> Result<()> {
         match event {
-            EngineEvent::FrameDecoded { from, frame, .. } => self.frame(from, frame)?,
+            EngineEvent::FrameDecoded {
+                from,
+                frame,
+                stamp,
+                decoded_ms,
+                ..
+            } => {
+                if self.measure.is_some() {
+                    if let Some(stamp) = stamp {
+                        self.sample_frame(from, frame, *stamp, *decoded_ms)?;
+                    }
+                } else {
+                    self.frame(from, frame)?;
+                }
+            }
             EngineEvent::AudioPlayout { from, pcm } => {
                 if !self.audio.contains_key(from) {
                     let path = self.path(from, "wav");
@@ -89,6 +127,20 @@ impl Recorder {
                     let writer = hound::WavWriter::create(&path, spec)
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     self.audio.insert(from.clone(), writer);
+                }
+                if let Some(m) = self.measure.as_mut() {
+                    if !m.times.contains_key(from) {
+                        let path = self.dir.join(format!("{}.times", file_stem(from)));
+                        let out = BufWriter::new(
+                            File::create(&path)
+                                .with_context(|| format!("cannot write {}", path.display()))?,
+                        );
+                        m.times.insert(from.clone(), (out, 0));
+                    }
+                    if let Some((out, written)) = m.times.get_mut(from) {
+                        writeln!(out, "{written} {}", unix_ms())?;
+                        *written += pcm.len() as u64;
+                    }
                 }
                 if let Some(w) = self.audio.get_mut(from) {
                     for s in pcm {
@@ -106,8 +158,41 @@ impl Recorder {
             for v in self.video.values_mut() {
                 v.out.flush()?;
             }
+            for (out, _) in self.measure.iter_mut().flat_map(|m| m.times.values_mut()) {
+                out.flush()?;
+            }
         }
         Ok(())
+    }
+
+    /// `--measure`: the luma of one stamped frame a second per sender.
+    fn sample_frame(
+        &mut self,
+        from: &str,
+        frame: &VideoFrame,
+        stamp: liveloop_media::synthetic::Stamp,
+        decoded_ms: u32,
+    ) -> Result<()> {
+        let Some(m) = self.measure.as_mut() else {
+            return Ok(());
+        };
+        if m.last_sample_ms
+            .get(from)
+            .is_some_and(|&last| decoded_ms.wrapping_sub(last) < 1000)
+        {
+            return Ok(());
+        }
+        m.last_sample_ms.insert(from.to_owned(), decoded_ms);
+        let path = self.dir.join(format!(
+            "{}.{}.{}.{}x{}.y",
+            file_stem(from),
+            stamp.number,
+            stamp.capture_ms,
+            frame.width,
+            frame.height
+        ));
+        let (luma, _, _) = frame.planes();
+        std::fs::write(&path, luma).with_context(|| format!("cannot write {}", path.display()))
     }
 
     fn frame(&mut self, from: &str, frame: &VideoFrame) -> Result<()> {
@@ -155,6 +240,16 @@ impl Recorder {
         for (_, mut v) in self.video {
             v.out.flush()?;
         }
+        for (_, (mut out, _)) in self.measure.into_iter().flat_map(|m| m.times) {
+            out.flush()?;
+        }
         Ok(self.files)
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -297,7 +297,7 @@ impl EngineEvent {
                 json!({
                     "event": "frame", "from": from, "width": frame.width, "height": frame.height,
                     "stamp": stamp.map(|s| s.number), "latency_ms": latency,
-                    "shown_latency_ms": shown,
+                    "shown_latency_ms": shown, "decoded_ms": decoded_ms,
                 })
             }
             Self::Stats(stats) => json!({"event": "stats", "peers": stats.peers}),
