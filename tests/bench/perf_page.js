@@ -30,12 +30,21 @@
     return crc;
   }
 
-  // The stamp in the top-left corner (liveloop_media::synthetic::read_stamp, in JavaScript).
+  // The stamp in the top-left corner (liveloop_media::synthetic::read_stamp, in JavaScript),
+  // where the sender may have scaled the picture down: blocks are 16 pixels of the clip's
+  // width (`P.clipWidth`), so `16 * width / clipWidth` of what arrives.
   async function readStamp(frame) {
-    const width = frame.visibleRect.width;
-    const b = width >= STAMP_COLS * 16 ? 16 : 8;
-    if (width < STAMP_COLS * b || frame.visibleRect.height < 2 * b) return null;
-    const rect = { x: frame.visibleRect.x, y: frame.visibleRect.y, width: STAMP_COLS * b, height: 2 * b };
+    const { width, height } = frame.visibleRect;
+    const clip = P.clipWidth || width;
+    const b = ((clip >= STAMP_COLS * 16 ? 16 : 8) * width) / clip;
+    if (b < 4 || 2 * b > height) return null;
+    // Rectangles for I420 copies start and end on even pixels.
+    const rect = {
+      x: frame.visibleRect.x,
+      y: frame.visibleRect.y,
+      width: Math.min(2 * Math.ceil((STAMP_COLS * b) / 2), width & ~1),
+      height: Math.min(2 * Math.ceil(b) + 2, height) & ~1,
+    };
     const buf = new Uint8Array(frame.allocationSize({ rect }));
     const layout = await frame.copyTo(buf, { rect });
     const { offset, stride } = layout[0];
@@ -43,13 +52,16 @@
     for (let i = 0; i < STAMP_BITS; i++) {
       const col = i % STAMP_COLS;
       const row = Math.floor(i / STAMP_COLS);
-      const x0 = col * b + b / 4;
-      const y0 = row * b + b / 4;
+      // The block's inner half, away from edges the codec and the scaler smear.
+      const x0 = Math.round(col * b + b / 4);
+      const x1 = Math.max(x0 + 1, Math.round(col * b + (3 * b) / 4));
+      const y0 = Math.round(row * b + b / 4);
+      const y1 = Math.max(y0 + 1, Math.round(row * b + (3 * b) / 4));
       let sum = 0;
-      for (let y = y0; y < y0 + b / 2; y++) {
-        for (let x = x0; x < x0 + b / 2; x++) sum += buf[offset + y * stride + x];
+      for (let y = y0; y < y1; y++) {
+        for (let x = x0; x < x1; x++) sum += buf[offset + y * stride + x];
       }
-      if (sum / ((b * b) / 4) > 125) bytes[i >> 3] |= 1 << (7 - (i % 8));
+      if (sum / ((x1 - x0) * (y1 - y0)) > 125) bytes[i >> 3] |= 1 << (7 - (i % 8));
     }
     if (crc8(bytes.subarray(0, 8)) !== bytes[8]) return null;
     const view = new DataView(bytes.buffer);
@@ -84,8 +96,10 @@
     audio: {}, // peer id → [Float32Array] of the remote audio
     sampleRate: 48000,
     errors: [],
+    diag: { pumped: 0, stamped: 0, stampMs: 0, failedAt: [] },
     ctx: null,
     tapped: new WeakSet(),
+    clipWidth: 0, // the width the senders' camera gives (stamps scale with the picture)
   };
   window.perf = P;
 
@@ -115,9 +129,16 @@
     const r = (P.recv[id] ??= { frames: [], samples: [], lastSample: 0 });
     pump(track, async (frame, at) => {
       P.firstFrame ??= at;
+      P.diag.pumped += 1;
+      const t = performance.now();
       const stamp = await readStamp(frame);
-      if (!stamp) return;
-      r.frames.push([stamp.number, at]);
+      P.diag.stampMs += performance.now() - t;
+      if (!stamp) {
+        if (P.diag.failedAt.length < 20) P.diag.failedAt.push(Math.round(at % 100000));
+        return;
+      }
+      P.diag.stamped += 1;
+      r.frames.push([stamp.number, at, frame.visibleRect.width, frame.visibleRect.height]);
       if (at - r.lastSample >= 2000) {
         r.lastSample = at;
         r.samples.push({ number: stamp.number, ...(await lumaBase64(frame)) });
@@ -218,6 +239,12 @@
     }, 0);
   }
 
+  // The native client draws nothing; so that both measure the call and not the page, the
+  // page's video elements are not drawn either (the frames are still decoded and read).
+  const style = document.createElement("style");
+  style.textContent = "video { display: none !important; }";
+  document.head.append(style);
+
   const Native = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends Native {
     constructor(...args) {
@@ -304,6 +331,7 @@
       audio: {},
       sampleRate: P.sampleRate,
       errors: P.errors,
+      diag: P.diag,
     };
     for (const [id, r] of Object.entries(P.recv)) out.recv[id] = { frames: r.frames, samples: r.samples };
     for (const [id, chunks] of Object.entries(P.audio)) out.audio[id] = pcmBase64(chunks);

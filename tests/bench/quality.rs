@@ -4,7 +4,7 @@
 //! docs/PERFORMANCE.md explains every figure.
 //!
 //!   liveloop-bench-quality [--calls 20] [--seconds 60] [--impair-seconds 30]
-//!       [--out DIR] [--quick]
+//!       [--out DIR] [--quick] [--only SCENARIO]
 //!
 //! Native clients are `liveloop-cli` processes (synthetic 720p30 camera with stamped frames,
 //! `--measure` for sampled frames and played-out audio). Chromium clients are one headless
@@ -48,6 +48,14 @@ struct Args {
     seconds: u64,
     impair_seconds: u64,
     out: PathBuf,
+    /// Run only the scenarios whose name contains this.
+    only: Option<String>,
+}
+
+impl Args {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| scenario.contains(o))
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -56,11 +64,12 @@ fn parse_args() -> Result<Args> {
         seconds: 60,
         impair_seconds: 30,
         out: PathBuf::from("target/quality"),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--quick" {
-            (a.calls, a.seconds, a.impair_seconds) = (3, 15, 20);
+            (a.calls, a.seconds, a.impair_seconds) = (3, 15, 25);
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -69,6 +78,7 @@ fn parse_args() -> Result<Args> {
             "--seconds" => a.seconds = value.parse()?,
             "--impair-seconds" => a.impair_seconds = value.parse()?,
             "--out" => a.out = value.into(),
+            "--only" => a.only = Some(value),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -441,6 +451,10 @@ struct RunResult {
     recovery_ms: Option<f64>,
     setup_connected_ms: Vec<f64>,
     setup_first_frame_ms: Vec<f64>,
+    /// Frames per second each sender's camera gave (Chromium: counted in the page).
+    camera_fps: BTreeMap<String, f64>,
+    /// Chromium's own view at the end of the window (`callStats()` of each page).
+    chromium_stats: BTreeMap<String, Value>,
 }
 
 impl RunResult {
@@ -475,6 +489,8 @@ impl RunResult {
             "received_sizes": streams.iter().flat_map(|s| s.sizes.iter().map(|(w, h)| format!("{w}x{h}")))
                 .collect::<BTreeSet<_>>(),
             "recovery_ms": self.recovery_ms,
+            "camera_fps": self.camera_fps,
+            "chromium_stats": self.chromium_stats,
             "streams": self.streams,
             "usage": self.usage,
         })
@@ -506,6 +522,13 @@ struct Env {
     port: u16,
     work: PathBuf,
     chromium: PathBuf,
+}
+
+/// A scenario's name as room and file names allow it.
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 fn ids(n: usize) -> Vec<String> {
@@ -560,11 +583,18 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
         "127.0.0.1".into()
     };
     let url = format!("ws://{host}:{}/ws", env.port);
-    let room = format!("native-{}", s.name.replace(' ', "-"));
+    let room = format!("native-{}", slug(s.name));
     let dir = env.work.join(&room);
     let _ = std::fs::remove_dir_all(&dir);
     let total = WARMUP + s.window + Duration::from_secs(2);
-    let video = format!("synthetic:{}x{}@30", s.width, s.height);
+    // The same clip Chromium's fake camera plays, stamped as it is sent: both stacks send the
+    // same pictures and spend nothing on making them.
+    let clip = if s.height >= 720 {
+        &env.assets.clip720
+    } else {
+        &env.assets.clip360
+    };
+    let video = format!("stamped:{}", clip.display());
     let audio = if s.speech {
         env.assets.speech_wav.to_string_lossy().into_owned()
     } else {
@@ -658,7 +688,9 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
     }
     result.recovery_ms = recovery(&result, restored);
     drop(lab);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("LIVELOOP_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(result)
 }
 
@@ -692,7 +724,14 @@ fn analyse_measure_dir(
                 continue;
             };
             let luma = std::fs::read(&path)?;
-            let reference = SyntheticCamera::new(s.width, s.height, 30.0).render(number, ms * 1000);
+            let mut reference = clip_frame(s.width, s.height, number % CLIP_FRAMES);
+            liveloop_media::synthetic::write_stamp(
+                &mut reference,
+                liveloop_media::synthetic::Stamp {
+                    number: number as u32,
+                    capture_ms: ms as u32,
+                },
+            );
             let (p, q) = compare(&luma, w, h, &reference);
             result.psnr.push(p);
             result.ssim.push(q);
@@ -743,7 +782,9 @@ async fn setup_native(env: &Env, calls: usize) -> Result<RunResult> {
         for id in ["a", "b"] {
             let mut cmd = Command::new(workspace_bin("liveloop-cli")?);
             cmd.args(["join", "--server", &url, "--room", &room, "--id", id])
-                .args(["--video", "synthetic:1280x720@30", "--seconds", "3"])
+                .arg("--video")
+                .arg(format!("stamped:{}", env.assets.clip720.display()))
+                .args(["--seconds", "3"])
                 .env("RUST_LOG", "error");
             peers.push(CliPeer::spawn_command(&format!("{room}-{id}"), cmd)?);
         }
@@ -812,11 +853,16 @@ async fn open_pages(env: &Env, s: &Scenario, lab: Option<&NetLab>) -> Result<Vec
             fake_video: Some(clip.clone()),
             chromium: Some(chromium),
             bypass_csp: true,
-            extra_args: vec!["--disable-features=WebRtcHideLocalIpsWithMdns".into()],
+            extra_args: vec![
+                "--disable-features=WebRtcHideLocalIpsWithMdns".into(),
+                // The lab's server address is not localhost: let the page use the camera.
+                format!(
+                    "--unsafely-treat-insecure-origin-as-secure=http://{host}:{}",
+                    env.port
+                ),
+            ],
         };
-        let log = env
-            .work
-            .join(format!("chromium-{}-{id}.log", s.name.replace(' ', "-")));
+        let log = env.work.join(format!("chromium-{}-{id}.log", slug(s.name)));
         let browser = Browser::start_with(&opts, &log)?;
         browser
             .open("p", &format!("http://{host}:{}/", env.port))
@@ -826,9 +872,10 @@ async fn open_pages(env: &Env, s: &Scenario, lab: Option<&NetLab>) -> Result<Vec
             .eval(
                 "p",
                 &format!(
-                    "state.name = {id:?}; perf.maxBitrate = {}; state.videoConstraints = \
+                    "state.name = {id:?}; perf.maxBitrate = {}; perf.clipWidth = {}; state.videoConstraints = \
                      {{width: {{exact: {}}}, height: {{exact: {}}}, frameRate: {{ideal: 30}}}}; return true",
                     s.bitrate_kbps * 1000,
+                    s.width,
                     s.width,
                     s.height
                 ),
@@ -907,7 +954,7 @@ fn b64(s: &str) -> Vec<u8> {
 async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
     let lab = lab_for(s)?;
     let pages = open_pages(env, s, lab.as_ref()).await?;
-    let room = format!("chromium-{}", s.name.replace(' ', "-"));
+    let room = format!("chromium-{}", slug(s.name));
     join_all(&pages, &room).await?;
     let mut result = RunResult::default();
     for v in wait_setup(&pages).await? {
@@ -941,6 +988,12 @@ async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
     for (id, m) in meters {
         result.usage.insert(id, m.finish());
     }
+    for p in &pages {
+        result.chromium_stats.insert(
+            p.id.clone(),
+            p.browser.eval("p", "return await callStats()").await?,
+        );
+    }
     let mut data = HashMap::new();
     for p in &pages {
         let v = p
@@ -960,6 +1013,18 @@ async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
         for err in v["errors"].as_array().into_iter().flatten() {
             eprintln!("page {me}: {err}");
         }
+        eprintln!("page {me}: {}", v["diag"]);
+        let camera = v["sent"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e[1].as_f64())
+            .filter(|at| (window_start..window_end).contains(at))
+            .count();
+        result.camera_fps.insert(
+            me.clone(),
+            camera as f64 / ((window_end - window_start) / 1000.0),
+        );
         for (from, rx) in v["recv"].as_object().into_iter().flatten() {
             let sent: Vec<(u64, f64)> = data
                 .get(from)
@@ -981,6 +1046,9 @@ async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
                     continue;
                 }
                 r.times.push(at);
+                if let (Some(w), Some(h)) = (f[2].as_u64(), f[3].as_u64()) {
+                    r.sizes.insert((w as u32, h as u32));
+                }
                 // The latest time the sender's camera gave this clip frame before it arrived.
                 let captured = by_number
                     .get(&n)
@@ -1032,7 +1100,9 @@ async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
             let (scores, failed) = pesq(&env.assets, &path, 3.0)?;
             result.pesq.extend(scores);
             result.pesq_failed += failed;
-            let _ = std::fs::remove_file(&path);
+            if std::env::var_os("LIVELOOP_KEEP").is_none() {
+                let _ = std::fs::remove_file(&path);
+            }
         }
         if !s.speech {
             for (from, marks) in v["marksRecv"].as_object().into_iter().flatten() {
@@ -1336,17 +1406,19 @@ async fn main() -> Result<()> {
             .insert(stack, v);
     };
 
-    eprintln!("setup: {} calls each", args.calls);
-    record(
-        "setup",
-        Stack::Native,
-        &setup_native(&env, args.calls).await?,
-    );
-    record(
-        "setup",
-        Stack::Chromium,
-        &setup_chromium(&env, args.calls).await?,
-    );
+    if args.wants("setup") {
+        eprintln!("setup: {} calls each", args.calls);
+        record(
+            "setup",
+            Stack::Native,
+            &setup_native(&env, args.calls).await?,
+        );
+        record(
+            "setup",
+            Stack::Chromium,
+            &setup_chromium(&env, args.calls).await?,
+        );
+    }
 
     let one = Scenario {
         name: "1:1 720p30",
@@ -1368,7 +1440,7 @@ async fn main() -> Result<()> {
         window: Duration::from_secs(args.seconds.min(30)),
         ..one.clone()
     };
-    for s in [&one, &mesh] {
+    for s in [&one, &mesh].into_iter().filter(|s| args.wants(s.name)) {
         eprintln!("{}", s.name);
         record(s.name, Stack::Native, &run_native(&env, s).await?);
         record(s.name, Stack::Chromium, &run_chromium(&env, s).await?);
@@ -1381,7 +1453,7 @@ async fn main() -> Result<()> {
         ..one.clone()
     };
     let ms = Duration::from_millis;
-    let mut impaired = vec![
+    let mut impaired = [
         net("net clean", Impairment::default()),
         net(
             "net 2% loss",
@@ -1424,7 +1496,7 @@ async fn main() -> Result<()> {
     if let Some(o) = impaired.last_mut() {
         o.outage = Some((Duration::from_secs(8), Duration::from_secs(3)));
     }
-    for s in &impaired {
+    for s in impaired.iter().filter(|s| args.wants(s.name)) {
         eprintln!("{}", s.name);
         record(s.name, Stack::Native, &run_native(&env, s).await?);
         record(s.name, Stack::Chromium, &run_chromium(&env, s).await?);
@@ -1467,6 +1539,7 @@ fn compact(v: &Value) -> String {
     if let Some(o) = v.as_object_mut() {
         o.remove("streams");
         o.remove("usage");
+        o.remove("chromium_stats");
     }
     v.to_string()
 }

@@ -76,7 +76,8 @@ struct Opts {
     /// Display name.
     #[arg(long, default_value = "LiveLoop CLI")]
     name: String,
-    /// Video: `synthetic[:WxH@FPS]`, a .y4m file, `camera[:ID]` or `none`.
+    /// Video: `synthetic[:WxH@FPS]`, a .y4m file, `stamped:<file.y4m>` (with frame stamps, for
+    /// latency), `camera[:ID]` or `none`.
     #[arg(long, default_value = "synthetic:640x360@30")]
     video: String,
     /// Audio: `synthetic`, `synthetic:clock` (its timing marks on whole seconds of the wall

@@ -71,9 +71,18 @@ pub struct Y4mSource {
     header: Y4mHeader,
     data_start: u64,
     next: u64,
+    stamp: bool,
 }
 
 impl Y4mSource {
+    /// Stamps every frame with its number and capture time (over whatever the file holds
+    /// there), as the synthetic camera does, so latency can be measured on recorded content.
+    #[must_use]
+    pub fn stamping(mut self) -> Self {
+        self.stamp = true;
+        self
+    }
+
     /// # Errors
     /// When the file cannot be read or is not 4:2:0 Y4M.
     pub fn open(path: &Path) -> Result<Self, MediaError> {
@@ -93,6 +102,7 @@ impl Y4mSource {
             header,
             data_start,
             next: 0,
+            stamp: false,
         })
     }
 
@@ -151,6 +161,15 @@ impl VideoSource for Y4mSource {
         let mut frame = VideoFrame::from_i420(self.header.width, self.header.height, data)?;
         frame.number = self.next;
         frame.capture_us = capture_us;
+        if self.stamp {
+            crate::synthetic::write_stamp(
+                &mut frame,
+                crate::synthetic::Stamp {
+                    number: self.next as u32,
+                    capture_ms: (capture_us / 1000) as u32,
+                },
+            );
+        }
         self.next += 1;
         Ok(frame)
     }

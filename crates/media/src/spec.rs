@@ -1,7 +1,8 @@
 //! Media sources named by a short text, as the CLI's `--video`/`--audio` and the app's
 //! `LIVELOOP_VIDEO`/`LIVELOOP_AUDIO` take them.
 //!
-//! Video: `synthetic[:WxH[@FPS]]`, `camera[:ID]`, a `.y4m` file, or `none`.
+//! Video: `synthetic[:WxH[@FPS]]`, `camera[:ID]`, a `.y4m` file, `stamped:<file.y4m>` (the
+//! file with the synthetic camera's frame stamps written over its top-left corner), or `none`.
 //! Audio: `synthetic` (speech with timing marks), `tone`, `silence`, `mic`, a `.wav` file, or
 //! `none`.
 
@@ -45,6 +46,9 @@ pub fn video_source(spec: &str) -> Result<Option<Box<dyn VideoSource>>, MediaErr
             return Err(bad(spec, "size or rate out of range"));
         }
         return Ok(Some(Box::new(SyntheticCamera::new(w, h, fps))));
+    }
+    if let Some(path) = spec.strip_prefix("stamped:") {
+        return Ok(Some(Box::new(Y4mSource::open(Path::new(path))?.stamping())));
     }
     Ok(Some(Box::new(Y4mSource::open(Path::new(spec))?)))
 }

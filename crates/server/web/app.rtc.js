@@ -339,6 +339,9 @@ var rtc = (() => {
           o.framesSent = s.framesSent;
           o.sentWidth = s.frameWidth;
           o.sentHeight = s.frameHeight;
+          o.sentFramesPerSecond = s.framesPerSecond ?? null;
+          o.qualityLimitationReason = s.qualityLimitationReason ?? null;
+          o.targetBitrate = s.targetBitrate ?? null;
           o.encoderImplementation = s.encoderImplementation;
         }
       } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
