@@ -49,12 +49,14 @@ def score(ref_path, rx_path, skip):
     period = len(ref)
     pos = int(skip * rate)
     scores, failed = [], 0
-    while pos + 2 * period <= len(rx):
+    while pos + period <= len(rx):
         window = rx[pos : pos + 2 * period]
-        # The offset of the reference's start in this window, by FFT cross-correlation.
+        # The offset of the reference's start in this window, by FFT cross-correlation, among
+        # the offsets that leave a whole period after it.
+        room = min(period, len(window) - period + 1)
         n = 1 << int(np.ceil(np.log2(len(window) + period)))
         corr = np.fft.irfft(np.fft.rfft(window, n) * np.conj(np.fft.rfft(ref, n)), n)
-        lag = int(np.argmax(corr[:period]))
+        lag = int(np.argmax(corr[:room]))
         seg = window[lag : lag + period]
         try:
             scores.append(float(pesq(rate, ref, seg, "wb")))

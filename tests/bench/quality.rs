@@ -613,9 +613,13 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
         .args(["--video", &video, "--audio", &audio])
         .args(["--bitrate", &s.bitrate_kbps.to_string()])
         .args(["--seconds", &total.as_secs().to_string()])
+        .arg("--stats")
         .arg("--measure")
         .arg(dir.join(id))
-        .env("RUST_LOG", "error");
+        .env(
+            "RUST_LOG",
+            std::env::var("LIVELOOP_CLI_LOG").unwrap_or_else(|_| "error".into()),
+        );
         peers.push((
             id.clone(),
             CliPeer::spawn_command(&format!("{room}-{id}"), cmd)?,
@@ -647,6 +651,16 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
     let window_ms = window_end - window_start;
     for (id, peer) in peers {
         let events = peer.finish(Duration::from_secs(15)).await?;
+        // Kept for a look afterwards (frames left out: 30 a second).
+        let log: String = events
+            .iter()
+            .filter(|e| e["event"] != "frame")
+            .map(|e| format!("{e}\n"))
+            .collect();
+        std::fs::write(
+            liveloop_e2e::artifacts_dir()?.join(format!("{room}-{id}.events.jsonl")),
+            log,
+        )?;
         for ev in &events {
             if ev["event"] != "frame" || ev["from"].as_str().is_none_or(|f| f.contains('#')) {
                 continue;

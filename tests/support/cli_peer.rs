@@ -39,9 +39,10 @@ impl CliPeer {
     pub fn spawn_command(name: &str, mut cmd: Command) -> Result<Self> {
         let log =
             std::fs::File::create(crate::artifacts_dir()?.join(format!("{name}.stderr.log")))?;
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .env("RUST_LOG", "error");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "error");
+        }
         let mut child = ChildGuard::spawn(name, &mut cmd)?;
         let stdout = child.child.stdout.take().context("no stdout")?;
         let (tx, events) = mpsc::unbounded_channel();

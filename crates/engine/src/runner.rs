@@ -30,6 +30,11 @@ const MAX_RESTARTS: u32 = 3;
 /// server may be restarting, or its connection to the server dropped; media is peer to peer).
 /// A participant that leaves on purpose says "bye" on the data channel and goes at once.
 const ABSENT_GRACE: Duration = Duration::from_secs(30);
+/// How long a participant the room server no longer lists keeps its call once the connection
+/// to it is also interrupted (ICE disconnected): a client killed or gone goes after this; a
+/// network outage that took both the signaling and the media away for a few seconds does not
+/// end the call, since both come back.
+const LOST_GRACE: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -65,6 +70,8 @@ struct Member {
     last: (Instant, Snapshot),
     /// Since when the room server no longer lists this participant (the call goes on).
     absent_since: Option<Instant>,
+    /// Since when the connection has been interrupted (ICE disconnected, not yet failed).
+    disconnected_since: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -615,6 +622,7 @@ impl Runner {
                 tasks,
                 last: (Instant::now(), Snapshot::default()),
                 absent_since: None,
+                disconnected_since: None,
             },
         );
     }
@@ -642,6 +650,7 @@ impl Runner {
                 if let Some(m) = self.members.get_mut(from) {
                     m.connected = true;
                     m.restarts = 0;
+                    m.disconnected_since = None;
                 }
                 // A new receiver needs a keyframe to start decoding the shared streams.
                 self.flags.keyframe.store(true, Ordering::Relaxed);
@@ -654,12 +663,18 @@ impl Runner {
                 .await;
                 self.update_state().await;
             }
-            PeerEvent::Connection(
-                ConnectionState::Failed | ConnectionState::Disconnected | ConnectionState::Closed,
-            ) if self
-                .members
-                .get(from)
-                .is_some_and(|m| m.absent_since.is_some()) =>
+            PeerEvent::Connection(ConnectionState::Disconnected) => {
+                // Often a short outage: ICE comes back by itself. An absent participant whose
+                // connection stays interrupted is let go by `expire_absent`.
+                if let Some(m) = self.members.get_mut(from) {
+                    m.disconnected_since.get_or_insert_with(Instant::now);
+                }
+            }
+            PeerEvent::Connection(ConnectionState::Failed | ConnectionState::Closed)
+                if self
+                    .members
+                    .get(from)
+                    .is_some_and(|m| m.absent_since.is_some()) =>
             {
                 // Gone from the room and now from the network too: the call is over.
                 self.remove_member(from).await;
@@ -880,12 +895,18 @@ impl Runner {
         }
     }
 
-    /// Participants absent from the room for longer than [`ABSENT_GRACE`] are let go.
+    /// Participants absent from the room for longer than [`ABSENT_GRACE`], or absent with
+    /// their connection interrupted for longer than [`LOST_GRACE`], are let go.
     async fn expire_absent(&mut self) {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| m.absent_since.is_some_and(|t| t.elapsed() > ABSENT_GRACE))
+            .filter(|(_, m)| {
+                m.absent_since.is_some_and(|t| t.elapsed() > ABSENT_GRACE)
+                    || (m.absent_since.is_some()
+                        && m.disconnected_since
+                            .is_some_and(|t| t.elapsed() > LOST_GRACE))
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod keyframe;
+pub mod reorder;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,7 +31,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder,
-    StatsSelector, register_default_interceptors,
+    StatsSelector,
 };
 
 /// Errors of the peer connection driver.
@@ -224,6 +225,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::info!(?state, "peer connection state");
         let state = match state {
             RTCPeerConnectionState::Connected => ConnectionState::Connected,
             RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
@@ -255,12 +257,43 @@ impl PeerConnectionEventHandler for Handler {
             let mut h264 = H264Packet::default();
             let mut au = BytesMut::new();
             let mut assembly = FrameAssembly::default();
-            while let Some(ev) = track.poll().await {
+            let mut reorder = reorder::Reorder::default();
+            loop {
+                // While a hole waits for its retransmission, wake when it is to be given up.
+                let ev = match reorder.deadline() {
+                    Some(at) => tokio::select! {
+                        ev = track.poll() => ev,
+                        () = tokio::time::sleep_until(at.into()) => {
+                            let ready = reorder.poll(Instant::now());
+                            video_packets(&shared, &*track, ssrc, screen, ready, &mut h264, &mut au,
+                                &mut assembly).await;
+                            continue;
+                        }
+                    },
+                    None => track.poll().await,
+                };
+                let Some(ev) = ev else { break };
                 let pkt = match ev {
                     TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
-                    // The screen's clock is not the camera's and lip sync has no use for it.
-                    TrackRemoteEvent::OnRtcpPacket(_) if screen => continue,
                     TrackRemoteEvent::OnRtcpPacket(packets) => {
+                        // webrtc-rs routes RTCP by track id, the remote's first: a keyframe
+                        // request about *our* "video" or "screen" track lands here when the
+                        // remote's track has the same id (two LiveLoop clients). A received
+                        // track is never asked for keyframes, so it is ours.
+                        if packets.iter().any(|p| {
+                            let any = p.as_any();
+                            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                        }) {
+                            shared.emit(if screen {
+                                PeerEvent::ScreenKeyframeRequested
+                            } else {
+                                PeerEvent::KeyframeRequested
+                            });
+                        }
+                        // The screen's clock is not the camera's and lip sync has no use for it.
+                        if screen {
+                            continue;
+                        }
                         for sr in packets
                             .iter()
                             .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
@@ -278,40 +311,18 @@ impl PeerConnectionEventHandler for Handler {
                 };
                 match kind {
                     RtpCodecKind::Video => {
-                        let lost = assembly.packet(pkt.header.sequence_number);
-                        if lost > 0 {
-                            // A frame with a hole cannot be decoded, and neither can the frames
-                            // that reference it: drop them until a keyframe, and ask for one.
-                            au.clear();
-                            shared.emit(PeerEvent::VideoLoss { lost_packets: lost });
-                            let pli = PictureLossIndication {
-                                sender_ssrc: 0,
-                                media_ssrc: ssrc,
-                            };
-                            if track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
-                                tracing::debug!("keyframe request after loss not sent");
-                            }
-                        }
-                        if let Ok(nals) = h264.depacketize(&pkt.payload) {
-                            au.extend_from_slice(&nals);
-                        }
-                        if pkt.header.marker && !au.is_empty() {
-                            let frame = au.split().freeze();
-                            if assembly.frame_complete(has_idr(&frame)) {
-                                let rtp_timestamp = pkt.header.timestamp;
-                                shared.emit(if screen {
-                                    PeerEvent::Screen {
-                                        access_unit: frame,
-                                        rtp_timestamp,
-                                    }
-                                } else {
-                                    PeerEvent::Video {
-                                        access_unit: frame,
-                                        rtp_timestamp,
-                                    }
-                                });
-                            }
-                        }
+                        let ready = reorder.push(pkt.header.sequence_number, pkt, Instant::now());
+                        video_packets(
+                            &shared,
+                            &*track,
+                            ssrc,
+                            screen,
+                            ready,
+                            &mut h264,
+                            &mut au,
+                            &mut assembly,
+                        )
+                        .await;
                     }
                     RtpCodecKind::Audio => shared.emit(PeerEvent::Audio {
                         packet: pkt.payload.clone(),
@@ -325,35 +336,136 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// Loss tracking for the video frame assembler: sequence gaps break the current frame and
-/// every frame after it until a keyframe arrives.
-#[derive(Debug, Default)]
-struct FrameAssembly {
-    last_sequence: Option<u16>,
-    /// A packet was lost: frames are dropped until a keyframe.
-    broken: bool,
+/// webrtc-rs's default interceptors (NACK, RTCP reports, TWCC feedback), with the NACK
+/// generator running every 20 ms rather than 100, at most four times per packet: the receiver holds a hole only briefly
+/// (`reorder::MAX_WAIT`), so the retransmission has to be asked for at once.
+fn default_interceptors(media: &mut MediaEngine) -> Result<Registry, RtcError> {
+    use rtc::peer_connection::configuration::interceptor_registry as defaults;
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new()
+        .with(
+            rtc::interceptor::Slot::NackResponder,
+            rtc::interceptor::NackResponderBuilder::new().build(),
+        )
+        .with(
+            rtc::interceptor::Slot::NackGenerator,
+            rtc::interceptor::NackGeneratorBuilder::new()
+                .with_interval(Duration::from_millis(20))
+                // Each missing packet is asked for a few times, not forever: after an outage
+                // hundreds are missing, and unlimited NACKs every 20 ms turned into a
+                // retransmission storm (150 Mbit/s) that drowned the keyframe request.
+                .with_max_nacks_per_packet(4)
+                .build(),
+        );
+    defaults::configure_simulcast_extension_headers(media).map_err(rtc_err)?;
+    let registry = defaults::configure_twcc_receiver_only(registry, media).map_err(rtc_err)?;
+    Ok(defaults::configure_rtcp_reports(registry))
 }
 
-impl FrameAssembly {
-    /// Records one packet; returns how many packets were lost just before it.
-    fn packet(&mut self, sequence: u16) -> u32 {
-        let lost = match self.last_sequence {
-            Some(last) => {
-                let step = sequence.wrapping_sub(last);
-                // A late or repeated packet (a retransmission already covered, or reordering)
-                // moves nothing; a forward jump beyond one is loss.
-                if step == 0 || step > u16::MAX / 2 {
-                    return 0;
-                }
-                u32::from(step - 1)
+/// Video packets in sequence order (or the news that some were lost), into access units.
+#[allow(clippy::too_many_arguments)]
+async fn video_packets(
+    shared: &Shared,
+    track: &dyn TrackRemote,
+    ssrc: u32,
+    screen: bool,
+    ready: Vec<reorder::Out<rtc::rtp::Packet>>,
+    h264: &mut H264Packet,
+    au: &mut BytesMut,
+    assembly: &mut FrameAssembly,
+) {
+    for out in ready {
+        let pkt = match out {
+            reorder::Out::Packet(pkt) => Some(pkt),
+            reorder::Out::Lost(lost) => {
+                // A frame with a hole cannot be decoded, and neither can the frames that
+                // reference it: drop them until a keyframe, and ask for one.
+                au.clear();
+                assembly.lost();
+                shared.emit(PeerEvent::VideoLoss {
+                    lost_packets: u32::try_from(lost).unwrap_or(u32::MAX),
+                });
+                None
             }
-            None => 0,
         };
-        self.last_sequence = Some(sequence);
-        if lost > 0 {
-            self.broken = true;
+        // Ask for a keyframe after a loss, and again while none has come.
+        if assembly.needs_keyframe_request(Instant::now()) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            match track.write_rtcp(vec![Box::new(pli)]).await {
+                Ok(()) => tracing::debug!(ssrc, "keyframe requested after loss"),
+                Err(e) => tracing::debug!("keyframe request after loss not sent: {e}"),
+            }
         }
-        lost
+        let Some(pkt) = pkt else { continue };
+        if let Ok(nals) = h264.depacketize(&pkt.payload) {
+            au.extend_from_slice(&nals);
+        }
+        if pkt.header.marker && !au.is_empty() {
+            let frame = au.split().freeze();
+            if assembly.frame_complete(has_idr(&frame)) {
+                let rtp_timestamp = pkt.header.timestamp;
+                shared.emit(if screen {
+                    PeerEvent::Screen {
+                        access_unit: frame,
+                        rtp_timestamp,
+                    }
+                } else {
+                    PeerEvent::Video {
+                        access_unit: frame,
+                        rtp_timestamp,
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Loss state of the video frame assembler: after lost packets, frames are dropped until a
+/// keyframe (packets arrive here in order, from [`reorder::Reorder`]).
+#[derive(Debug, Default)]
+struct FrameAssembly {
+    /// A packet was lost: frames are dropped until a keyframe.
+    broken: bool,
+    /// When a keyframe was last asked for while broken.
+    last_request: Option<Instant>,
+}
+
+/// How often a keyframe is asked for again while none arrives (the request or the keyframe
+/// itself may be lost).
+const KEYFRAME_REQUEST_REPEAT: Duration = Duration::from_millis(500);
+
+impl FrameAssembly {
+    /// Packets were lost before the next one.
+    fn lost(&mut self) {
+        self.broken = true;
+    }
+
+    /// Whether to ask for a keyframe now: at once after a loss, then every
+    /// [`KEYFRAME_REQUEST_REPEAT`] until one arrives.
+    fn needs_keyframe_request(&mut self, now: Instant) -> bool {
+        if !self.broken {
+            self.last_request = None;
+            return false;
+        }
+        if self
+            .last_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_REPEAT)
+        {
+            return false;
+        }
+        self.last_request = Some(now);
+        true
     }
 
     /// A frame ended: whether it can be passed to the decoder.
@@ -478,12 +590,10 @@ impl Peer {
                 RtpCodecKind::Audio,
             )
             .map_err(rtc_err)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)
-            .map_err(rtc_err)?
-            .with(
-                rtc::interceptor::Slot::from(14_000),
-                keyframe::KeyframeRequests::default(),
-            );
+        let registry = default_interceptors(&mut media)?.with(
+            rtc::interceptor::Slot::from(14_000),
+            keyframe::KeyframeRequests::default(),
+        );
         let settings = SettingEngineBuilder::new()
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
             .build();
@@ -558,9 +668,11 @@ impl Peer {
                             any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
                         })
                     {
+                        tracing::debug!(?event, "keyframe requested by the remote");
                         shared.emit(event.clone());
                     }
                 }
+                tracing::debug!("local track events ended");
             });
         }
         if !options.polite {
@@ -895,22 +1007,18 @@ mod tests {
     #[test]
     fn assembly_drops_frames_after_loss_until_a_keyframe() {
         let mut a = FrameAssembly::default();
-        assert_eq!(a.packet(65_534), 0);
-        assert_eq!(a.packet(65_535), 0);
+        let t = Instant::now();
         assert!(a.frame_complete(false));
-        // Wraps without loss.
-        assert_eq!(a.packet(0), 0);
-        assert!(a.frame_complete(false));
-        // Two packets missing: this frame and the next delta frame are dropped.
-        assert_eq!(a.packet(3), 2);
+        assert!(!a.needs_keyframe_request(t));
+        // Packets lost: this frame and the next delta frame are dropped.
+        a.lost();
+        assert!(a.needs_keyframe_request(t));
+        assert!(!a.needs_keyframe_request(t + Duration::from_millis(100)));
+        // No keyframe yet: asked again.
+        assert!(a.needs_keyframe_request(t + KEYFRAME_REQUEST_REPEAT));
         assert!(!a.frame_complete(false));
-        assert_eq!(a.packet(4), 0);
         assert!(!a.frame_complete(false));
-        // A late packet (already given up on) changes nothing.
-        assert_eq!(a.packet(2), 0);
-        assert_eq!(a.packet(5), 0);
         assert!(a.frame_complete(true));
-        assert_eq!(a.packet(6), 0);
         assert!(a.frame_complete(false));
     }
 
