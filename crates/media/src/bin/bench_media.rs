@@ -81,7 +81,10 @@ fn main() -> Result<(), MediaError> {
     let odec_ms = time_ms(packets.len(), |i| {
         odec.decode(&packets[i], &mut out).map(drop)
     })?;
-    println!("| Opus encode 20 ms frame (32 kbps, FEC on) | {oenc_ms:.3} |");
+    println!(
+        "| Opus encode 20 ms frame ({} kbps, FEC on) | {oenc_ms:.3} |",
+        OpusConfig::default().bitrate_bps / 1000
+    );
     println!("| Opus decode 20 ms frame | {odec_ms:.3} |");
     Ok(())
 }
