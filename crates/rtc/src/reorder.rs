@@ -85,8 +85,7 @@ impl<P> Reorder<P> {
 
     fn drain(&mut self, now: Instant) -> Vec<Out<P>> {
         let mut out = Vec::new();
-        loop {
-            let Some(next) = self.next else { break };
+        while let Some(next) = self.next {
             if let Some(p) = self.held.remove(&next) {
                 out.push(Out::Packet(p));
                 self.next = Some(next + 1);

@@ -1,0 +1,115 @@
+//! Calls over a bad network: two `liveloop-cli` clients, each in a network namespace of its own
+//! behind `netlab`'s router (support/netlab.rs), one of them on an access link that loses 5% of
+//! its packets both ways and then drops everything for 2 s.
+//!
+//! Before NACK with a reorder window and repeated keyframe requests, video stopped at the first
+//! lost packet and never came back after an outage (the quality harness found both). Needs root
+//! (CAP_NET_ADMIN) for the namespaces and TUN devices, as CI runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use liveloop_e2e::cli_peer::CliPeer;
+use liveloop_e2e::netlab::{Impairment, NetLab, root_addr};
+use liveloop_e2e::workspace_bin;
+use serde_json::Value;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The decode times (Unix ms) of the frames `events` received from `from`.
+fn frame_times(events: &[Value], from: &str, base: u64) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["from"] == from)
+        .filter_map(|e| e["decoded_ms"].as_u64())
+        // 32-bit milliseconds back to Unix time, near `base`.
+        .map(|d| base.wrapping_add(u64::from((d as u32).wrapping_sub(base as u32))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_survives_loss_and_comes_back_after_an_outage() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes network namespaces and TUN devices: run the tests as root"
+    );
+    let lab = NetLab::start("llt", &["a", "b"], 1).expect("the network lab");
+    let server = liveloop_server::embedded::start(
+        root_addr().into(),
+        (0, 0),
+        liveloop_server::matchmaking::MatchmakingConfig::default(),
+        liveloop_server::rooms::RoomsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let ws = format!("ws://{}/ws", server.rooms);
+    lab.impair(Impairment {
+        loss: 0.05,
+        ..Impairment::default()
+    });
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let spawn = |n: usize, id: &str| {
+        let mut cmd = lab.command(n, &cli);
+        cmd.args(["join", "--server", &ws, "--room", "lossy", "--id", id])
+            .args(["--video", "synthetic:640x360@30", "--seconds", "16"]);
+        CliPeer::spawn_command(&format!("network-{id}"), cmd).unwrap()
+    };
+    let base = unix_ms();
+    let (a, b) = (spawn(0, "a"), spawn(1, "b"));
+    // 5% loss for the first 9 s, then 2 s of nothing, then a clean link.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let outage = unix_ms();
+    lab.impair(Impairment {
+        loss: 1.0,
+        ..Impairment::default()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.impair(Impairment::default());
+    let restored = unix_ms();
+    let (a, b) = (
+        a.finish(Duration::from_secs(30)).await.unwrap(),
+        b.finish(Duration::from_secs(30)).await.unwrap(),
+    );
+    for (name, events, from) in [("a", &a, "b"), ("b", &b, "a")] {
+        let times = frame_times(events, from, base);
+        let first = *times
+            .first()
+            .unwrap_or_else(|| panic!("{name} got no video"));
+        // From a second after the first frame to the outage: 5% loss, NACK repairs it.
+        let lossy: Vec<u64> = times
+            .iter()
+            .copied()
+            .filter(|t| (first + 1000..outage).contains(t))
+            .collect();
+        let expected = (outage - first - 1000) as f64 * 30.0 / 1000.0;
+        eprintln!(
+            "{name}: {} of about {expected:.0} frames from {from} at 5% loss",
+            lossy.len()
+        );
+        assert!(
+            lossy.len() as f64 >= expected * 0.8,
+            "{name} decoded {} of about {expected:.0} frames at 5% loss",
+            lossy.len()
+        );
+        let back = times.iter().copied().find(|t| *t >= restored);
+        let back =
+            back.unwrap_or_else(|| panic!("{name}'s video never came back after the outage"));
+        eprintln!("{name}: video back {} ms after the link", back - restored);
+        assert!(
+            back - restored < 2000,
+            "{name}'s video came back {} ms after the link",
+            back - restored
+        );
+        let after = times.iter().filter(|t| **t >= restored + 1000).count();
+        assert!(
+            after > 30,
+            "{name} decoded only {after} frames after the outage"
+        );
+    }
+    server.shutdown();
+    drop(lab);
+}
