@@ -575,6 +575,36 @@ fn recovery(result: &RunResult, restored: Option<f64>) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// The measuring window of a run, the same for both stacks: each client's processes (`(id,
+/// root pid, leave the root out)`) are metered from now, memory is sampled halfway and at the
+/// end, and the scenario's outage happens meanwhile. Returns the window's start and end and
+/// when the link came back (Unix ms); the usage goes into `result`.
+async fn measure_window(
+    s: &Scenario,
+    lab: Option<&NetLab>,
+    roots: impl Iterator<Item = (String, u32, bool)>,
+    result: &mut RunResult,
+) -> (f64, f64, Option<f64>) {
+    let window_start = unix_ms();
+    let mut meters: Vec<(String, Meter)> = roots
+        .map(|(id, pid, skip_root)| (id, Meter::start(pid, skip_root)))
+        .collect();
+    let half = async {
+        tokio::time::sleep(s.window / 2).await;
+        for (_, m) in &mut meters {
+            m.sample_memory();
+        }
+    };
+    let (restored, ()) = tokio::join!(outage(s, lab), half);
+    let elapsed = Duration::from_millis((unix_ms() - window_start) as u64);
+    tokio::time::sleep(s.window.saturating_sub(elapsed)).await;
+    let window_end = unix_ms();
+    for (id, m) in meters {
+        result.usage.insert(id, m.finish());
+    }
+    (window_start, window_end, restored)
+}
+
 async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
     let lab = lab_for(s)?;
     let host = if lab.is_some() {
@@ -626,28 +656,10 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
         ));
     }
     tokio::time::sleep(WARMUP).await;
-    let window_start = unix_ms();
-    let mut meters: Vec<(String, Meter)> = peers
-        .iter()
-        .map(|(id, p)| (id.clone(), Meter::start(p.pid(), false)))
-        .collect();
-    let restored = {
-        let half = async {
-            tokio::time::sleep(s.window / 2).await;
-            for (_, m) in &mut meters {
-                m.sample_memory();
-            }
-        };
-        let (restored, ()) = tokio::join!(outage(s, lab.as_ref()), half);
-        restored
-    };
-    let elapsed = Duration::from_millis((unix_ms() - window_start) as u64);
-    tokio::time::sleep(s.window.saturating_sub(elapsed)).await;
-    let window_end = unix_ms();
+    let roots = peers.iter().map(|(id, p)| (id.clone(), p.pid(), false));
     let mut result = RunResult::default();
-    for (id, m) in meters {
-        result.usage.insert(id, m.finish());
-    }
+    let (window_start, window_end, restored) =
+        measure_window(s, lab.as_ref(), roots, &mut result).await;
     let window_ms = window_end - window_start;
     for (id, peer) in peers {
         let events = peer.finish(Duration::from_secs(15)).await?;
@@ -981,27 +993,9 @@ async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
     for p in &pages {
         p.browser.eval("p", "perf.collect(); return true").await?;
     }
-    let window_start = unix_ms();
-    let mut meters: Vec<(String, Meter)> = pages
-        .iter()
-        .map(|p| (p.id.clone(), Meter::start(p.browser.pid(), true)))
-        .collect();
-    let restored = {
-        let half = async {
-            tokio::time::sleep(s.window / 2).await;
-            for (_, m) in &mut meters {
-                m.sample_memory();
-            }
-        };
-        let (restored, ()) = tokio::join!(outage(s, lab.as_ref()), half);
-        restored
-    };
-    let elapsed = Duration::from_millis((unix_ms() - window_start) as u64);
-    tokio::time::sleep(s.window.saturating_sub(elapsed)).await;
-    let window_end = unix_ms();
-    for (id, m) in meters {
-        result.usage.insert(id, m.finish());
-    }
+    let roots = pages.iter().map(|p| (p.id.clone(), p.browser.pid(), true));
+    let (window_start, window_end, restored) =
+        measure_window(s, lab.as_ref(), roots, &mut result).await;
     for p in &pages {
         result.chromium_stats.insert(
             p.id.clone(),
