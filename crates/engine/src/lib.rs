@@ -175,6 +175,8 @@ pub enum ErrorKind {
     Signaling,
     /// An encoder or decoder failed.
     Media,
+    /// A participant has no video codec in common with us: audio and chat only.
+    NoVideoCodec,
 }
 
 impl ErrorKind {
@@ -187,6 +189,7 @@ impl ErrorKind {
             Self::PeerGone => "peer_gone",
             Self::Signaling => "signaling",
             Self::Media => "media",
+            Self::NoVideoCodec => "no_video_codec",
         }
     }
 }

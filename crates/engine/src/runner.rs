@@ -754,6 +754,16 @@ impl Runner {
                 }
             }
             PeerEvent::KeyframeRequested => self.flags.keyframe.store(true, Ordering::Relaxed),
+            PeerEvent::NoVideoCodec => {
+                self.error(
+                    ErrorKind::NoVideoCodec,
+                    format!(
+                        "{from} cannot send or receive H.264 video (their browser offers other \
+                         codecs only); the call goes on with audio and chat"
+                    ),
+                )
+                .await;
+            }
             _ => {}
         }
     }

@@ -3,11 +3,12 @@
 mod keyframe;
 pub mod reorder;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
@@ -124,6 +125,9 @@ pub enum PeerEvent {
     VideoLoss {
         lost_packets: u32,
     },
+    /// The remote has no video codec of ours (a VP8-only browser): the call goes on with
+    /// audio and chat, and no video is sent or received. Reported once.
+    NoVideoCodec,
 }
 
 /// A snapshot of one connection's counters (cumulative; rates are the caller's differences).
@@ -181,6 +185,10 @@ struct Shared {
     remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     remote_screen: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     closed: AtomicBool,
+    /// Bumped whenever a description is applied: the send routes are looked up again.
+    generation: AtomicU64,
+    /// Our video sections were refused (no video codec in common): video is not sent.
+    video_refused: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -493,10 +501,10 @@ pub struct Peer {
     /// The screen share: a second video track, negotiated from the start and silent until
     /// something is shared (no renegotiation to start or stop).
     screen: Arc<TrackLocalStaticSample>,
-    /// (payload type, SSRC) per send track, looked up once after negotiation.
-    video_route: Mutex<Option<(PayloadType, u32)>>,
-    audio_route: Mutex<Option<(PayloadType, u32)>>,
-    screen_route: Mutex<Option<(PayloadType, u32)>>,
+    /// The send route per track, looked up after each negotiation.
+    video_route: Mutex<Option<CachedRoute>>,
+    audio_route: Mutex<Option<CachedRoute>>,
+    screen_route: Mutex<Option<CachedRoute>>,
     senders: Vec<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
     /// Serialises offers and applied descriptions: webrtc-rs's calls are async, and an offer
     /// half made when the remote's offer is applied would otherwise fail on a stale state.
@@ -513,14 +521,18 @@ impl std::fmt::Debug for Peer {
 
 /// Where one of our streams keeps its route, its track, its sender and its codec.
 type OutgoingParts<'a> = (
-    &'a Mutex<Option<(PayloadType, u32)>>,
+    &'a Mutex<Option<CachedRoute>>,
     &'a Arc<TrackLocalStaticSample>,
     Option<&'a Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
     &'static str,
 );
 
+/// A send route as the negotiation of `generation` left it: the payload type the remote
+/// gave our codec and our SSRC, or `None` when the remote has no codec of ours for it.
+type CachedRoute = (u64, Option<(PayloadType, u32)>);
+
 /// One of the streams we send.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outgoing {
     Video,
     Audio,
@@ -561,6 +573,71 @@ fn local_track(
     ))
 }
 
+/// The codecs, interceptors and settings of every peer, with `mdns` as the mDNS mode.
+async fn build_connection(
+    options: &PeerOptions,
+    shared: &Arc<Shared>,
+    mdns: MulticastDnsMode,
+) -> Result<impl PeerConnection + use<>, RtcError> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: 111,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(rtc_err)?;
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: 102,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(rtc_err)?;
+    let registry = default_interceptors(&mut media)?.with(
+        rtc::interceptor::Slot::from(14_000),
+        keyframe::KeyframeRequests::default(),
+    );
+    let settings = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        .with_multicast_dns_mode(mdns)
+        .build();
+    let ice_servers = options
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+    let udp = if options.udp_addrs.is_empty() {
+        vec!["0.0.0.0:0".to_owned()]
+    } else {
+        options.udp_addrs.clone()
+    };
+    // The builder's future is large (20 kB); box it rather than grow every caller's.
+    Box::pin(
+        PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(media)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler(shared.clone())))
+            .with_udp_addrs(udp)
+            .build(),
+    )
+    .await
+    .map_err(rtc_err)
+}
+
 impl Peer {
     /// Builds a peer with H.264 and Opus send tracks; events go to `events`. The impolite side
     /// also creates the chat channel (the polite side receives it).
@@ -571,44 +648,6 @@ impl Peer {
         options: PeerOptions,
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<Self, RtcError> {
-        let mut media = MediaEngine::default();
-        media
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: h264_codec(),
-                    payload_type: 102,
-                },
-                RtpCodecKind::Video,
-            )
-            .map_err(rtc_err)?;
-        media
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: opus_codec(),
-                    payload_type: 111,
-                },
-                RtpCodecKind::Audio,
-            )
-            .map_err(rtc_err)?;
-        let registry = default_interceptors(&mut media)?.with(
-            rtc::interceptor::Slot::from(14_000),
-            keyframe::KeyframeRequests::default(),
-        );
-        let settings = SettingEngineBuilder::new()
-            .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
-            .build();
-        let ice_servers = options
-            .ice_servers
-            .iter()
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone(),
-                credential: s.credential.clone(),
-            })
-            .collect();
-        let config = RTCConfigurationBuilder::new()
-            .with_ice_servers(ice_servers)
-            .build();
         let shared = Arc::new(Shared {
             events,
             negotiation: Mutex::new(Negotiation {
@@ -619,34 +658,34 @@ impl Peer {
             remote_video: Mutex::new(None),
             remote_screen: Mutex::new(None),
             closed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            video_refused: AtomicBool::new(false),
         });
-        let udp = if options.udp_addrs.is_empty() {
-            vec!["0.0.0.0:0".to_owned()]
-        } else {
-            options.udp_addrs.clone()
+        // mDNS (resolving a browser's `.local` candidates) is optional: where its multicast
+        // group cannot be joined (a network with no default route or no multicast, ENODEV),
+        // the peer is built without it and gathers plain host candidates.
+        let pc = match build_connection(&options, &shared, MulticastDnsMode::QueryOnly).await {
+            Ok(pc) => pc,
+            Err(e) => {
+                tracing::warn!(
+                    "peer connection with mDNS failed ({e}); building it without mDNS \
+                     (remote .local candidates will not resolve)"
+                );
+                build_connection(&options, &shared, MulticastDnsMode::Disabled).await?
+            }
         };
-        // The builder's future is large (20 kB); box it rather than grow every caller's.
-        let pc = Box::pin(
-            PeerConnectionBuilder::new()
-                .with_configuration(config)
-                .with_media_engine(media)
-                .with_setting_engine(settings)
-                .with_interceptor_registry(registry)
-                .with_handler(Arc::new(Handler(shared.clone())))
-                .with_udp_addrs(udp)
-                .build(),
-        )
-        .await
-        .map_err(rtc_err)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let video = local_track(RtpCodecKind::Video, h264_codec(), "video")?;
         let audio = local_track(RtpCodecKind::Audio, opus_codec(), "audio")?;
-        let video_sender = pc
-            .add_track(video.clone() as Arc<dyn TrackLocal>)
-            .await
-            .map_err(rtc_err)?;
+        // Audio first: a peer that rejects our video (no codec in common) still takes the
+        // first section, and Firefox, answering a BUNDLE whose first section it rejected,
+        // gathers no candidates at all.
         let audio_sender = pc
             .add_track(audio.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(rtc_err)?;
+        let video_sender = pc
+            .add_track(video.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(rtc_err)?;
         let screen = local_track(RtpCodecKind::Video, h264_codec(), SCREEN_TRACK)?;
@@ -705,7 +744,14 @@ impl Peer {
         let _turn = self.negotiating.lock().await;
         lock(&self.shared.negotiation).making_offer = true;
         let result = async {
-            let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+            let offer = match self.pc.create_offer(None).await {
+                Err(e) if Self::no_codec(&e) => {
+                    // An earlier answer rejected our video: describe it as rejected again.
+                    self.refuse_video().await?;
+                    self.pc.create_offer(None).await.map_err(rtc_err)?
+                }
+                other => other.map_err(rtc_err)?,
+            };
             self.pc
                 .set_local_description(offer)
                 .await
@@ -761,6 +807,7 @@ impl Peer {
             .set_remote_description(desc)
             .await
             .map_err(rtc_err)?;
+        self.negotiated();
         let pending = {
             let mut n = lock(&self.shared.negotiation);
             n.remote_set = true;
@@ -771,12 +818,28 @@ impl Peer {
         for c in pending {
             self.pc.add_ice_candidate(c).await.map_err(rtc_err)?;
         }
+        if !is_offer
+            && !self.shared.video_refused.load(Ordering::Acquire)
+            && let Err(RtcError::NotReady(_)) = self.route(Outgoing::Video).await
+        {
+            // The answer rejected our video section (or kept no codec of ours in it).
+            self.refuse_video().await?;
+        }
         if is_offer {
-            let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
+            let answer = match self.pc.create_answer(None).await {
+                Err(e) if Self::no_codec(&e) => {
+                    // An offer without H.264 (Firefox without OpenH264): answer its audio
+                    // and data channel, reject its video.
+                    self.refuse_video().await?;
+                    self.pc.create_answer(None).await.map_err(rtc_err)?
+                }
+                other => other.map_err(rtc_err)?,
+            };
             self.pc
                 .set_local_description(answer)
                 .await
                 .map_err(rtc_err)?;
+            self.negotiated();
             lock(&self.shared.negotiation).stable = true;
             self.emit_local_description().await?;
         }
@@ -831,29 +894,69 @@ impl Peer {
         }
     }
 
-    /// The negotiated payload type and our SSRC for one stream, cached: they do not change
-    /// during a call, and every frame needs them.
+    /// The negotiated payload type and our SSRC for one stream. Looked up again after every
+    /// applied description (the remote numbers codecs as it likes, and may renumber them in
+    /// a renegotiation), never before the first: what a sender reports then is our own
+    /// numbering, which the remote may not share.
     async fn route(&self, kind: Outgoing) -> Result<(PayloadType, u32), RtcError> {
         let (slot, track, sender, mime) = self.outgoing(kind);
-        if let Some(route) = *lock(slot) {
-            return Ok(route);
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if let Some((g, route)) = *lock(slot)
+            && g == generation
+        {
+            return route.ok_or(RtcError::NotReady("media the remote has no codec for"));
         }
-        let sender = sender.ok_or(RtcError::NotReady("media"))?;
-        let params = sender.get_parameters().await.map_err(rtc_err)?;
-        let pt = params
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-            .map(|c| c.payload_type)
-            .ok_or(RtcError::NotReady("media before negotiation"))?;
-        let ssrc = *track
-            .ssrcs()
-            .await
-            .first()
-            .ok_or(RtcError::NotReady("media"))?;
-        *lock(slot) = Some((pt, ssrc));
-        Ok((pt, ssrc))
+        if !lock(&self.shared.negotiation).remote_set {
+            return Err(RtcError::NotReady("media before negotiation"));
+        }
+        let refused = kind != Outgoing::Audio && self.shared.video_refused.load(Ordering::Acquire);
+        let route = if refused {
+            None
+        } else {
+            let sender = sender.ok_or(RtcError::NotReady("media"))?;
+            let params = sender.get_parameters().await.map_err(rtc_err)?;
+            let pt = params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                .map(|c| c.payload_type);
+            let ssrc = track.ssrcs().await.first().copied();
+            pt.zip(ssrc)
+        };
+        // A description applied meanwhile makes this lookup stale: use it once, keep nothing.
+        if self.shared.generation.load(Ordering::Acquire) == generation {
+            *lock(slot) = Some((generation, route));
+        }
+        route.ok_or(RtcError::NotReady("media the remote has no codec for"))
+    }
+
+    /// A description was applied: routes are looked up again.
+    fn negotiated(&self) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Stops sending video (camera and screen) after a remote offered or answered no video
+    /// codec of ours, so that this and every later description rejects those sections
+    /// (webrtc-rs refuses to describe a sender it has no codec for). Audio and chat go on.
+    async fn refuse_video(&self) -> Result<(), RtcError> {
+        if self.shared.video_refused.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        for sender in [self.senders.first(), self.senders.get(2)]
+            .into_iter()
+            .flatten()
+        {
+            self.pc.remove_track(sender).await.map_err(rtc_err)?;
+        }
+        self.negotiated();
+        self.shared.emit(PeerEvent::NoVideoCodec);
+        Ok(())
+    }
+
+    /// Whether an error is webrtc-rs refusing to describe a sender without a shared codec.
+    fn no_codec(e: &rtc::shared::error::Error) -> bool {
+        matches!(e, rtc::shared::error::Error::ErrSenderWithNoCodecs)
     }
 
     async fn send_sample(
