@@ -200,6 +200,98 @@ async fn a_full_call_offer_answer_ice_chat_stop() -> Result<()> {
     Ok(())
 }
 
+// Several worker threads, as the server binary has: on one thread, spawned handler tasks
+// happen to run in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_sockets_events_arrive_in_the_order_it_sent_them() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair {
+        a,
+        mut b,
+        room,
+        b_sock,
+        ..
+    } = matched_pair(&url).await?;
+    // An offer, then at once 300 candidates and 10 chat messages, as a browser trickles.
+    let offer = json!({"type": "offer", "sdp": "v=0\r\n"});
+    a.emit(
+        "negotiation-call-offer",
+        json!({"offer": offer, "roomId": room, "name": "Ada", "remoteSocketId": b_sock}),
+    )
+    .await?;
+    for i in 0..300 {
+        a.emit(
+            "send-new-ice-candidates",
+            json!({"to": b_sock, "candidate": {"candidate": format!("c{i}"), "sdpMid": "0"}}),
+        )
+        .await?;
+    }
+    for i in 0..10 {
+        a.emit(
+            "newMessage",
+            json!({"message": format!("m{i}"), "roomId": room}),
+        )
+        .await?;
+    }
+    let mut got = Vec::new();
+    while got.len() < 311 {
+        let (event, payload) = b.next().await?;
+        match event.as_str() {
+            "negotiation-call-offer" => got.push("offer".to_owned()),
+            "new-ice-candidates" => got.push(
+                payload["candidate"]["candidate"]
+                    .as_str()
+                    .context("candidate")?
+                    .to_owned(),
+            ),
+            "Message:recived" => {
+                got.push(payload["message"].as_str().context("message")?.to_owned());
+            }
+            _ => {}
+        }
+    }
+    let expected: Vec<String> = std::iter::once("offer".to_owned())
+        .chain((0..300).map(|i| format!("c{i}")))
+        .chain((0..10).map(|i| format!("m{i}")))
+        .collect();
+    let misplaced = got.iter().zip(&expected).filter(|(g, e)| g != e).count();
+    assert_eq!(
+        misplaced, 0,
+        "{misplaced} of 311 events out of order: {got:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_oversized_offer_is_refused_not_forwarded() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair {
+        mut a,
+        mut b,
+        room,
+        b_sock,
+        ..
+    } = matched_pair(&url).await?;
+    let offer = json!({"type": "offer", "sdp": "a".repeat(2 * 1024 * 1024)});
+    a.emit(
+        "negotiation-call-offer",
+        json!({"offer": offer, "roomId": room, "name": "Ada", "remoteSocketId": b_sock}),
+    )
+    .await?;
+    let err = a.expect_error("invalid_payload").await?;
+    assert_eq!(err["event"], "negotiation-call-offer");
+    b.expect_silence(Duration::from_millis(500)).await?;
+    // The call goes on: a normal offer still gets through.
+    let offer = json!({"type": "offer", "sdp": "v=0\r\n"});
+    a.emit(
+        "negotiation-call-offer",
+        json!({"offer": offer, "roomId": room, "name": "Ada", "remoteSocketId": b_sock}),
+    )
+    .await?;
+    assert_eq!(b.expect("negotiation-call-offer").await?["offer"], offer);
+    Ok(())
+}
+
 #[tokio::test]
 async fn disconnect_mid_call_tells_the_peer_and_requeues_it() -> Result<()> {
     let (_e, url) = server(Config::default()).await?;

@@ -18,7 +18,7 @@ use liveloop_e2e::rooms_client::RoomClient;
 use liveloop_server::embedded::{self, Embedded};
 use liveloop_server::matchmaking::MatchmakingConfig;
 use liveloop_server::rooms::{AllowedOrigins, RoomsConfig};
-use serde_json::json;
+use serde_json::{Value, json};
 
 async fn server(config: RoomsConfig) -> Result<(Embedded, SocketAddr)> {
     let e = embedded::start(
@@ -131,6 +131,13 @@ async fn join_relay_leave_follow_the_seed() -> Result<()> {
     assert_eq!(alice.expect("answer").await?["from"], "bob");
     alice.send(&json!({"type":"candidate","to":"bob","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"}})).await?;
     assert_eq!(bob.expect("candidate").await?["candidate"]["sdpMid"], "0");
+    // End-of-candidates (docs/signaling.md): `candidate: null` is relayed as null.
+    alice
+        .send(&json!({"type":"candidate","to":"bob","candidate":null}))
+        .await?;
+    let end = bob.expect("candidate").await?;
+    assert_eq!(end.get("candidate"), Some(&Value::Null), "{end}");
+    assert_eq!(end["from"], "alice");
     alice.send(&json!({"type":"hangup","to":"bob"})).await?;
     assert_eq!(bob.expect("hangup").await?["from"], "alice");
     alice.send(&json!({"type":"ping"})).await?;
@@ -265,6 +272,16 @@ async fn malformed_input_gets_errors_and_others_are_undisturbed() -> Result<()> 
     .await?;
     bad.expect_error("message_too_large").await?;
     assert_eq!(bad.closed_with().await?, Some(1009));
+    // A binary frame over 1 MB is too large just as text is: the error, then 1009.
+    let mut binary = RoomClient::join(addr, "chaos", "binary").await?;
+    binary
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![0u8; 2 * 1024 * 1024].into(),
+        ))
+        .await?;
+    binary.expect_error("message_too_large").await?;
+    assert_eq!(binary.closed_with().await?, Some(1009));
     // 16 MB: beyond what the server reads at all; the socket is dropped.
     let mut huge = RoomClient::join(addr, "chaos", "huge").await?;
     let _ = huge.send_text("x".repeat(16 * 1024 * 1024)).await;
@@ -332,6 +349,38 @@ async fn silent_clients_are_dropped_by_the_heartbeat() -> Result<()> {
     alive.expect_silence(Duration::from_millis(800)).await?;
     alive.send(&json!({"type":"ping"})).await?;
     alive.expect("pong").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_pong_wait_not_at_the_next_ping() -> Result<()> {
+    // Pings every 10 s, silence allowed for 1 s: the documented rule is the silence, so the
+    // silent client goes after about 1 s, long before the next ping would have noticed.
+    let config = RoomsConfig {
+        ping_interval: Duration::from_secs(10),
+        pong_wait: Duration::from_secs(1),
+        ..RoomsConfig::default()
+    };
+    let (_e, addr) = server(config).await?;
+    let mut alive = RoomClient::join(addr, "r", "alive").await?;
+    let joined = std::time::Instant::now();
+    let _dead = RoomClient::join(addr, "r", "dead").await?; // never reads or sends again
+    // `alive` keeps talking (it would be silent too) until `dead` is gone.
+    let left = loop {
+        alive.send(&json!({"type":"ping"})).await?;
+        if let Ok(msg) = alive.next_within(Duration::from_millis(200)).await
+            && msg["type"] == "room_members"
+            && msg["members"] == json!(["alive"])
+        {
+            break msg;
+        }
+        assert!(
+            joined.elapsed() < Duration::from_secs(6),
+            "the silent client was not dropped before the next ping"
+        );
+    };
+    assert_eq!(left["members"], json!(["alive"]));
+    eprintln!("silent client dropped after {:?}", joined.elapsed());
     Ok(())
 }
 

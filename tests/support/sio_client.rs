@@ -81,6 +81,18 @@ impl SioClient {
             .with_context(|| format!("emit {event}"))
     }
 
+    /// The next event of any name.
+    ///
+    /// # Errors
+    /// After 5 s.
+    pub async fn next(&mut self) -> Result<(String, Value)> {
+        match tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await {
+            Ok(Some(ev)) => Ok(ev),
+            Ok(None) => bail!("client closed"),
+            Err(_) => bail!("no event within 5 s"),
+        }
+    }
+
     /// Waits for the next `event`, skipping others.
     ///
     /// # Errors

@@ -24,6 +24,10 @@ pub const EV_ERROR: &str = "error";
 pub const MAX_NAME_CHARS: usize = 64;
 /// Largest `userImage` data URL, in bytes.
 pub const MAX_IMAGE_BYTES: usize = 64 * 1024;
+/// Largest event the server handles, in bytes of its encoded packet (an offer is a few KB;
+/// the largest legitimate event is `request-room` with a 64 KB image). Larger events are
+/// refused with `invalid_payload` and never forwarded.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Longest chat message, in characters.
 pub const MAX_CHAT_CHARS: usize = 1000;
 

@@ -33,7 +33,13 @@ pub struct WireMessage {
     pub to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdp: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `None`: no `candidate` field; `Some(Value::Null)`: `"candidate": null`, the
+    /// end-of-candidates a browser sends (serde would read both as `None`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub candidate: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<String>>,
@@ -41,6 +47,11 @@ pub struct WireMessage {
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A field that is present, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// What a peer relays to another member of its room.
@@ -505,6 +516,14 @@ mod tests {
                     kind: RelayKind::Candidate,
                     to: "bob".into(),
                     payload: Some(json!({"candidate":"c"})),
+                },
+            ),
+            (
+                json!({"type":"candidate","to":"bob","candidate":null}),
+                ClientMessage::Relay {
+                    kind: RelayKind::Candidate,
+                    to: "bob".into(),
+                    payload: Some(Value::Null),
                 },
             ),
             (

@@ -13,9 +13,10 @@ use liveloop_core::matchmaker::{Config, Matchmaker};
 use liveloop_proto::matchmaking as mm;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{Event, SocketRef, State as IoState, TryData};
-use socketioxide::handler::ConnectHandler;
-use socketioxide::socket::{DisconnectReason, Sid};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value as RawValue};
+use socketioxide::socket::{DisconnectReason, Sid, Socket};
 use socketioxide::{ParserError, SocketIo};
 
 use crate::lock;
@@ -124,6 +125,41 @@ async fn connected(socket: SocketRef) {
     tracing::debug!(sid = %socket.id, "matchmaking socket connected");
 }
 
+/// A message handler that runs where socketioxide receives the event, in the order one
+/// socket's events came in. socketioxide's own async handlers are each spawned as a task, so
+/// two events of one socket could be handled in either order: a candidate overtook the offer
+/// before it, chat arrived shuffled. Our handlers only lock the matchmaker and queue emits
+/// (nothing awaits), so they can run inline.
+struct InOrder<F>(F);
+
+/// The `T` of [`InOrder`]'s [`MessageHandler`] implementation.
+#[derive(Debug)]
+struct Sequential;
+
+/// An event's payload: `None` when it is larger than [`mm::MAX_EVENT_BYTES`] (not decoded).
+type Payload = Option<Result<Value, ParserError>>;
+
+impl<F> MessageHandler<LocalAdapter, Sequential> for InOrder<F>
+where
+    F: Fn(&SocketRef, Payload) + Send + Sync + 'static,
+{
+    fn call(&self, s: Arc<Socket>, mut v: RawValue, ack_id: Option<i64>) {
+        let Ok(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
+        let payload = if v.len() > mm::MAX_EVENT_BYTES {
+            None
+        } else {
+            let Ok(TryData(data)) = TryData::<Value>::from_message_parts(&s, &mut v, &ack_id);
+            Some(data)
+        };
+        (self.0)(&socket, payload);
+    }
+}
+
+/// Decodes a payload that is within the size limit.
+fn decode_sized<T: DeserializeOwned>(payload: Payload) -> Option<T> {
+    payload.and_then(decode)
+}
+
 /// Registers the socket and its event handlers. This runs as connect *middleware*, which
 /// socketioxide awaits before acknowledging the connection; the connect handler itself is
 /// spawned, so an event sent right after connecting could otherwise find no handler yet.
@@ -135,69 +171,38 @@ async fn register(
     let sid = socket.id.to_string();
     inner.drive(&io, |m, now| m.connect(now, &sid));
 
-    socket.on(
-        mm::EV_REQUEST_ROOM,
-        async |s: SocketRef,
-               io: SocketIo,
-               IoState(inner): IoState<Shared>,
-               TryData(d): TryData<Value>| {
-            inner.drive(&io, |m, now| {
-                m.handle_request_room(now, s.id.as_str(), decode(d))
-            });
-        },
-    );
-    socket.on(
-        mm::EV_OFFER,
-        async |s: SocketRef,
-               io: SocketIo,
-               IoState(inner): IoState<Shared>,
-               TryData(d): TryData<Value>| {
-            inner.drive(&io, |m, _| m.handle_offer(s.id.as_str(), decode(d)));
-        },
-    );
-    socket.on(
-        mm::EV_ANSWER,
-        async |s: SocketRef,
-               io: SocketIo,
-               IoState(inner): IoState<Shared>,
-               TryData(d): TryData<Value>| {
-            inner.drive(&io, |m, _| m.handle_answer(s.id.as_str(), decode(d)));
-        },
-    );
-    socket.on(
-        mm::EV_SEND_ICE,
-        async |s: SocketRef,
-               io: SocketIo,
-               IoState(inner): IoState<Shared>,
-               TryData(d): TryData<Value>| {
-            inner.drive(&io, |m, _| m.handle_ice(s.id.as_str(), decode(d)));
-        },
-    );
-    socket.on(
-        mm::EV_NEW_MESSAGE,
-        async |s: SocketRef,
-               io: SocketIo,
-               IoState(inner): IoState<Shared>,
-               TryData(d): TryData<Value>| {
-            inner.drive(&io, |m, now| {
-                m.handle_message(now, s.id.as_str(), decode(d))
-            });
-        },
-    );
-    socket.on(
-        mm::EV_STOP_CALL,
-        async |s: SocketRef,
-               io: SocketIo,
-               IoState(inner): IoState<Shared>,
-               TryData(d): TryData<Value>| {
-            // stop-call with no payload at all is fine: the server knows the call.
-            let payload = match d {
-                Ok(Value::Null) | Err(_) => Some(mm::StopCall::default()),
-                other => decode(other),
-            };
-            inner.drive(&io, |m, now| m.handle_stop(now, s.id.as_str(), payload));
-        },
-    );
+    let on = |event: &'static str, f: fn(&mut Matchmaker, Duration, &str, Payload)| {
+        let (io, inner) = (io.clone(), inner.clone());
+        socket.on(
+            event,
+            InOrder(move |s: &SocketRef, payload: Payload| {
+                inner.drive(&io, |m, now| f(m, now, s.id.as_str(), payload));
+            }),
+        );
+    };
+    on(mm::EV_REQUEST_ROOM, |m, now, sid, p| {
+        m.handle_request_room(now, sid, decode_sized(p));
+    });
+    on(mm::EV_OFFER, |m, _, sid, p| {
+        m.handle_offer(sid, decode_sized(p))
+    });
+    on(mm::EV_ANSWER, |m, _, sid, p| {
+        m.handle_answer(sid, decode_sized(p))
+    });
+    on(mm::EV_SEND_ICE, |m, _, sid, p| {
+        m.handle_ice(sid, decode_sized(p))
+    });
+    on(mm::EV_NEW_MESSAGE, |m, now, sid, p| {
+        m.handle_message(now, sid, decode_sized(p));
+    });
+    on(mm::EV_STOP_CALL, |m, now, sid, p| {
+        // stop-call with no payload at all is fine: the server knows the call.
+        let payload = match p {
+            Some(Ok(Value::Null) | Err(_)) => Some(mm::StopCall::default()),
+            other => decode_sized(other),
+        };
+        m.handle_stop(now, sid, payload);
+    });
     socket.on_fallback(
         async |s: SocketRef, io: SocketIo, IoState(inner): IoState<Shared>, Event(event): Event| {
             inner.drive(&io, |m, _| m.handle_unknown(s.id.as_str(), &event));

@@ -323,6 +323,12 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
                         let msg = ClientMessage::parse(text.as_str());
                         svc.with_registry(|reg, now| reg.handle(now, id, msg));
                     }
+                    Some(Ok(Message::Binary(data))) if data.len() > MAX_MESSAGE_BYTES => {
+                        // Over the limit is over the limit, whatever the frame type.
+                        svc.with_registry(|reg, now| reg.handle(now, id, Err(ParseError::TooLarge)));
+                        close = Some((1009, "message too large"));
+                        break;
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         let err = ParseError::Malformed("binary frames are not part of the protocol".into());
                         svc.with_registry(|reg, now| reg.handle(now, id, Err(err)));
@@ -340,12 +346,13 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
                     }
                 }
             }
+            // A client silent for `pong_wait` is closed then, not at the next ping after it.
+            () = tokio::time::sleep_until((last_seen + inner.config.pong_wait).into()) => {
+                tracing::debug!(conn = id, "closing a silent client");
+                close = Some((1001, "heartbeat timeout"));
+                break;
+            }
             _ = heartbeat.tick() => {
-                if last_seen.elapsed() > inner.config.pong_wait {
-                    tracing::debug!(conn = id, "closing a silent client");
-                    close = Some((1001, "heartbeat timeout"));
-                    break;
-                }
                 if tx.try_send(Outbound::Ping).is_err() {
                     break;
                 }
