@@ -118,3 +118,48 @@ async fn video_survives_loss_and_comes_back_after_an_outage() {
     server.shutdown();
     drop(lab);
 }
+
+/// A LAN without a gateway (no default route, so no multicast route either): joining the mDNS
+/// group fails with ENODEV, which took the whole peer connection with it. The peers must still
+/// be built, with host candidates, and the call must carry video both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_without_a_default_route_still_gets_calls() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes network namespaces and TUN devices: run the tests as root"
+    );
+    let lab = NetLab::start("lln", &["a", "b"], 1).expect("the network lab");
+    lab.remove_default_routes().unwrap();
+    let server = liveloop_server::embedded::start(
+        root_addr().into(),
+        (0, 0),
+        liveloop_server::matchmaking::MatchmakingConfig::default(),
+        liveloop_server::rooms::RoomsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let ws = format!("ws://{}/ws", server.rooms);
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let spawn = |n: usize, id: &str| {
+        let mut cmd = lab.command(n, &cli);
+        cmd.args(["join", "--server", &ws, "--room", "lan", "--id", id])
+            .args(["--video", "synthetic:320x180@30", "--seconds", "6"]);
+        CliPeer::spawn_command(&format!("no-gateway-{id}"), cmd).unwrap()
+    };
+    let (a, b) = (spawn(0, "a"), spawn(1, "b"));
+    let (a, b) = (
+        a.finish(Duration::from_secs(30)).await.unwrap(),
+        b.finish(Duration::from_secs(30)).await.unwrap(),
+    );
+    for (name, events, from) in [("a", &a, "b"), ("b", &b, "a")] {
+        let errors: Vec<&Value> = events.iter().filter(|e| e["event"] == "error").collect();
+        let frames = frame_times(events, from, unix_ms()).len();
+        eprintln!("{name}: {frames} frames from {from}; errors {errors:?}");
+        assert!(
+            frames > 60,
+            "{name} decoded {frames} frames from {from} on a LAN without a gateway; errors {errors:?}"
+        );
+    }
+    server.shutdown();
+    drop(lab);
+}

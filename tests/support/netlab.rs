@@ -236,6 +236,19 @@ impl NetLab {
         let _ = ip(&["link", "del", &format!("{prefix}-r")]);
     }
 
+    /// Takes the default route out of every client namespace: each keeps only the route to
+    /// its /24, a LAN with no gateway (and no multicast route, so joining the mDNS group
+    /// fails with ENODEV).
+    ///
+    /// # Errors
+    /// When `ip` fails.
+    pub fn remove_default_routes(&self) -> Result<()> {
+        for ns in &self.namespaces {
+            ip(&["-n", ns, "route", "del", "default"])?;
+        }
+        Ok(())
+    }
+
     /// Sets the impaired link's behaviour (both directions), from now on.
     pub fn impair(&self, impairment: Impairment) {
         let mut s = crate::lock(&self.shared);
