@@ -887,6 +887,7 @@ async fn open_pages(env: &Env, s: &Scenario, lab: Option<&NetLab>) -> Result<Vec
                     env.port
                 ),
             ],
+            ..BrowserOptions::default()
         };
         let log = env.work.join(format!("chromium-{}-{id}.log", slug(s.name)));
         let browser = Browser::start_with(&opts, &log)?;

@@ -1,5 +1,5 @@
 // A real browser peer for LiveLoop's interop tests: Debian's Chromium, headless, with fake
-// camera and microphone, driven by playwright-core. The Rust test talks to this process in
+// camera and microphone, driven by playwright-core (or Firefox ESR: BROWSER=firefox, below). The Rust test talks to this process in
 // JSON lines: each request on stdin gets one reply on stdout with the same `id`, in the order
 // they finish.
 //
@@ -42,15 +42,50 @@ if (process.env.FAKE_AUDIO) args.push(`--use-file-for-fake-audio-capture=${proce
 if (process.env.EXTRA_ARGS) args.push(...JSON.parse(process.env.EXTRA_ARGS));
 if (process.env.FAKE_VIDEO) args.push(`--use-file-for-fake-video-capture=${process.env.FAKE_VIDEO}`);
 
+// BROWSER=firefox: Debian's Firefox ESR instead, driven by puppeteer-core over WebDriver BiDi,
+// with fake devices by prefs. Firefox has no pipe transport: run this whole driver inside a
+// network namespace when Firefox must be in one. INSECURE_ORIGIN (host:port) lets a page served
+// over plain HTTP from another address use the camera (a secure origin otherwise).
+const firefox = process.env.BROWSER === "firefox";
+
+async function launchFirefox() {
+  const { default: puppeteer } = await import("puppeteer-core");
+  const profile = mkdtempSync(join(tmpdir(), "liveloop-firefox-"));
+  const browser = await puppeteer.launch({
+    browser: "firefox",
+    protocol: "webDriverBiDi",
+    executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr",
+    headless: true,
+    userDataDir: profile,
+    extraPrefsFirefox: {
+      "media.navigator.streams.fake": true,
+      "media.navigator.permission.disabled": true,
+      "media.peerconnection.ice.loopback": true,
+      "media.peerconnection.ice.obfuscate_host_addresses": false,
+      "media.autoplay.default": 0,
+      "media.autoplay.blocking_policy": 0,
+      "media.devices.insecure.enabled": true,
+      "media.getusermedia.insecure.enabled": true,
+      "dom.securecontext.allowlist": process.env.INSECURE_ORIGIN?.split(":")[0] ?? "",
+      "browser.shell.checkDefaultBrowser": false,
+      "datareporting.policy.dataSubmissionEnabled": false,
+      "app.update.enabled": false,
+    },
+  });
+  return { newPage: () => browser.newPage(), close: () => browser.close() };
+}
+
 const profile = mkdtempSync(join(tmpdir(), "liveloop-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args,
-  acceptDownloads: true,
-  bypassCSP: process.env.BYPASS_CSP === "1",
-  viewport: { width: 1280, height: 720 },
-});
+const context = firefox
+  ? await launchFirefox()
+  : await chromium.launchPersistentContext(profile, {
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      headless: true,
+      args,
+      acceptDownloads: true,
+      bypassCSP: process.env.BYPASS_CSP === "1",
+      viewport: { width: 1280, height: 720 },
+    });
 const pages = new Map();
 const log = process.env.BROWSER_LOG;
 
@@ -94,6 +129,7 @@ async function handle(req) {
       }
     }
     case "download": {
+      if (firefox) throw new Error("download is implemented for Chromium only");
       const p = page(req.page);
       const [download, value] = await Promise.all([p.waitForEvent("download"), run(p, req.expr)]);
       const path = join(req.dir, download.suggestedFilename());

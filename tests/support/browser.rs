@@ -17,7 +17,7 @@ use crate::ChildGuard;
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
-/// A headless Chromium with fake camera and microphone, and the pages it has open.
+/// A headless Chromium (or Firefox) with fake camera and microphone, and the pages it has open.
 pub struct Browser {
     stdin: Mutex<ChildStdin>,
     waiters: Waiters,
@@ -39,6 +39,12 @@ pub struct BrowserOptions {
     pub bypass_csp: bool,
     /// More Chromium flags.
     pub extra_args: Vec<String>,
+    /// Debian's Firefox ESR (puppeteer-core over WebDriver BiDi) instead of Chromium.
+    pub firefox: bool,
+    /// Run the driver and its browser inside this network namespace.
+    pub netns: Option<String>,
+    /// `host:port` of a plain-HTTP page that may still use the camera (Firefox only).
+    pub insecure_origin: Option<String>,
 }
 
 impl std::fmt::Debug for Browser {
@@ -79,7 +85,23 @@ impl Browser {
         if !dir.join("node_modules/playwright-core").is_dir() {
             bail!("playwright-core is missing: run `./dev test` (it runs npm ci in tests/js)");
         }
-        let mut cmd = Command::new("node");
+        if opts.firefox && !dir.join("node_modules/puppeteer-core").is_dir() {
+            bail!("puppeteer-core is missing: run `./dev test` (it runs npm ci in tests/js)");
+        }
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "node"]);
+                c
+            }
+            None => Command::new("node"),
+        };
+        if opts.firefox {
+            cmd.env("BROWSER", "firefox");
+        }
+        if let Some(origin) = &opts.insecure_origin {
+            cmd.env("INSECURE_ORIGIN", origin);
+        }
         cmd.arg(dir.join("browser.mjs"))
             .current_dir(&dir)
             .env("BROWSER_LOG", log)

@@ -108,13 +108,16 @@ async fn foreign_offerer(
         )
         .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let pc = PeerConnectionBuilder::new()
-        .with_media_engine(media)
-        .with_handler(Arc::new(Handler(tx.clone())))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        .build()
-        .await
-        .unwrap();
+    // The builder's future is large (20 kB): boxed, as in the crate.
+    let pc = Box::pin(
+        PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_handler(Arc::new(Handler(tx.clone())))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build(),
+    )
+    .await
+    .unwrap();
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
     for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
         pc.add_transceiver_from_kind(
@@ -197,7 +200,7 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let (foreign, mut theirs) = foreign_offerer(h264).await;
+    let (foreign, mut theirs) = Box::pin(foreign_offerer(h264)).await;
     let offer = foreign.create_offer(None).await.unwrap();
     foreign.set_local_description(offer.clone()).await.unwrap();
     peer.handle_description(&serde_json::to_value(&offer).unwrap())
@@ -251,7 +254,7 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_offer_with_other_payload_types_gets_video_and_audio_in_its_numbering() {
-    let (seen, events) = late_offer_call(true, Duration::from_secs(3)).await;
+    let (seen, events) = Box::pin(late_offer_call(true, Duration::from_secs(3))).await;
     eprintln!(
         "foreign side received {:?}; our events {events:?}",
         seen.rtp
@@ -276,7 +279,7 @@ async fn a_late_offer_with_other_payload_types_gets_video_and_audio_in_its_numbe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_without_h264_gets_audio_and_chat_and_a_reason() {
-    let (seen, events) = late_offer_call(false, Duration::from_secs(3)).await;
+    let (seen, events) = Box::pin(late_offer_call(false, Duration::from_secs(3))).await;
     eprintln!(
         "foreign side received {:?}; our events {events:?}",
         seen.rtp

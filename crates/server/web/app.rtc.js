@@ -224,6 +224,17 @@ var rtc = (() => {
     for (const id of state.peers.keys()) sendData(id, msg);
   }
 
+  // Every video section of a description rejected (port 0): this browser and the other side
+  // have no video codec in common (a LiveLoop app, H.264 only, meeting a browser without it,
+  // whichever side rejected). Said once per call.
+  function checkVideoCodec(peer, from, sdp) {
+    const video = (sdp || "").split(/\r?\n/).filter((l) => l.startsWith("m=video "));
+    if (peer.noVideoCodec || video.length === 0 || !video.every((l) => l.startsWith("m=video 0 "))) return;
+    peer.noVideoCodec = true;
+    reportError("no_video_codec",
+      `${displayName(from)} and this browser have no video codec in common; the call goes on with audio and chat`);
+  }
+
   async function onDescription(from, sdp) {
     let peer = state.peers.get(from);
     if (!peer) {
@@ -239,11 +250,13 @@ var rtc = (() => {
       peer.ignoreOffer = !peer.polite && collision;
       if (peer.ignoreOffer) return;
       await pc.setRemoteDescription(sdp); // rolls back our own offer on a collision
+      checkVideoCodec(peer, from, sdp.sdp);
       for (const c of peer.pendingCandidates.splice(0)) {
         await pc.addIceCandidate(c).catch((e) => peer.candidateErrors.push(String(e.message)));
       }
       if (sdp.type === "offer") {
         await pc.setLocalDescription();
+        checkVideoCodec(peer, from, pc.localDescription.sdp);
         sendSignal({ type: "answer", to: from, sdp: pc.localDescription.toJSON() });
       }
     } catch (e) {

@@ -1,0 +1,197 @@
+//! Interop with a second real browser: Debian's Firefox ESR (headless, fake camera and
+//! microphone by prefs, driven by puppeteer-core over WebDriver BiDi) runs the browser client
+//! and calls a native `liveloop-cli` peer, whoever offers.
+//!
+//! Firefox as Debian ships it cannot use H.264 (that needs Cisco's OpenH264 plugin, which
+//! Firefox downloads at run time and Debian does not package): it offers VP8, VP9 and AV1
+//! only. Until LiveLoop has VP8, the call must carry audio and chat both ways, with the video
+//! sections rejected cleanly and both sides saying why. Firefox gathers candidates only on the
+//! interface of its default route (never loopback), so it runs in a `netlab` namespace, the
+//! native peer in another, the server in the root namespace. Needs root, as CI runs it.
+
+// Test code: failing loudly is intended.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+use liveloop_e2e::browser::{Browser, BrowserOptions};
+use liveloop_e2e::cli_peer::CliPeer;
+use liveloop_e2e::netlab::{NetLab, root_addr};
+use liveloop_e2e::{artifacts_dir, workspace_bin};
+use liveloop_proto::rtc_config::RtcConfig;
+use liveloop_server::embedded;
+use liveloop_server::matchmaking::MatchmakingConfig;
+use liveloop_server::rooms::RoomsConfig;
+use serde_json::Value;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Firefox as `fox` and the native client as `native` in one room; the lower id is impolite
+/// and makes the offer.
+async fn firefox_and_native(prefix: &str, fox: &str, native_id: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes network namespaces: run the tests as root"
+    );
+    let lab = NetLab::start(prefix, &["ff", "cli"], 1).expect("the network lab");
+    let rooms = RoomsConfig {
+        rtc_config: RtcConfig {
+            ice_servers: Vec::new(),
+            ..RtcConfig::default()
+        },
+        ..RoomsConfig::default()
+    };
+    let server = embedded::start(
+        root_addr().into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        rooms,
+    )
+    .await
+    .unwrap();
+    let log = artifacts_dir()
+        .unwrap()
+        .join(format!("firefox-{prefix}-console.log"));
+    let b = Browser::start_with(
+        &BrowserOptions {
+            firefox: true,
+            netns: Some(lab.namespaces[0].clone()),
+            insecure_origin: Some(server.rooms.to_string()),
+            ..BrowserOptions::default()
+        },
+        &log,
+    )
+    .unwrap();
+    let room = format!("fox-{prefix}");
+    b.open("web", &format!("http://{}/r/{room}?id={fox}", server.rooms))
+        .await
+        .unwrap();
+    b.eval(
+        "web",
+        &format!(r#"state.name = "Firefox"; return connect("{room}", "{fox}")"#),
+    )
+    .await
+    .unwrap();
+    b.wait("web", "return state.roomState === 'joined'", 20 * SECOND)
+        .await
+        .unwrap();
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let mut cmd = lab.command(1, &cli);
+    cmd.args(["join", "--server", &format!("ws://{}/ws", server.rooms)])
+        .args(["--room", &room, "--id", native_id])
+        .args(["--video", "synthetic:320x180@30"])
+        .args(["--chat", "hello from native", "--seconds", "40"]);
+    let mut native = CliPeer::spawn_command(&format!("firefox-{prefix}-native"), cmd).unwrap();
+    native
+        .next("connected", 30 * SECOND, |e| e["event"] == "peer_connected")
+        .await;
+    // The native side says why there is no video (before or after it reports the connection).
+    let no_video = |e: &Value| e["event"] == "error" && e["kind"] == "no_video_codec";
+    for _ in 0..50 {
+        if native.count(no_video) > 0 {
+            break;
+        }
+        tokio::time::sleep(SECOND / 10).await;
+    }
+    assert_eq!(
+        native.count(no_video),
+        1,
+        "one no_video_codec error: {:?}",
+        native.all()
+    );
+    // So does the page, and Firefox hears the native peer.
+    b.wait(
+        "web",
+        &format!("return state.peers.get('{native_id}')?.noVideoCodec === true"),
+        10 * SECOND,
+    )
+    .await
+    .unwrap();
+    let heard = b
+        .wait(
+            "web",
+            &format!(
+                "const s = (await callStats())['{native_id}']; \
+                 return s && s.audio.packetsReceived > 150 && s"
+            ),
+            20 * SECOND,
+        )
+        .await
+        .unwrap();
+    eprintln!("Firefox's view of the native peer: {heard}");
+    assert_eq!(heard["audio"]["codecIn"], "audio/opus");
+    assert!(
+        heard["audio"]["totalAudioEnergy"]
+            .as_f64()
+            .is_some_and(|e| e > 0.01),
+        "Firefox hears the native peer's voice"
+    );
+
+    // Chat both ways.
+    b.wait(
+        "web",
+        &format!(
+            "return state.chat.some((m) => m.from === '{native_id}' && m.text === 'hello from native')"
+        ),
+        10 * SECOND,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.eval("web", "return sendChat('hello from Firefox')")
+            .await
+            .unwrap(),
+        1
+    );
+    native
+        .next("Firefox's chat", 10 * SECOND, |e| {
+            e["event"] == "chat" && e["from"] == fox && e["text"] == "hello from Firefox"
+        })
+        .await;
+    // The native peer hears Firefox's fake microphone (a tone) for several seconds.
+    tokio::time::sleep(4 * SECOND).await;
+    b.eval("web", &format!("hangupPeer('{native_id}'); return true"))
+        .await
+        .unwrap();
+    native
+        .next("Firefox's hang-up", 10 * SECOND, |e| {
+            e["event"] == "peer_left"
+        })
+        .await;
+    let events = native.all();
+    let audio: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "audio" && e["from"] == fox)
+        .collect();
+    let loud = audio
+        .iter()
+        .filter(|e| e["rms"].as_f64().unwrap_or(0.0) > 0.01)
+        .count();
+    let frames = events
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["from"] == fox)
+        .count();
+    eprintln!(
+        "the native peer heard Firefox in {loud} of {} s; {frames} video frames",
+        audio.len()
+    );
+    assert!(loud >= 3, "the native peer heard Firefox in {loud} s");
+    assert_eq!(frames, 0, "no video without a codec in common");
+    server.shutdown();
+    drop(lab);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_offers_and_gets_audio_and_chat_both_ways_with_the_reason_for_no_video() {
+    firefox_and_native("llf", "a-fox", "b-native").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_offers_firefox_audio_and_chat_both_ways_with_the_reason_for_no_video() {
+    firefox_and_native("llg", "b-fox", "a-native").await;
+}
