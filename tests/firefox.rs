@@ -195,3 +195,113 @@ async fn firefox_offers_and_gets_audio_and_chat_both_ways_with_the_reason_for_no
 async fn native_offers_firefox_audio_and_chat_both_ways_with_the_reason_for_no_video() {
     firefox_and_native("llg", "b-fox", "a-native").await;
 }
+
+/// Firefox and Chromium in one room through the browser client: the two browsers agree on a
+/// codec of their own (VP8) and carry video, audio and chat both ways. Chromium runs in the
+/// root namespace, where the lab's router reaches Firefox's namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_and_chromium_in_one_room_see_and_hear_each_other() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes network namespaces: run the tests as root"
+    );
+    let lab = NetLab::start("llh", &["ff"], 0).expect("the network lab");
+    let rooms = RoomsConfig {
+        rtc_config: RtcConfig {
+            ice_servers: Vec::new(),
+            ..RtcConfig::default()
+        },
+        ..RoomsConfig::default()
+    };
+    let server = embedded::start(
+        root_addr().into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        rooms,
+    )
+    .await
+    .unwrap();
+    let artifacts = artifacts_dir().unwrap();
+    let fox = Browser::start_with(
+        &BrowserOptions {
+            firefox: true,
+            netns: Some(lab.namespaces[0].clone()),
+            insecure_origin: Some(server.rooms.to_string()),
+            ..BrowserOptions::default()
+        },
+        &artifacts.join("firefox-chromium-ff-console.log"),
+    )
+    .unwrap();
+    let chromium = Browser::start_with(
+        &BrowserOptions {
+            extra_args: vec![format!(
+                "--unsafely-treat-insecure-origin-as-secure=http://{}",
+                server.rooms
+            )],
+            ..BrowserOptions::default()
+        },
+        &artifacts.join("firefox-chromium-cr-console.log"),
+    )
+    .unwrap();
+    let url = format!("http://{}/r/browsers", server.rooms);
+    for (b, id, name) in [
+        (&fox, "a-fox", "Firefox"),
+        (&chromium, "b-chromium", "Chromium"),
+    ] {
+        b.open("web", &format!("{url}?id={id}")).await.unwrap();
+        b.eval(
+            "web",
+            &format!(r#"state.name = "{name}"; return connect("browsers", "{id}")"#),
+        )
+        .await
+        .unwrap();
+    }
+    for (b, other) in [(&fox, "b-chromium"), (&chromium, "a-fox")] {
+        let s = b
+            .wait(
+                "web",
+                &format!(
+                    "const s = (await callStats())['{other}']; \
+                     return s && s.video.framesDecoded > 60 && s.audio.packetsReceived > 100 && s"
+                ),
+                40 * SECOND,
+            )
+            .await
+            .unwrap();
+        eprintln!("the view of {other}: {s}");
+        assert_eq!(s["video"]["codecIn"], "video/VP8", "{s}");
+        assert!(
+            s["audio"]["totalAudioEnergy"]
+                .as_f64()
+                .is_some_and(|e| e > 0.01),
+            "{other} is heard: {s}"
+        );
+    }
+    assert_eq!(
+        fox.eval("web", "return sendChat('hello from Firefox')")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        chromium
+            .eval("web", "return sendChat('hello from Chromium')")
+            .await
+            .unwrap(),
+        1
+    );
+    for (b, other, text) in [
+        (&fox, "b-chromium", "hello from Chromium"),
+        (&chromium, "a-fox", "hello from Firefox"),
+    ] {
+        b.wait(
+            "web",
+            &format!("return state.chat.some((m) => m.from === '{other}' && m.text === '{text}')"),
+            10 * SECOND,
+        )
+        .await
+        .unwrap();
+    }
+    server.shutdown();
+    drop(lab);
+}

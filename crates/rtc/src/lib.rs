@@ -189,6 +189,28 @@ struct Shared {
     generation: AtomicU64,
     /// Our video sections were refused (no video codec in common): video is not sent.
     video_refused: AtomicBool,
+    /// While a local description is being set and sent, the candidates it gathers wait here
+    /// (`Some`), so that they always follow it on the wire; `None` passes them at once.
+    held_candidates: Mutex<Option<Vec<serde_json::Value>>>,
+}
+
+/// Local candidates held back at most while our description is set (a host has a few
+/// candidates per interface; this bounds a pathological one).
+const MAX_HELD_CANDIDATES: usize = 256;
+
+impl Shared {
+    /// Holds local candidates until [`Shared::release_candidates`].
+    fn hold_candidates(&self) {
+        lock(&self.held_candidates).get_or_insert_with(Vec::new);
+    }
+
+    /// Sends the held candidates (after our description) and stops holding.
+    fn release_candidates(&self) {
+        let held = lock(&self.held_candidates).take().unwrap_or_default();
+        for c in held {
+            self.emit(PeerEvent::LocalCandidate(c));
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -228,7 +250,17 @@ impl PeerConnectionEventHandler for Handler {
         if let Ok(init) = e.candidate.to_json()
             && let Ok(json) = serde_json::to_value(&init)
         {
-            self.0.emit(PeerEvent::LocalCandidate(json));
+            let mut held = lock(&self.0.held_candidates);
+            match held.as_mut() {
+                // Our description is not out yet: the candidate waits for it (a peer that
+                // gets a candidate before the description it belongs to may drop it).
+                Some(h) if h.len() < MAX_HELD_CANDIDATES => h.push(json),
+                Some(_) => tracing::warn!("too many local candidates held; one was dropped"),
+                None => {
+                    drop(held);
+                    self.0.emit(PeerEvent::LocalCandidate(json));
+                }
+            }
         }
     }
 
@@ -660,6 +692,7 @@ impl Peer {
             closed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             video_refused: AtomicBool::new(false),
+            held_candidates: Mutex::new(None),
         });
         // mDNS (resolving a browser's `.local` candidates) is optional: where its multicast
         // group cannot be joined (a network with no default route or no multicast, ENODEV),
@@ -743,6 +776,7 @@ impl Peer {
     pub async fn start_offer(&self) -> Result<(), RtcError> {
         let _turn = self.negotiating.lock().await;
         lock(&self.shared.negotiation).making_offer = true;
+        self.shared.hold_candidates();
         let result = async {
             let offer = match self.pc.create_offer(None).await {
                 Err(e) if Self::no_codec(&e) => {
@@ -763,6 +797,7 @@ impl Peer {
         }
         .await;
         lock(&self.shared.negotiation).making_offer = false;
+        self.shared.release_candidates();
         result
     }
 
@@ -826,23 +861,32 @@ impl Peer {
             self.refuse_video().await?;
         }
         if is_offer {
-            let answer = match self.pc.create_answer(None).await {
-                Err(e) if Self::no_codec(&e) => {
-                    // An offer without H.264 (Firefox without OpenH264): answer its audio
-                    // and data channel, reject its video.
-                    self.refuse_video().await?;
-                    self.pc.create_answer(None).await.map_err(rtc_err)?
-                }
-                other => other.map_err(rtc_err)?,
-            };
-            self.pc
-                .set_local_description(answer)
-                .await
-                .map_err(rtc_err)?;
-            self.negotiated();
-            lock(&self.shared.negotiation).stable = true;
-            self.emit_local_description().await?;
+            self.shared.hold_candidates();
+            let answered = self.answer().await;
+            self.shared.release_candidates();
+            answered?;
         }
+        Ok(())
+    }
+
+    /// Creates, applies and sends our answer to the applied remote offer.
+    async fn answer(&self) -> Result<(), RtcError> {
+        let answer = match self.pc.create_answer(None).await {
+            Err(e) if Self::no_codec(&e) => {
+                // An offer without H.264 (Firefox without OpenH264): answer its audio
+                // and data channel, reject its video.
+                self.refuse_video().await?;
+                self.pc.create_answer(None).await.map_err(rtc_err)?
+            }
+            other => other.map_err(rtc_err)?,
+        };
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(rtc_err)?;
+        self.negotiated();
+        lock(&self.shared.negotiation).stable = true;
+        self.emit_local_description().await?;
         Ok(())
     }
 

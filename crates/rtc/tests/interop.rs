@@ -223,7 +223,11 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
                     foreign.set_remote_description(answer).await.unwrap();
                 }
                 PeerEvent::LocalCandidate(c) => {
-                    foreign.add_ice_candidate(serde_json::from_value(c).unwrap()).await.unwrap();
+                    // Strict, as a peer may be: a candidate before our answer is an error.
+                    foreign
+                        .add_ice_candidate(serde_json::from_value(c).unwrap())
+                        .await
+                        .expect("LiveLoop's candidates follow its answer");
                 }
                 PeerEvent::ChatOpen if !peer_chat_sent => {
                     peer_chat_sent = true;
