@@ -24,21 +24,21 @@ use liveloop_e2e::cli_peer::CliPeer;
 use liveloop_e2e::netlab::{NetLab, root_addr};
 use liveloop_e2e::{artifacts_dir, workspace_bin};
 use liveloop_proto::rtc_config::RtcConfig;
-use liveloop_server::embedded;
+use liveloop_server::embedded::{self, Embedded};
 use liveloop_server::matchmaking::MatchmakingConfig;
 use liveloop_server::rooms::RoomsConfig;
 use serde_json::Value;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// Firefox as `fox` and the native client as `native` in one room; the lower id is impolite
-/// and makes the offer.
-async fn firefox_and_native(prefix: &str, fox: &str, native_id: &str) {
+/// A lab named `prefix` with a namespace per client (Firefox goes in the first) and the
+/// servers in the root namespace, without STUN (there is no internet here).
+async fn lab_and_server(prefix: &str, clients: &[&str]) -> (NetLab, Embedded) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test makes network namespaces: run the tests as root"
     );
-    let lab = NetLab::start(prefix, &["ff", "cli"], 1).expect("the network lab");
+    let lab = NetLab::start(prefix, clients, 0).expect("the network lab");
     let rooms = RoomsConfig {
         rtc_config: RtcConfig {
             ice_servers: Vec::new(),
@@ -54,6 +54,13 @@ async fn firefox_and_native(prefix: &str, fox: &str, native_id: &str) {
     )
     .await
     .unwrap();
+    (lab, server)
+}
+
+/// Firefox as `fox` and the native client as `native` in one room; the lower id is impolite
+/// and makes the offer.
+async fn firefox_and_native(prefix: &str, fox: &str, native_id: &str) {
+    let (lab, server) = lab_and_server(prefix, &["ff", "cli"]).await;
     let log = artifacts_dir()
         .unwrap()
         .join(format!("firefox-{prefix}-console.log"));
@@ -201,26 +208,7 @@ async fn native_offers_firefox_audio_and_chat_both_ways_with_the_reason_for_no_v
 /// root namespace, where the lab's router reaches Firefox's namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firefox_and_chromium_in_one_room_see_and_hear_each_other() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test makes network namespaces: run the tests as root"
-    );
-    let lab = NetLab::start("llh", &["ff"], 0).expect("the network lab");
-    let rooms = RoomsConfig {
-        rtc_config: RtcConfig {
-            ice_servers: Vec::new(),
-            ..RtcConfig::default()
-        },
-        ..RoomsConfig::default()
-    };
-    let server = embedded::start(
-        root_addr().into(),
-        (0, 0),
-        MatchmakingConfig::default(),
-        rooms,
-    )
-    .await
-    .unwrap();
+    let (lab, server) = lab_and_server("llh", &["ff"]).await;
     let artifacts = artifacts_dir().unwrap();
     let fox = Browser::start_with(
         &BrowserOptions {

@@ -33,13 +33,14 @@ fn frame_times(events: &[Value], from: &str, base: u64) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn video_survives_loss_and_comes_back_after_an_outage() {
+/// Clients `a` and `b` in namespaces of a lab named `prefix` (`b` on the impaired link), and
+/// the servers in the root namespace.
+async fn lab_and_server(prefix: &str) -> (NetLab, liveloop_server::embedded::Embedded) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test makes network namespaces and TUN devices: run the tests as root"
     );
-    let lab = NetLab::start("llt", &["a", "b"], 1).expect("the network lab");
+    let lab = NetLab::start(prefix, &["a", "b"], 1).expect("the network lab");
     let server = liveloop_server::embedded::start(
         root_addr().into(),
         (0, 0),
@@ -48,6 +49,12 @@ async fn video_survives_loss_and_comes_back_after_an_outage() {
     )
     .await
     .unwrap();
+    (lab, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_survives_loss_and_comes_back_after_an_outage() {
+    let (lab, server) = lab_and_server("llt").await;
     let ws = format!("ws://{}/ws", server.rooms);
     let cli = workspace_bin("liveloop-cli").unwrap();
     let spawn = |n: usize, id: &str| {
@@ -124,20 +131,8 @@ async fn video_survives_loss_and_comes_back_after_an_outage() {
 /// be built, with host candidates, and the call must carry video both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_without_a_default_route_still_gets_calls() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test makes network namespaces and TUN devices: run the tests as root"
-    );
-    let lab = NetLab::start("lln", &["a", "b"], 1).expect("the network lab");
+    let (lab, server) = lab_and_server("lln").await;
     lab.remove_default_routes().unwrap();
-    let server = liveloop_server::embedded::start(
-        root_addr().into(),
-        (0, 0),
-        liveloop_server::matchmaking::MatchmakingConfig::default(),
-        liveloop_server::rooms::RoomsConfig::default(),
-    )
-    .await
-    .unwrap();
     let ws = format!("ws://{}/ws", server.rooms);
     let cli = workspace_bin("liveloop-cli").unwrap();
     let spawn = |n: usize, id: &str| {

@@ -45,6 +45,10 @@ pub enum RtcError {
     InvalidSignal(String),
     #[error("the connection is not ready to send {0}")]
     NotReady(&'static str),
+    /// The negotiation left this stream no codec of ours (the remote offers none, or rejected
+    /// the section): it is not sent.
+    #[error("the remote has no codec of ours for this stream")]
+    NoSharedCodec,
 }
 
 fn rtc_err(e: impl std::fmt::Display) -> RtcError {
@@ -778,14 +782,8 @@ impl Peer {
         lock(&self.shared.negotiation).making_offer = true;
         self.shared.hold_candidates();
         let result = async {
-            let offer = match self.pc.create_offer(None).await {
-                Err(e) if Self::no_codec(&e) => {
-                    // An earlier answer rejected our video: describe it as rejected again.
-                    self.refuse_video().await?;
-                    self.pc.create_offer(None).await.map_err(rtc_err)?
-                }
-                other => other.map_err(rtc_err)?,
-            };
+            // After an answer that rejected our video, describe it as rejected again.
+            let offer = self.describe(|| self.pc.create_offer(None)).await?;
             self.pc
                 .set_local_description(offer)
                 .await
@@ -855,7 +853,7 @@ impl Peer {
         }
         if !is_offer
             && !self.shared.video_refused.load(Ordering::Acquire)
-            && let Err(RtcError::NotReady(_)) = self.route(Outgoing::Video).await
+            && let Err(RtcError::NoSharedCodec) = self.route(Outgoing::Video).await
         {
             // The answer rejected our video section (or kept no codec of ours in it).
             self.refuse_video().await?;
@@ -871,15 +869,9 @@ impl Peer {
 
     /// Creates, applies and sends our answer to the applied remote offer.
     async fn answer(&self) -> Result<(), RtcError> {
-        let answer = match self.pc.create_answer(None).await {
-            Err(e) if Self::no_codec(&e) => {
-                // An offer without H.264 (Firefox without OpenH264): answer its audio
-                // and data channel, reject its video.
-                self.refuse_video().await?;
-                self.pc.create_answer(None).await.map_err(rtc_err)?
-            }
-            other => other.map_err(rtc_err)?,
-        };
+        // An offer without H.264 (Firefox without OpenH264): answer its audio and data
+        // channel, reject its video.
+        let answer = self.describe(|| self.pc.create_answer(None)).await?;
         self.pc
             .set_local_description(answer)
             .await
@@ -948,7 +940,7 @@ impl Peer {
         if let Some((g, route)) = *lock(slot)
             && g == generation
         {
-            return route.ok_or(RtcError::NotReady("media the remote has no codec for"));
+            return route.ok_or(RtcError::NoSharedCodec);
         }
         if !lock(&self.shared.negotiation).remote_set {
             return Err(RtcError::NotReady("media before negotiation"));
@@ -972,7 +964,7 @@ impl Peer {
         if self.shared.generation.load(Ordering::Acquire) == generation {
             *lock(slot) = Some((generation, route));
         }
-        route.ok_or(RtcError::NotReady("media the remote has no codec for"))
+        route.ok_or(RtcError::NoSharedCodec)
     }
 
     /// A description was applied: routes are looked up again.
@@ -998,9 +990,21 @@ impl Peer {
         Ok(())
     }
 
-    /// Whether an error is webrtc-rs refusing to describe a sender without a shared codec.
-    fn no_codec(e: &rtc::shared::error::Error) -> bool {
-        matches!(e, rtc::shared::error::Error::ErrSenderWithNoCodecs)
+    /// Makes an offer or answer with `make`. When webrtc-rs refuses because our video has no
+    /// codec in common with the remote ("RTPSender created with no codecs"), video is
+    /// refused ([`Peer::refuse_video`]) and the description made again.
+    async fn describe<F, Fut>(&self, make: F) -> Result<RTCSessionDescription, RtcError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = webrtc::error::Result<RTCSessionDescription>>,
+    {
+        match make().await {
+            Err(rtc::shared::error::Error::ErrSenderWithNoCodecs) => {
+                self.refuse_video().await?;
+                make().await.map_err(rtc_err)
+            }
+            other => other.map_err(rtc_err),
+        }
     }
 
     async fn send_sample(

@@ -141,17 +141,18 @@ type Payload = Option<Result<Value, ParserError>>;
 
 impl<F> MessageHandler<LocalAdapter, Sequential> for InOrder<F>
 where
-    F: Fn(&SocketRef, Payload) + Send + Sync + 'static,
+    F: Fn(&SocketRef, &SocketIo, Payload) + Send + Sync + 'static,
 {
     fn call(&self, s: Arc<Socket>, mut v: RawValue, ack_id: Option<i64>) {
         let Ok(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
+        let Ok(io) = SocketIo::from_message_parts(&s, &mut v, &ack_id);
         let payload = if v.len() > mm::MAX_EVENT_BYTES {
             None
         } else {
             let Ok(TryData(data)) = TryData::<Value>::from_message_parts(&s, &mut v, &ack_id);
             Some(data)
         };
-        (self.0)(&socket, payload);
+        (self.0)(&socket, &io, payload);
     }
 }
 
@@ -172,11 +173,11 @@ async fn register(
     inner.drive(&io, |m, now| m.connect(now, &sid));
 
     let on = |event: &'static str, f: fn(&mut Matchmaker, Duration, &str, Payload)| {
-        let (io, inner) = (io.clone(), inner.clone());
+        let inner = inner.clone();
         socket.on(
             event,
-            InOrder(move |s: &SocketRef, payload: Payload| {
-                inner.drive(&io, |m, now| f(m, now, s.id.as_str(), payload));
+            InOrder(move |s: &SocketRef, io: &SocketIo, payload: Payload| {
+                inner.drive(io, |m, now| f(m, now, s.id.as_str(), payload));
             }),
         );
     };
