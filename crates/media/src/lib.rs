@@ -13,6 +13,7 @@ pub mod quality;
 pub mod sink;
 pub mod spec;
 pub mod synthetic;
+pub mod vp8;
 
 pub use error::MediaError;
 pub use frame::{AudioFrame, SAMPLE_RATE, VideoFrame};
