@@ -19,7 +19,7 @@ use liveloop_e2e::{free_port, next_event};
 use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
 use liveloop_media::synthetic::{SyntheticCamera, read_stamp};
 use liveloop_proto::rooms::RelayKind;
-use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
+use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions, VideoCodec};
 use liveloop_server::embedded::{self, Embedded};
 use liveloop_signal::matchmaking::{MatchClient, MatchEvent};
 use liveloop_signal::rooms::{RoomClient, SignalEvent};
@@ -161,7 +161,11 @@ async fn two_clients_call_through_the_room_server_and_survive_its_restart() {
             tick.tick().await;
             let au = enc.encode(&cam.render(n, n * 33_000)).unwrap();
             sender
-                .send_video(Bytes::from(au.data), Duration::from_micros(33_333))
+                .send_video(
+                    VideoCodec::H264,
+                    Bytes::from(au.data),
+                    Duration::from_micros(33_333),
+                )
                 .await
                 .unwrap();
         }
@@ -331,7 +335,11 @@ async fn random_chat_through_the_matchmaking_server() {
     for n in 0..15 {
         let au = enc.encode(&cam.render(n, n * 33_000)).unwrap();
         ada.peer
-            .send_video(Bytes::from(au.data), Duration::from_micros(33_333))
+            .send_video(
+                VideoCodec::H264,
+                Bytes::from(au.data),
+                Duration::from_micros(33_333),
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(33)).await;

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use liveloop_core::avsync::{self, ClockMap};
-use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
+use liveloop_media::h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder};
 use liveloop_media::opus::{OpusConfig, OpusEncoder};
 use liveloop_media::synthetic::read_stamp;
-use liveloop_media::{AudioSource, VideoFormat, VideoSource};
+use liveloop_media::vp8::{Vp8Decoder, Vp8Encoder};
+use liveloop_media::{AudioSource, MediaError, VideoFormat, VideoFrame, VideoSource};
+use liveloop_rtc::VideoCodec;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{EngineEvent, ErrorKind};
@@ -30,10 +32,138 @@ pub fn now_ms32() -> u32 {
     (now_us() / 1000) as u32
 }
 
+/// One `T` per video codec.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PerCodec<T> {
+    h264: T,
+    vp8: T,
+}
+
+impl<T> PerCodec<T> {
+    fn get(&self, codec: VideoCodec) -> &T {
+        match codec {
+            VideoCodec::H264 => &self.h264,
+            VideoCodec::Vp8 => &self.vp8,
+        }
+    }
+
+    fn get_mut(&mut self, codec: VideoCodec) -> &mut T {
+        match codec {
+            VideoCodec::H264 => &mut self.h264,
+            VideoCodec::Vp8 => &mut self.vp8,
+        }
+    }
+}
+
+/// Keyframe requests per codec: a request from a peer that receives VP8 does not force an
+/// H.264 keyframe on everyone else.
+#[derive(Debug, Default)]
+pub(crate) struct Keyframes(PerCodec<AtomicBool>);
+
+impl Keyframes {
+    pub fn request(&self, codec: VideoCodec) {
+        self.0.get(codec).store(true, Ordering::Relaxed);
+    }
+
+    /// A new source or a new receiver: every codec starts with a keyframe.
+    pub fn request_all(&self) {
+        for codec in VideoCodec::PREFERENCE {
+            self.request(codec);
+        }
+    }
+
+    fn take(&self, codec: VideoCodec) -> bool {
+        self.0.get(codec).swap(false, Ordering::Relaxed)
+    }
+}
+
+/// The shared encoders' output, one channel per codec. A codec is encoded only while some
+/// peer takes it (a receiver of its channel), so a call without Firefox never runs VP8.
+#[derive(Debug, Clone)]
+pub(crate) struct VideoOut(PerCodec<broadcast::Sender<EncodedVideo>>);
+
+impl VideoOut {
+    pub fn new() -> Self {
+        Self(PerCodec {
+            h264: broadcast::channel(8).0,
+            vp8: broadcast::channel(8).0,
+        })
+    }
+
+    pub fn of(&self, codec: VideoCodec) -> &broadcast::Sender<EncodedVideo> {
+        self.0.get(codec)
+    }
+
+    /// The codecs some peer takes now.
+    fn wanted(&self) -> impl Iterator<Item = VideoCodec> + '_ {
+        VideoCodec::PREFERENCE
+            .into_iter()
+            .filter(|c| self.of(*c).receiver_count() > 0)
+    }
+}
+
+/// One of the shared video encoders.
+enum Encoder {
+    H264(Box<H264Encoder>),
+    Vp8(Box<Vp8Encoder>),
+}
+
+impl Encoder {
+    fn new(codec: VideoCodec, config: H264Config) -> Result<Self, MediaError> {
+        Ok(match codec {
+            VideoCodec::H264 => Self::H264(Box::new(H264Encoder::new(config)?)),
+            VideoCodec::Vp8 => Self::Vp8(Box::new(Vp8Encoder::new(config)?)),
+        })
+    }
+
+    fn encode(&mut self, frame: &VideoFrame) -> Result<EncodedFrame, MediaError> {
+        match self {
+            Self::H264(e) => e.encode(frame),
+            Self::Vp8(e) => e.encode(frame),
+        }
+    }
+
+    fn request_keyframe(&mut self) {
+        match self {
+            Self::H264(e) => e.request_keyframe(),
+            Self::Vp8(e) => e.request_keyframe(),
+        }
+    }
+}
+
+/// A participant's video decoder, for the codec its frames come in.
+enum Decoder {
+    H264(H264Decoder),
+    Vp8(Vp8Decoder),
+}
+
+impl Decoder {
+    fn new(codec: VideoCodec) -> Result<Self, MediaError> {
+        Ok(match codec {
+            VideoCodec::H264 => Self::H264(H264Decoder::new()?),
+            VideoCodec::Vp8 => Self::Vp8(Vp8Decoder::new()?),
+        })
+    }
+
+    fn codec(&self) -> VideoCodec {
+        match self {
+            Self::H264(_) => VideoCodec::H264,
+            Self::Vp8(_) => VideoCodec::Vp8,
+        }
+    }
+
+    fn decode(&mut self, frame: &[u8]) -> Result<Option<VideoFrame>, MediaError> {
+        match self {
+            Self::H264(d) => d.decode(frame),
+            Self::Vp8(d) => d.decode(frame),
+        }
+    }
+}
+
 /// Flags the session shares with its media threads.
 #[derive(Debug, Default)]
 pub(crate) struct MediaFlags {
-    pub keyframe: AtomicBool,
+    pub keyframe: Keyframes,
     pub camera_on: AtomicBool,
     pub muted: AtomicBool,
     pub stop: AtomicBool,
@@ -67,14 +197,14 @@ pub(crate) fn start_video(
     stamp: bool,
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
-) -> broadcast::Sender<EncodedVideo> {
-    let (tx, _) = broadcast::channel(8);
+) -> VideoOut {
+    let tx = VideoOut::new();
     let out = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("video-encode".into())
         .spawn(move || {
             let mut source = source;
-            let mut encoder: Option<(VideoFormat, H264Encoder)> = None;
+            let mut encoders: PerCodec<Option<(VideoFormat, Encoder)>> = PerCodec::default();
             let mut failing = false;
             let mut stamped = 0u32;
             let mut next = Instant::now();
@@ -82,7 +212,7 @@ pub(crate) fn start_video(
                 if let Ok(new) = swap.try_recv() {
                     source = Some(new);
                     failing = false;
-                    flags.keyframe.store(true, Ordering::Relaxed);
+                    flags.keyframe.request_all();
                 }
                 let fps = source.as_ref().map_or(30.0, |s| s.format().fps.max(1.0));
                 next += Duration::from_secs_f32(1.0 / fps);
@@ -93,7 +223,7 @@ pub(crate) fn start_video(
                 };
                 let previewing = preview.is_some();
                 if !flags.camera_on.load(Ordering::Relaxed)
-                    || (out.receiver_count() == 0 && !previewing)
+                    || (out.wanted().next().is_none() && !previewing)
                 {
                     continue;
                 }
@@ -127,40 +257,45 @@ pub(crate) fn start_video(
                 if let Some(tap) = &preview {
                     (tap.0)(&frame);
                 }
-                if out.receiver_count() == 0 {
-                    continue;
-                }
-                let format = src.format();
-                if encoder.as_ref().is_none_or(|(f, _)| {
-                    f.width != frame.width || f.height != frame.height || f.fps != format.fps
-                }) {
-                    match H264Encoder::new(H264Config { bitrate_bps, fps }) {
-                        Ok(e) => {
-                            let mut format = format;
-                            format.width = frame.width;
-                            format.height = frame.height;
-                            encoder = Some((format, e));
-                        }
-                        Err(e) => {
-                            report(&events, ErrorKind::Media, format!("video encoder: {e}"));
-                            return;
+                let mut format = src.format();
+                format.width = frame.width;
+                format.height = frame.height;
+                for codec in VideoCodec::PREFERENCE {
+                    let slot = encoders.get_mut(codec);
+                    if out.of(codec).receiver_count() == 0 {
+                        // Nobody takes this codec (any more): its encoder is let go.
+                        *slot = None;
+                        continue;
+                    }
+                    if slot.as_ref().is_none_or(|(f, _)| *f != format) {
+                        match Encoder::new(codec, H264Config { bitrate_bps, fps }) {
+                            Ok(e) => *slot = Some((format, e)),
+                            Err(e) => {
+                                report(
+                                    &events,
+                                    ErrorKind::Media,
+                                    format!("{codec:?} video encoder: {e}"),
+                                );
+                                continue;
+                            }
                         }
                     }
-                }
-                let Some((_, enc)) = encoder.as_mut() else {
-                    continue;
-                };
-                if flags.keyframe.swap(false, Ordering::Relaxed) {
-                    enc.request_keyframe();
-                }
-                match enc.encode(&frame) {
-                    Ok(au) => {
-                        let _ = out.send(EncodedVideo {
-                            data: Bytes::from(au.data),
-                            duration: Duration::from_secs_f32(1.0 / fps),
-                        });
+                    let Some((_, enc)) = slot.as_mut() else {
+                        continue;
+                    };
+                    if flags.keyframe.take(codec) {
+                        enc.request_keyframe();
                     }
-                    Err(e) => tracing::warn!(error = %e, "encode failed"),
+                    match enc.encode(&frame) {
+                        Ok(au) if !au.data.is_empty() => {
+                            let _ = out.of(codec).send(EncodedVideo {
+                                data: Bytes::from(au.data),
+                                duration: Duration::from_secs_f32(1.0 / fps),
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, ?codec, "encode failed"),
+                    }
                 }
             }
         });
@@ -240,7 +375,7 @@ pub(crate) fn start_audio(
 #[derive(Debug, Default)]
 pub(crate) struct ScreenFlags {
     pub stop: AtomicBool,
-    pub keyframe: AtomicBool,
+    pub keyframe: Keyframes,
 }
 
 /// The screen share's capture-and-encode thread. Screens are encoded for legibility: full
@@ -251,7 +386,7 @@ pub(crate) struct ScreenFlags {
 pub(crate) fn start_screen(
     mut source: Box<dyn VideoSource>,
     flags: Arc<ScreenFlags>,
-    out: broadcast::Sender<EncodedVideo>,
+    out: VideoOut,
     ended: mpsc::UnboundedSender<(u64, String)>,
     generation: u64,
 ) {
@@ -259,7 +394,7 @@ pub(crate) fn start_screen(
         .name("screen-encode".into())
         .spawn(move || {
             let fps = source.format().fps.clamp(1.0, 30.0);
-            let mut encoder: Option<((u32, u32), H264Encoder)> = None;
+            let mut encoders: PerCodec<Option<((u32, u32), Encoder)>> = PerCodec::default();
             let mut next = Instant::now();
             let mut failures = 0;
             while !flags.stop.load(Ordering::Relaxed) {
@@ -280,42 +415,62 @@ pub(crate) fn start_screen(
                         continue;
                     }
                 };
-                if out.receiver_count() == 0 {
-                    continue;
-                }
                 let size = (frame.width, frame.height);
-                if encoder.as_ref().is_none_or(|(s, _)| *s != size) {
-                    match H264Encoder::new(H264Config {
-                        bitrate_bps: 2_500_000,
-                        fps,
-                    }) {
-                        Ok(e) => encoder = Some((size, e)),
-                        Err(e) => {
-                            let _ = ended.send((generation, format!("screen encoder: {e}")));
-                            return;
+                for codec in VideoCodec::PREFERENCE {
+                    let slot = encoders.get_mut(codec);
+                    if out.of(codec).receiver_count() == 0 {
+                        *slot = None;
+                        continue;
+                    }
+                    if slot.as_ref().is_none_or(|(s, _)| *s != size) {
+                        let config = H264Config {
+                            bitrate_bps: 2_500_000,
+                            fps,
+                        };
+                        match Encoder::new(codec, config) {
+                            Ok(e) => *slot = Some((size, e)),
+                            Err(e) => {
+                                let _ = ended.send((generation, format!("screen encoder: {e}")));
+                                return;
+                            }
                         }
                     }
-                }
-                let Some((_, enc)) = encoder.as_mut() else {
-                    continue;
-                };
-                if flags.keyframe.swap(false, Ordering::Relaxed) {
-                    enc.request_keyframe();
-                }
-                match enc.encode(&frame) {
-                    Ok(au) if !au.data.is_empty() => {
-                        let _ = out.send(EncodedVideo {
-                            data: Bytes::from(au.data),
-                            duration: Duration::from_secs_f32(1.0 / fps),
-                        });
+                    let Some((_, enc)) = slot.as_mut() else {
+                        continue;
+                    };
+                    if flags.keyframe.take(codec) {
+                        enc.request_keyframe();
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "screen encode failed"),
+                    match enc.encode(&frame) {
+                        Ok(au) if !au.data.is_empty() => {
+                            let _ = out.of(codec).send(EncodedVideo {
+                                data: Bytes::from(au.data),
+                                duration: Duration::from_secs_f32(1.0 / fps),
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, ?codec, "screen encode failed"),
+                    }
                 }
             }
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the screen thread");
+    }
+}
+
+/// Decodes one frame, with a decoder for its codec (made on the first frame of a codec).
+fn decode(
+    decoder: &mut Option<Decoder>,
+    codec: VideoCodec,
+    frame: &[u8],
+) -> Result<Option<VideoFrame>, MediaError> {
+    if decoder.as_ref().is_none_or(|d| d.codec() != codec) {
+        *decoder = Some(Decoder::new(codec)?);
+    }
+    match decoder.as_mut() {
+        Some(d) => d.decode(frame),
+        None => Ok(None),
     }
 }
 
@@ -378,25 +533,19 @@ pub(crate) fn start_decoder(
     counters: Arc<DecodeCounters>,
     keyframe_needed: Arc<AtomicBool>,
     sync: Arc<SyncState>,
-) -> std::sync::mpsc::Sender<(u32, Bytes)> {
-    let (tx, rx) = std::sync::mpsc::channel::<(u32, Bytes)>();
+) -> std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)> {
+    let (tx, rx) = std::sync::mpsc::channel::<(VideoCodec, u32, Bytes)>();
     let spawned = std::thread::Builder::new()
         .name(format!("decode-{from}"))
         .spawn(move || {
-            let mut decoder = match H264Decoder::new() {
-                Ok(d) => d,
-                Err(e) => {
-                    report(&events, ErrorKind::Media, format!("video decoder: {e}"));
-                    return;
-                }
-            };
+            let mut decoder: Option<Decoder> = None;
             let mut held: VecDeque<(Instant, EngineEvent)> = VecDeque::new();
             loop {
                 let wait = held.front().map_or(Duration::from_secs(1), |(at, _)| {
                     at.saturating_duration_since(Instant::now())
                 });
                 match rx.recv_timeout(wait) {
-                    Ok((rtp_timestamp, au)) => match decoder.decode(&au) {
+                    Ok((codec, rtp_timestamp, au)) => match decode(&mut decoder, codec, &au) {
                         Ok(Some(frame)) => {
                             counters.frames.fetch_add(1, Ordering::Relaxed);
                             let stamp = read_stamp(&frame);

@@ -10,13 +10,13 @@ use liveloop_core::avsync::ClockMap;
 use liveloop_core::jitter::{JitterBuffer, Playout};
 use liveloop_media::opus::OpusDecoder;
 use liveloop_media::{AudioSource, VideoSource};
-use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
+use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions, VideoCodec};
 use liveloop_signal::session::{Outgoing, SessionEvent, Signaling};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::media::{self, DecodeCounters, EncodedVideo, MediaFlags, ScreenFlags, SyncState};
+use crate::media::{self, DecodeCounters, MediaFlags, ScreenFlags, SyncState, VideoOut};
 use crate::stats::{self, CallStats, Snapshot};
 use crate::{
     Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State, screen_stream_id,
@@ -54,9 +54,13 @@ struct Member {
     polite: bool,
     connected: bool,
     restarts: u32,
-    decoder: std::sync::mpsc::Sender<(u32, Bytes)>,
+    decoder: std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>,
     /// The decoder of this participant's screen share, started with its first frame.
-    screen_decoder: Option<std::sync::mpsc::Sender<(u32, Bytes)>>,
+    screen_decoder: Option<std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>>,
+    /// The codec our video goes to this participant as (from the negotiation), and the two
+    /// tasks that feed it camera and screen frames of that codec.
+    sending_as: Option<VideoCodec>,
+    video_tasks: Vec<JoinHandle<()>>,
     /// What this participant's last state message said about sharing: frames that trail the
     /// end of a share are dropped instead of starting a new decoder.
     screen_on: bool,
@@ -88,7 +92,7 @@ pub(crate) fn start(
     let (commands, command_rx) = mpsc::channel(64);
     let (events, event_rx) = mpsc::channel(4096);
     let flags = Arc::new(MediaFlags::default());
-    flags.keyframe.store(true, Ordering::Relaxed);
+    flags.keyframe.request_all();
     flags
         .camera_on
         .store(media_in.video.is_some(), Ordering::Relaxed);
@@ -135,7 +139,7 @@ pub(crate) fn start(
         epoch: Instant::now(),
         screen: None,
         screen_generation: 0,
-        encoded_screen: broadcast::channel(8).0,
+        encoded_screen: VideoOut::new(),
         screen_ended: screen_ended_tx,
     };
     tokio::spawn(runner.run(session_events, command_rx, screen_ended_rx));
@@ -153,7 +157,7 @@ struct Runner {
     session: Box<dyn Signaling>,
     events: mpsc::Sender<EngineEvent>,
     members: BTreeMap<String, Member>,
-    encoded: broadcast::Sender<EncodedVideo>,
+    encoded: VideoOut,
     encoded_audio: broadcast::Sender<Bytes>,
     flags: Arc<MediaFlags>,
     video_swap: std::sync::mpsc::Sender<Box<dyn VideoSource>>,
@@ -165,7 +169,7 @@ struct Runner {
     /// reports its generation, so a late report never ends a newer share).
     screen: Option<Arc<ScreenFlags>>,
     screen_generation: u64,
-    encoded_screen: broadcast::Sender<EncodedVideo>,
+    encoded_screen: VideoOut,
     screen_ended: mpsc::UnboundedSender<(u64, String)>,
 }
 
@@ -311,7 +315,7 @@ impl Runner {
                 }
                 self.flags.camera_on.store(on, Ordering::Relaxed);
                 if on {
-                    self.flags.keyframe.store(true, Ordering::Relaxed);
+                    self.flags.keyframe.request_all();
                 }
                 self.broadcast_state().await;
             }
@@ -328,7 +332,7 @@ impl Runner {
                 }
                 self.screen_generation += 1;
                 let flags = Arc::new(ScreenFlags::default());
-                flags.keyframe.store(true, Ordering::Relaxed);
+                flags.keyframe.request_all();
                 media::start_screen(
                     source,
                     flags.clone(),
@@ -549,31 +553,8 @@ impl Runner {
                 }
             }
         }));
-        // Feed it the shared encoders' output (sends fail, harmlessly, before negotiation).
-        let (sender, mut frames) = (peer.clone(), self.encoded.subscribe());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                match frames.recv().await {
-                    Ok(v) => {
-                        let _ = sender.send_video(v.data, v.duration).await;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }));
-        let (sender, mut frames) = (peer.clone(), self.encoded_screen.subscribe());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                match frames.recv().await {
-                    Ok(v) => {
-                        let _ = sender.send_screen(v.data, v.duration).await;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }));
+        // Audio from the shared encoder (sends fail, harmlessly, before negotiation); video
+        // once the negotiation said in which codec (`PeerEvent::SendVideoAs`).
         let (sender, mut packets) = (peer.clone(), self.encoded_audio.subscribe());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -609,6 +590,8 @@ impl Runner {
                 restarts: 0,
                 decoder,
                 screen_decoder: None,
+                sending_as: None,
+                video_tasks: Vec::new(),
                 screen_on: false,
                 screen_keyframe_needed: Arc::new(AtomicBool::new(false)),
                 counters,
@@ -630,7 +613,7 @@ impl Runner {
     /// Closes a participant's connection and ends every task and thread it had.
     async fn remove_member(&mut self, id: &str) {
         if let Some(m) = self.members.remove(id) {
-            for task in &m.tasks {
+            for task in m.tasks.iter().chain(&m.video_tasks) {
                 task.abort();
             }
             let _ = m.peer.close().await;
@@ -653,9 +636,11 @@ impl Runner {
                     m.disconnected_since = None;
                 }
                 // A new receiver needs a keyframe to start decoding the shared streams.
-                self.flags.keyframe.store(true, Ordering::Relaxed);
-                if let Some(screen) = &self.screen {
-                    screen.keyframe.store(true, Ordering::Relaxed);
+                if let Some(codec) = self.members.get(from).and_then(|m| m.sending_as) {
+                    self.flags.keyframe.request(codec);
+                    if let Some(screen) = &self.screen {
+                        screen.keyframe.request(codec);
+                    }
                 }
                 self.emit(EngineEvent::PeerConnected {
                     id: from.to_owned(),
@@ -692,14 +677,17 @@ impl Runner {
             }
             PeerEvent::Chat(text) => self.on_data(from, &text).await,
             PeerEvent::Video {
+                codec,
                 access_unit,
                 rtp_timestamp,
             } => {
                 if let Some(m) = self.members.get(from) {
-                    let _ = m.decoder.send((rtp_timestamp, access_unit));
+                    let _ = m.decoder.send((codec, rtp_timestamp, access_unit));
                 }
             }
+            PeerEvent::SendVideoAs(codec) => self.send_video_as(from, codec),
             PeerEvent::Screen {
+                codec,
                 access_unit,
                 rtp_timestamp,
             } => {
@@ -714,12 +702,15 @@ impl Runner {
                             Arc::new(SyncState::default()),
                         )
                     });
-                    let _ = decoder.send((rtp_timestamp, access_unit));
+                    let _ = decoder.send((codec, rtp_timestamp, access_unit));
                 }
             }
             PeerEvent::ScreenKeyframeRequested => {
-                if let Some(screen) = &self.screen {
-                    screen.keyframe.store(true, Ordering::Relaxed);
+                if let (Some(screen), Some(codec)) = (
+                    &self.screen,
+                    self.members.get(from).and_then(|m| m.sending_as),
+                ) {
+                    screen.keyframe.request(codec);
                 }
             }
             PeerEvent::SenderReport {
@@ -753,18 +744,65 @@ impl Runner {
                     m.video_losses.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            PeerEvent::KeyframeRequested => self.flags.keyframe.store(true, Ordering::Relaxed),
+            PeerEvent::KeyframeRequested => {
+                if let Some(codec) = self.members.get(from).and_then(|m| m.sending_as) {
+                    self.flags.keyframe.request(codec);
+                }
+            }
             PeerEvent::NoVideoCodec => {
                 self.error(
                     ErrorKind::NoVideoCodec,
                     format!(
-                        "{from} cannot send or receive H.264 video (their browser offers other \
-                         codecs only); the call goes on with audio and chat"
+                        "{from} cannot send or receive H.264 or VP8 video (their browser offers \
+                         other codecs only); the call goes on with audio and chat"
                     ),
                 )
                 .await;
             }
             _ => {}
+        }
+    }
+
+    /// The negotiation with `from` chose `codec` for our video: its camera and screen frames
+    /// come from that codec's shared encoders from now on (an encoder runs while some peer
+    /// takes its codec), starting with a keyframe.
+    fn send_video_as(&mut self, from: &str, codec: VideoCodec) {
+        let Some(m) = self.members.get_mut(from) else {
+            return;
+        };
+        if m.sending_as == Some(codec) {
+            return;
+        }
+        for task in m.video_tasks.drain(..) {
+            task.abort();
+        }
+        m.sending_as = Some(codec);
+        for screen in [false, true] {
+            let out = if screen {
+                &self.encoded_screen
+            } else {
+                &self.encoded
+            };
+            let (sender, mut frames) = (m.peer.clone(), out.of(codec).subscribe());
+            m.video_tasks.push(tokio::spawn(async move {
+                loop {
+                    match frames.recv().await {
+                        Ok(v) => {
+                            let _ = if screen {
+                                sender.send_screen(codec, v.data, v.duration).await
+                            } else {
+                                sender.send_video(codec, v.data, v.duration).await
+                            };
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }));
+        }
+        self.flags.keyframe.request(codec);
+        if let Some(screen) = &self.screen {
+            screen.keyframe.request(codec);
         }
     }
 

@@ -274,7 +274,7 @@ impl Vp8Encoder {
             let bytes = unsafe {
                 let f = &pkt.data.frame;
                 keyframe |= f.flags & VPX_FRAME_IS_KEY != 0;
-                std::slice::from_raw_parts(f.buf.cast::<u8>(), f.sz as usize)
+                std::slice::from_raw_parts(f.buf.cast::<u8>(), f.sz)
             };
             data.extend_from_slice(bytes);
         }
@@ -394,10 +394,10 @@ fn copy_i420(image: &vpx_image_t) -> Result<VideoFrame, MediaError> {
         return Err(MediaError::codec("VP8 decoder", "empty picture"));
     }
     let mut data = Vec::with_capacity(w * h * 3 / 2);
-    for (plane, pw, ph) in [(0, w, h), (1, w / 2, h / 2), (2, w / 2, h / 2)] {
-        let stride = usize::try_from(image.stride[plane])
+    let sizes = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
+    for ((&base, &stride), (pw, ph)) in image.planes.iter().zip(&image.stride).zip(sizes) {
+        let stride = usize::try_from(stride)
             .map_err(|_| MediaError::codec("VP8 decoder", "negative stride"))?;
-        let base = image.planes[plane];
         if base.is_null() || stride < pw {
             return Err(MediaError::codec("VP8 decoder", "bad plane"));
         }

@@ -2,6 +2,9 @@
 
 mod keyframe;
 pub mod reorder;
+mod video;
+
+pub use video::VideoCodec;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,11 +14,12 @@ use bytes::{Bytes, BytesMut};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -49,6 +53,9 @@ pub enum RtcError {
     /// the section): it is not sent.
     #[error("the remote has no codec of ours for this stream")]
     NoSharedCodec,
+    /// A frame of another codec than the one this stream was negotiated with.
+    #[error("this stream is sent as {0:?}")]
+    OtherCodec(VideoCodec),
 }
 
 fn rtc_err(e: impl std::fmt::Display) -> RtcError {
@@ -96,8 +103,10 @@ pub enum PeerEvent {
     Chat(String),
     /// The data channel is open: chat can be sent.
     ChatOpen,
-    /// One H.264 access unit (Annex-B) and its RTP timestamp (90 kHz).
+    /// One video frame (an H.264 access unit in Annex-B, or a VP8 frame) and its RTP
+    /// timestamp (90 kHz).
     Video {
+        codec: VideoCodec,
         access_unit: Bytes,
         rtp_timestamp: u32,
     },
@@ -107,8 +116,9 @@ pub enum PeerEvent {
         sequence: u16,
         rtp_timestamp: u32,
     },
-    /// One H.264 access unit of the remote's screen share (its second video stream).
+    /// One frame of the remote's screen share (its second video stream).
     Screen {
+        codec: VideoCodec,
         access_unit: Bytes,
         rtp_timestamp: u32,
     },
@@ -129,9 +139,13 @@ pub enum PeerEvent {
     VideoLoss {
         lost_packets: u32,
     },
-    /// The remote has no video codec of ours (a VP8-only browser): the call goes on with
+    /// The remote has no video codec of ours (neither H.264 nor VP8): the call goes on with
     /// audio and chat, and no video is sent or received. Reported once.
     NoVideoCodec,
+    /// The negotiation chose this codec for our video (camera and screen): frames of it are
+    /// what [`Peer::send_video`] takes from now on. Reported at the first negotiation and
+    /// whenever a later one changes it.
+    SendVideoAs(VideoCodec),
 }
 
 /// A snapshot of one connection's counters (cumulative; rates are the caller's differences).
@@ -150,17 +164,6 @@ pub struct PeerStats {
     pub video_jitter_ms: f64,
     pub nacks_sent: u32,
     pub plis_sent: u32,
-}
-
-fn h264_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-            .to_owned(),
-        rtcp_feedback: vec![],
-    }
 }
 
 fn opus_codec() -> RTCRtpCodec {
@@ -289,6 +292,12 @@ impl PeerConnectionEventHandler for Handler {
         let kind = track.kind().await;
         let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
         let screen = kind == RtpCodecKind::Video && track.track_id().await == SCREEN_TRACK;
+        // One codec per received track, the one the remote sends it with (a codec we do not
+        // have, which negotiation prevents, is dropped).
+        let codec = match track.codec(ssrc).await {
+            Some(c) => VideoCodec::from_mime(&c.mime_type),
+            None => None,
+        };
         if kind == RtpCodecKind::Video {
             let slot = if screen {
                 &shared.remote_screen
@@ -298,7 +307,7 @@ impl PeerConnectionEventHandler for Handler {
             *lock(slot) = Some((track.clone(), ssrc));
         }
         tokio::spawn(async move {
-            let mut h264 = H264Packet::default();
+            let mut depacketizer = Depacketize::new(codec);
             let mut au = BytesMut::new();
             let mut assembly = FrameAssembly::default();
             let mut reorder = reorder::Reorder::default();
@@ -309,8 +318,8 @@ impl PeerConnectionEventHandler for Handler {
                         ev = track.poll() => ev,
                         () = tokio::time::sleep_until(at.into()) => {
                             let ready = reorder.poll(Instant::now());
-                            video_packets(&shared, &*track, ssrc, screen, ready, &mut h264, &mut au,
-                                &mut assembly).await;
+                            video_packets(&shared, &*track, ssrc, screen, ready,
+                                &mut depacketizer, &mut au, &mut assembly).await;
                             continue;
                         }
                     },
@@ -362,7 +371,7 @@ impl PeerConnectionEventHandler for Handler {
                             ssrc,
                             screen,
                             ready,
-                            &mut h264,
+                            &mut depacketizer,
                             &mut au,
                             &mut assembly,
                         )
@@ -422,7 +431,7 @@ async fn video_packets(
     ssrc: u32,
     screen: bool,
     ready: Vec<reorder::Out<rtc::rtp::Packet>>,
-    h264: &mut H264Packet,
+    depacketizer: &mut Depacketize,
     au: &mut BytesMut,
     assembly: &mut FrameAssembly,
 ) {
@@ -452,20 +461,32 @@ async fn video_packets(
             }
         }
         let Some(pkt) = pkt else { continue };
-        if let Ok(nals) = h264.depacketize(&pkt.payload) {
-            au.extend_from_slice(&nals);
+        let Some(codec) = depacketizer.codec() else {
+            continue;
+        };
+        if let Ok(payload) = depacketizer.depacketize(&pkt.payload) {
+            // A frame larger than any real one (a sender that never sets the marker bit):
+            // dropped, and decoding waits for a keyframe.
+            if au.len() + payload.len() > MAX_FRAME_BYTES {
+                au.clear();
+                assembly.lost();
+                continue;
+            }
+            au.extend_from_slice(&payload);
         }
         if pkt.header.marker && !au.is_empty() {
             let frame = au.split().freeze();
-            if assembly.frame_complete(has_idr(&frame)) {
+            if assembly.frame_complete(codec.is_keyframe(&frame)) {
                 let rtp_timestamp = pkt.header.timestamp;
                 shared.emit(if screen {
                     PeerEvent::Screen {
+                        codec,
                         access_unit: frame,
                         rtp_timestamp,
                     }
                 } else {
                     PeerEvent::Video {
+                        codec,
                         access_unit: frame,
                         rtp_timestamp,
                     }
@@ -521,6 +542,43 @@ impl FrameAssembly {
     }
 }
 
+/// The largest video frame assembled (a 4K keyframe at a high bitrate is well below it).
+const MAX_FRAME_BYTES: usize = 4 << 20;
+
+/// The depacketizer of one received video track.
+enum Depacketize {
+    H264(H264Packet),
+    Vp8(Vp8Packet),
+    /// A codec we do not have: its packets are dropped.
+    None,
+}
+
+impl Depacketize {
+    fn new(codec: Option<VideoCodec>) -> Self {
+        match codec {
+            Some(VideoCodec::H264) => Self::H264(H264Packet::default()),
+            Some(VideoCodec::Vp8) => Self::Vp8(Vp8Packet::default()),
+            None => Self::None,
+        }
+    }
+
+    fn codec(&self) -> Option<VideoCodec> {
+        match self {
+            Self::H264(_) => Some(VideoCodec::H264),
+            Self::Vp8(_) => Some(VideoCodec::Vp8),
+            Self::None => None,
+        }
+    }
+
+    fn depacketize(&mut self, payload: &Bytes) -> Result<Bytes, RtcError> {
+        match self {
+            Self::H264(p) => p.depacketize(payload).map_err(rtc_err),
+            Self::Vp8(p) => p.depacketize(payload).map_err(rtc_err),
+            Self::None => Err(RtcError::NoSharedCodec),
+        }
+    }
+}
+
 /// Whether an Annex-B access unit holds an IDR slice (NAL type 5).
 fn has_idr(au: &[u8]) -> bool {
     au.windows(4)
@@ -532,11 +590,16 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
     polite: bool,
-    video: Arc<TrackLocalStaticSample>,
+    video: video::VideoSend,
     audio: Arc<TrackLocalStaticSample>,
     /// The screen share: a second video track, negotiated from the start and silent until
     /// something is shared (no renegotiation to start or stop).
-    screen: Arc<TrackLocalStaticSample>,
+    screen: video::VideoSend,
+    /// The codec last reported in [`PeerEvent::SendVideoAs`].
+    sending_as: Mutex<Option<VideoCodec>>,
+    /// A negotiation completed: webrtc-rs has bound the senders' interceptors to the codec
+    /// their tracks declared, and a new declaration would no longer reach them.
+    bound: AtomicBool,
     /// The send route per track, looked up after each negotiation.
     video_route: Mutex<Option<CachedRoute>>,
     audio_route: Mutex<Option<CachedRoute>>,
@@ -555,17 +618,18 @@ impl std::fmt::Debug for Peer {
     }
 }
 
-/// Where one of our streams keeps its route, its track, its sender and its codec.
-type OutgoingParts<'a> = (
-    &'a Mutex<Option<CachedRoute>>,
-    &'a Arc<TrackLocalStaticSample>,
-    Option<&'a Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
-    &'static str,
-);
+/// How one of our streams goes out: the payload type the remote gave the codec, our SSRC,
+/// and for video the codec the negotiation chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    pt: PayloadType,
+    ssrc: u32,
+    codec: Option<VideoCodec>,
+}
 
-/// A send route as the negotiation of `generation` left it: the payload type the remote
-/// gave our codec and our SSRC, or `None` when the remote has no codec of ours for it.
-type CachedRoute = (u64, Option<(PayloadType, u32)>);
+/// A send route as the negotiation of `generation` left it, `None` when the remote has no
+/// codec of ours for it.
+type CachedRoute = (u64, Option<Route>);
 
 /// One of the streams we send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -578,30 +642,21 @@ enum Outgoing {
 /// The track id of the screen share (a remote track with this id is a screen, not a camera).
 pub const SCREEN_TRACK: &str = "screen";
 
-fn local_track(
-    kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-    id: &str,
-) -> Result<Arc<TrackLocalStaticSample>, RtcError> {
+/// Our audio track (Opus; webrtc-rs packetizes it).
+fn audio_track() -> Result<Arc<TrackLocalStaticSample>, RtcError> {
     let encoding = RTCRtpEncodingParameters {
         rtp_coding_parameters: RTCRtpCodingParameters {
             ssrc: Some(rand::random::<u32>()),
             ..Default::default()
         },
-        codec,
+        codec: opus_codec(),
         ..Default::default()
     };
-    // The screen share is a stream of its own, so browsers show it apart from the camera.
-    let stream = if id == SCREEN_TRACK {
-        "liveloop-screen"
-    } else {
-        "liveloop"
-    };
     let track = MediaStreamTrack::new(
-        stream.to_owned(),
-        id.to_owned(),
-        id.to_owned(),
-        kind,
+        "liveloop".to_owned(),
+        "audio".to_owned(),
+        "audio".to_owned(),
+        RtpCodecKind::Audio,
         vec![encoding],
     );
     Ok(Arc::new(
@@ -625,15 +680,17 @@ async fn build_connection(
             RtpCodecKind::Audio,
         )
         .map_err(rtc_err)?;
-    media
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: h264_codec(),
-                payload_type: 102,
-            },
-            RtpCodecKind::Video,
-        )
-        .map_err(rtc_err)?;
+    for codec in VideoCodec::PREFERENCE {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec.rtp_codec(),
+                    payload_type: codec.payload_type(),
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(rtc_err)?;
+    }
     let registry = default_interceptors(&mut media)?.with(
         rtc::interceptor::Slot::from(14_000),
         keyframe::KeyframeRequests::default(),
@@ -712,8 +769,8 @@ impl Peer {
             }
         };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let video = local_track(RtpCodecKind::Video, h264_codec(), "video")?;
-        let audio = local_track(RtpCodecKind::Audio, opus_codec(), "audio")?;
+        let video = video::VideoSend::new("video", "liveloop");
+        let audio = audio_track()?;
         // Audio first: a peer that rejects our video (no codec in common) still takes the
         // first section, and Firefox, answering a BUNDLE whose first section it rejected,
         // gathers no candidates at all.
@@ -722,18 +779,38 @@ impl Peer {
             .await
             .map_err(rtc_err)?;
         let video_sender = pc
-            .add_track(video.clone() as Arc<dyn TrackLocal>)
+            .add_track(video.track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(rtc_err)?;
-        let screen = local_track(RtpCodecKind::Video, h264_codec(), SCREEN_TRACK)?;
+        // The screen share is a stream of its own, so browsers show it apart from the camera.
+        let screen = video::VideoSend::new(SCREEN_TRACK, "liveloop-screen");
         let screen_sender = pc
-            .add_track(screen.clone() as Arc<dyn TrackLocal>)
+            .add_track(screen.track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(rtc_err)?;
+        // A track's codec would make it the only one offered: offer every video codec of
+        // ours, H.264 first.
+        let ours: Vec<RTCRtpCodecParameters> = VideoCodec::PREFERENCE
+            .into_iter()
+            .map(|c| RTCRtpCodecParameters {
+                rtp_codec: c.rtp_codec(),
+                payload_type: c.payload_type(),
+            })
+            .collect();
+        for transceiver in pc.get_transceivers().await {
+            if let Ok(Some(sender)) = transceiver.sender().await
+                && (sender.id() == video_sender.id() || sender.id() == screen_sender.id())
+            {
+                transceiver
+                    .set_codec_preferences(ours.clone())
+                    .await
+                    .map_err(rtc_err)?;
+            }
+        }
         // Keyframe requests about our video arrive as RTCP events on its local track.
         for (track, event) in [
-            (video.clone(), PeerEvent::KeyframeRequested),
-            (screen.clone(), PeerEvent::ScreenKeyframeRequested),
+            (video.track.clone(), PeerEvent::KeyframeRequested),
+            (screen.track.clone(), PeerEvent::ScreenKeyframeRequested),
         ] {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -765,6 +842,8 @@ impl Peer {
             video,
             audio,
             screen,
+            sending_as: Mutex::new(None),
+            bound: AtomicBool::new(false),
             video_route: Mutex::new(None),
             audio_route: Mutex::new(None),
             screen_route: Mutex::new(None),
@@ -858,6 +937,10 @@ impl Peer {
             // The answer rejected our video section (or kept no codec of ours in it).
             self.refuse_video().await?;
         }
+        self.settle_video(is_offer).await?;
+        if !is_offer {
+            self.bound.store(true, Ordering::Release);
+        }
         if is_offer {
             self.shared.hold_candidates();
             let answered = self.answer().await;
@@ -869,14 +952,15 @@ impl Peer {
 
     /// Creates, applies and sends our answer to the applied remote offer.
     async fn answer(&self) -> Result<(), RtcError> {
-        // An offer without H.264 (Firefox without OpenH264): answer its audio and data
-        // channel, reject its video.
+        // An offer without a video codec of ours (VP9 or AV1 only): answer its audio and
+        // data channel, reject its video.
         let answer = self.describe(|| self.pc.create_answer(None)).await?;
         self.pc
             .set_local_description(answer)
             .await
             .map_err(rtc_err)?;
         self.negotiated();
+        self.bound.store(true, Ordering::Release);
         lock(&self.shared.negotiation).stable = true;
         self.emit_local_description().await?;
         Ok(())
@@ -906,36 +990,28 @@ impl Peer {
         self.pc.add_ice_candidate(init).await.map_err(rtc_err)
     }
 
-    /// The track, route cache, sender and codec of one of our streams.
-    fn outgoing(&self, kind: Outgoing) -> OutgoingParts<'_> {
+    /// The route cache and sender of one of our streams.
+    fn outgoing(
+        &self,
+        kind: Outgoing,
+    ) -> (
+        &Mutex<Option<CachedRoute>>,
+        Option<&Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
+    ) {
         match kind {
-            Outgoing::Video => (
-                &self.video_route,
-                &self.video,
-                self.senders.first(),
-                MIME_TYPE_H264,
-            ),
-            Outgoing::Audio => (
-                &self.audio_route,
-                &self.audio,
-                self.senders.get(1),
-                MIME_TYPE_OPUS,
-            ),
-            Outgoing::Screen => (
-                &self.screen_route,
-                &self.screen,
-                self.senders.get(2),
-                MIME_TYPE_H264,
-            ),
+            Outgoing::Video => (&self.video_route, self.senders.first()),
+            Outgoing::Audio => (&self.audio_route, self.senders.get(1)),
+            Outgoing::Screen => (&self.screen_route, self.senders.get(2)),
         }
     }
 
-    /// The negotiated payload type and our SSRC for one stream. Looked up again after every
-    /// applied description (the remote numbers codecs as it likes, and may renumber them in
-    /// a renegotiation), never before the first: what a sender reports then is our own
-    /// numbering, which the remote may not share.
-    async fn route(&self, kind: Outgoing) -> Result<(PayloadType, u32), RtcError> {
-        let (slot, track, sender, mime) = self.outgoing(kind);
+    /// The negotiated payload type, our SSRC and (video) the codec for one stream. Looked up
+    /// again after every applied description (the remote numbers codecs as it likes, and may
+    /// renumber them in a renegotiation), never before the first: what a sender reports then
+    /// is our own numbering, which the remote may not share. Video goes as the first codec
+    /// of ours the negotiation kept, in [`VideoCodec::PREFERENCE`] order.
+    async fn route(&self, kind: Outgoing) -> Result<Route, RtcError> {
+        let (slot, sender) = self.outgoing(kind);
         let generation = self.shared.generation.load(Ordering::Acquire);
         if let Some((g, route)) = *lock(slot)
             && g == generation
@@ -951,20 +1027,108 @@ impl Peer {
         } else {
             let sender = sender.ok_or(RtcError::NotReady("media"))?;
             let params = sender.get_parameters().await.map_err(rtc_err)?;
-            let pt = params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                .map(|c| c.payload_type);
-            let ssrc = track.ssrcs().await.first().copied();
-            pt.zip(ssrc)
+            let pt_of = |mime: &str| {
+                params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                    .map(|c| c.payload_type)
+            };
+            match kind {
+                Outgoing::Audio => {
+                    let ssrc = self.audio.ssrcs().await.first().copied();
+                    pt_of(MIME_TYPE_OPUS).zip(ssrc).map(|(pt, ssrc)| Route {
+                        pt,
+                        ssrc,
+                        codec: None,
+                    })
+                }
+                Outgoing::Video | Outgoing::Screen => {
+                    let ssrc = if kind == Outgoing::Video {
+                        self.video.ssrc
+                    } else {
+                        self.screen.ssrc
+                    };
+                    VideoCodec::PREFERENCE.into_iter().find_map(|codec| {
+                        pt_of(codec.mime()).map(|pt| Route {
+                            pt,
+                            ssrc,
+                            codec: Some(codec),
+                        })
+                    })
+                }
+            }
         };
         // A description applied meanwhile makes this lookup stale: use it once, keep nothing.
         if self.shared.generation.load(Ordering::Acquire) == generation {
             *lock(slot) = Some((generation, route));
         }
         route.ok_or(RtcError::NoSharedCodec)
+    }
+
+    /// After a remote description was applied: settles which codec our video goes out as.
+    /// Before our first answer the senders' tracks declare that codec (webrtc-rs binds
+    /// retransmissions and sender reports to it when the answer is set) and our answer lists
+    /// H.264 first, so that a remote that has both sends us H.264. The codec is reported to
+    /// the application when it changes.
+    async fn settle_video(&self, answering: bool) -> Result<(), RtcError> {
+        let codec = match self.route(Outgoing::Video).await {
+            Ok(Route {
+                codec: Some(codec), ..
+            }) => codec,
+            Ok(_) | Err(RtcError::NoSharedCodec) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if answering && !self.bound.load(Ordering::Acquire) {
+            for (send, sender) in [
+                (&self.video, self.senders.first()),
+                (&self.screen, self.senders.get(2)),
+            ] {
+                if let Some(sender) = sender {
+                    send.declare(sender, codec).await?;
+                }
+            }
+        }
+        if answering {
+            self.prefer_h264().await;
+        }
+        let changed = lock(&self.sending_as).replace(codec) != Some(codec);
+        if changed {
+            self.shared.emit(PeerEvent::SendVideoAs(codec));
+        }
+        Ok(())
+    }
+
+    /// Orders the negotiated video codecs of the answer to come H.264 first (the remote
+    /// sends with the first codec of our answer). Best effort: the call works either way.
+    async fn prefer_h264(&self) {
+        for transceiver in self.pc.get_transceivers().await {
+            let Ok(Some(sender)) = transceiver.sender().await else {
+                continue;
+            };
+            if ![self.senders.first(), self.senders.get(2)]
+                .into_iter()
+                .flatten()
+                .any(|s| s.id() == sender.id())
+            {
+                continue;
+            }
+            let Ok(params) = sender.get_parameters().await else {
+                continue;
+            };
+            let mut codecs = params.rtp_parameters.codecs;
+            if codecs.is_empty() {
+                continue;
+            }
+            // A stable sort: H.264 entries first, everything else in the remote's order.
+            codecs.sort_by_key(|c| {
+                VideoCodec::from_mime(&c.rtp_codec.mime_type) != Some(VideoCodec::H264)
+            });
+            if let Err(e) = transceiver.set_codec_preferences(codecs).await {
+                tracing::debug!("codec order not changed: {e}");
+            }
+        }
     }
 
     /// A description was applied: routes are looked up again.
@@ -1007,45 +1171,58 @@ impl Peer {
         }
     }
 
-    async fn send_sample(
+    /// Sends one frame of camera or screen video.
+    async fn send_frame(
         &self,
         kind: Outgoing,
-        data: Bytes,
+        codec: VideoCodec,
+        frame: Bytes,
         duration: Duration,
     ) -> Result<(), RtcError> {
-        let (pt, ssrc) = self.route(kind).await?;
-        let (_, track, _, _) = self.outgoing(kind);
-        let sample = Sample {
-            data,
-            duration,
-            ..Sample::new(Instant::now())
+        let route = self.route(kind).await?;
+        if route.codec != Some(codec) {
+            return Err(RtcError::OtherCodec(route.codec.unwrap_or(codec)));
+        }
+        let send = if kind == Outgoing::Screen {
+            &self.screen
+        } else {
+            &self.video
         };
-        track
-            .sample_writer(ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .map_err(rtc_err)
+        let samples = (duration.as_secs_f64() * 90_000.0) as u32;
+        for packet in send.packetize(codec, route.pt, &frame, samples)? {
+            send.track.write_rtp(packet).await.map_err(rtc_err)?;
+        }
+        Ok(())
     }
 
-    /// Sends one access unit of the screen share (Annex-B) lasting `duration`.
+    /// Sends one frame of the screen share (`codec` as [`PeerEvent::SendVideoAs`] said)
+    /// lasting `duration`.
     ///
     /// # Errors
-    /// Before negotiation, or on a WebRTC error.
+    /// Before negotiation, for a frame of another codec, or on a WebRTC error.
     pub async fn send_screen(
         &self,
-        access_unit: Bytes,
+        codec: VideoCodec,
+        frame: Bytes,
         duration: Duration,
     ) -> Result<(), RtcError> {
-        self.send_sample(Outgoing::Screen, access_unit, duration)
+        self.send_frame(Outgoing::Screen, codec, frame, duration)
             .await
     }
 
-    /// Sends one H.264 access unit (Annex-B) lasting `duration`.
+    /// Sends one camera frame (an H.264 access unit in Annex-B, or a VP8 frame) lasting
+    /// `duration`.
     ///
     /// # Errors
-    /// Before negotiation, or on a WebRTC error.
-    pub async fn send_video(&self, access_unit: Bytes, duration: Duration) -> Result<(), RtcError> {
-        self.send_sample(Outgoing::Video, access_unit, duration)
+    /// Before negotiation, for a frame of another codec than the negotiated one
+    /// ([`RtcError::OtherCodec`]), or on a WebRTC error.
+    pub async fn send_video(
+        &self,
+        codec: VideoCodec,
+        frame: Bytes,
+        duration: Duration,
+    ) -> Result<(), RtcError> {
+        self.send_frame(Outgoing::Video, codec, frame, duration)
             .await
     }
 
@@ -1054,7 +1231,17 @@ impl Peer {
     /// # Errors
     /// Before negotiation, or on a WebRTC error.
     pub async fn send_audio(&self, packet: Bytes, duration: Duration) -> Result<(), RtcError> {
-        self.send_sample(Outgoing::Audio, packet, duration).await
+        let route = self.route(Outgoing::Audio).await?;
+        let sample = Sample {
+            data: packet,
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        self.audio
+            .sample_writer(route.ssrc, route.pt)
+            .write_sample(&sample)
+            .await
+            .map_err(rtc_err)
     }
 
     /// Sends a chat or metadata message on the data channel.

@@ -1,6 +1,8 @@
 //! LiveLoop's peer against a peer it did not configure: a plain webrtc-rs connection that
-//! numbers its codecs as Firefox does (Opus 109, H.264 126, VP8 120), offers late (after
-//! LiveLoop has been trying to send for a while), and in one case offers no H.264 at all.
+//! numbers its codecs as Firefox does (Opus 109, H.264 126, VP8 120) and offers late (after
+//! LiveLoop has been trying to send for a while). Cases: H.264 and VP8 offered (H.264 is
+//! sent); VP8 only, offered or answered (VP8 is sent and decodes); VP9 only (no video
+//! codec in common: audio, chat and a reason).
 
 // Test code: failing loudly is intended.
 #![allow(
@@ -14,13 +16,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use liveloop_media::h264::{H264Config, H264Encoder};
 use liveloop_media::synthetic::SyntheticCamera;
-use liveloop_rtc::{Peer, PeerEvent, PeerOptions};
+use liveloop_media::vp8::{Vp8Decoder, Vp8Encoder};
+use liveloop_rtc::{Peer, PeerEvent, PeerOptions, VideoCodec};
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
@@ -36,11 +41,32 @@ enum Foreign {
     Candidate(RTCIceCandidateInit),
     /// An RTP packet arrived: its media kind and payload type.
     Rtp(RtpCodecKind, u8),
+    /// A VP8 frame arrived and decoded (its size).
+    Vp8Frame(u32, u32),
     Chat(String),
     ChatOpen,
 }
 
 struct Handler(mpsc::UnboundedSender<Foreign>);
+
+/// The foreign side's chat: says hello when open, reports what arrives.
+fn watch_chat(chat: Arc<dyn DataChannel>, tx: mpsc::UnboundedSender<Foreign>) {
+    tokio::spawn(async move {
+        while let Some(ev) = chat.poll().await {
+            match ev {
+                DataChannelEvent::OnOpen => {
+                    let _ = tx.send(Foreign::ChatOpen);
+                    let _ = chat.send_text("hello from the foreign peer").await;
+                }
+                DataChannelEvent::OnMessage(m) => {
+                    let _ = tx.send(Foreign::Chat(String::from_utf8_lossy(&m.data).into()));
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+    });
+}
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
@@ -50,13 +76,38 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        watch_chat(dc, self.0.clone());
+    }
+
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let tx = self.0.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
+            let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
+            let vp8 = track
+                .codec(ssrc)
+                .await
+                .is_some_and(|c| c.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8));
+            // VP8 frames are put together and decoded with libvpx: proof that what LiveLoop
+            // sends as VP8 is VP8.
+            let mut depacketizer = Vp8Packet::default();
+            let mut frame = BytesMut::new();
+            let mut decoder = Vp8Decoder::new().unwrap();
             while let Some(ev) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(pkt) = ev {
                     let _ = tx.send(Foreign::Rtp(kind, pkt.header.payload_type));
+                    if !vp8 {
+                        continue;
+                    }
+                    if let Ok(payload) = depacketizer.depacketize(&pkt.payload) {
+                        frame.extend_from_slice(&payload);
+                    }
+                    if pkt.header.marker
+                        && let Ok(Some(f)) = decoder.decode(&frame.split())
+                    {
+                        let _ = tx.send(Foreign::Vp8Frame(f.width, f.height));
+                    }
                 }
             }
         });
@@ -76,9 +127,19 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCR
     }
 }
 
-/// A receive-only offerer with Firefox's numbering; `h264: false` offers VP8 video only.
-async fn foreign_offerer(
-    h264: bool,
+/// The video codecs the foreign peer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Video {
+    H264AndVp8,
+    Vp8Only,
+    Vp9Only,
+}
+
+/// A receive-only peer with Firefox's numbering and `video` codecs; as the offerer it adds
+/// its own transceivers and data channel.
+async fn foreign_peer(
+    video: Video,
+    offerer: bool,
 ) -> (Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<Foreign>) {
     let mut media = MediaEngine::default();
     media
@@ -87,7 +148,7 @@ async fn foreign_offerer(
             RtpCodecKind::Audio,
         )
         .unwrap();
-    if h264 {
+    if video == Video::H264AndVp8 {
         media
             .register_codec(
                 codec(
@@ -101,11 +162,13 @@ async fn foreign_offerer(
             )
             .unwrap();
     }
+    let (mime, pt) = if video == Video::Vp9Only {
+        (MIME_TYPE_VP9, 121)
+    } else {
+        (MIME_TYPE_VP8, 120)
+    };
     media
-        .register_codec(
-            codec(MIME_TYPE_VP8, 90_000, 0, "", 120),
-            RtpCodecKind::Video,
-        )
+        .register_codec(codec(mime, 90_000, 0, "", pt), RtpCodecKind::Video)
         .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     // The builder's future is large (20 kB): boxed, as in the crate.
@@ -119,6 +182,9 @@ async fn foreign_offerer(
     .await
     .unwrap();
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    if !offerer {
+        return (pc, rx);
+    }
     for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
         pc.add_transceiver_from_kind(
             kind,
@@ -131,22 +197,7 @@ async fn foreign_offerer(
         .unwrap();
     }
     let dc = pc.create_data_channel("chat", None).await.unwrap();
-    let chat: Arc<dyn DataChannel> = dc;
-    tokio::spawn(async move {
-        while let Some(ev) = chat.poll().await {
-            match ev {
-                DataChannelEvent::OnOpen => {
-                    let _ = tx.send(Foreign::ChatOpen);
-                    let _ = chat.send_text("hello from the foreign peer").await;
-                }
-                DataChannelEvent::OnMessage(m) => {
-                    let _ = tx.send(Foreign::Chat(String::from_utf8_lossy(&m.data).into()));
-                }
-                DataChannelEvent::OnClose => break,
-                _ => {}
-            }
-        }
-    });
+    watch_chat(dc, tx);
     (pc, rx)
 }
 
@@ -156,16 +207,18 @@ struct Seen {
     rtp: BTreeMap<(String, u8), usize>,
     chat: Vec<String>,
     chat_open: bool,
+    vp8_frames: Vec<(u32, u32)>,
 }
 
 /// LiveLoop's side starts sending at once (the engine does, before any offer), the foreign
-/// offer comes 300 ms later, and the call runs for `window`.
-async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>) {
+/// offer comes 300 ms later (or LiveLoop offers then, with `we_offer`), and the call runs
+/// for `window`. Video is encoded in the codec LiveLoop's peer reports it is sending as.
+async fn late_offer_call(video: Video, we_offer: bool, window: Duration) -> (Seen, Vec<PeerEvent>) {
     let (tx, mut ours) = mpsc::channel(4096);
     let peer = Arc::new(
         Peer::new(
             PeerOptions {
-                polite: true,
+                polite: !we_offer,
                 udp_addrs: vec!["127.0.0.1:0".into()],
                 ..PeerOptions::default()
             },
@@ -175,20 +228,35 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
         .unwrap(),
     );
     let sender = peer.clone();
+    let (codec_tx, codec_rx) = tokio::sync::watch::channel(VideoCodec::H264);
+    // As the engine does: a keyframe when the connection is up (the first one went out
+    // before anything could arrive).
+    let keyframe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wants_keyframe = keyframe.clone();
     let send = tokio::spawn(async move {
         let cam = SyntheticCamera::new(320, 180, 30.0);
-        let mut enc = H264Encoder::new(H264Config {
+        let config = H264Config {
             bitrate_bps: 300_000,
             fps: 30.0,
-        })
-        .unwrap();
+        };
+        let mut h264 = H264Encoder::new(config).unwrap();
+        let mut vp8 = Vp8Encoder::new(config).unwrap();
         let mut tick = tokio::time::interval(Duration::from_millis(33));
         for n in 0.. {
             tick.tick().await;
-            let au = enc.encode(&cam.render(n, n * 33_000)).unwrap();
+            let frame = cam.render(n, n * 33_000);
+            let codec = *codec_rx.borrow();
+            if wants_keyframe.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                h264.request_keyframe();
+                vp8.request_keyframe();
+            }
+            let au = match codec {
+                VideoCodec::H264 => h264.encode(&frame).unwrap(),
+                VideoCodec::Vp8 => vp8.encode(&frame).unwrap(),
+            };
             // Before negotiation these fail (not ready); they must never poison the route.
             let _ = sender
-                .send_video(Bytes::from(au.data), Duration::from_micros(33_333))
+                .send_video(codec, Bytes::from(au.data), Duration::from_micros(33_333))
                 .await;
             let _ = sender
                 .send_audio(
@@ -200,12 +268,16 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let (foreign, mut theirs) = Box::pin(foreign_offerer(h264)).await;
-    let offer = foreign.create_offer(None).await.unwrap();
-    foreign.set_local_description(offer.clone()).await.unwrap();
-    peer.handle_description(&serde_json::to_value(&offer).unwrap())
-        .await
-        .expect("LiveLoop takes the offer");
+    let (foreign, mut theirs) = Box::pin(foreign_peer(video, !we_offer)).await;
+    if we_offer {
+        peer.start_offer().await.expect("LiveLoop offers");
+    } else {
+        let offer = foreign.create_offer(None).await.unwrap();
+        foreign.set_local_description(offer.clone()).await.unwrap();
+        peer.handle_description(&serde_json::to_value(&offer).unwrap())
+            .await
+            .expect("LiveLoop takes the offer");
+    }
 
     let mut seen = Seen::default();
     let mut events = Vec::new();
@@ -218,9 +290,24 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
         }
         tokio::select! {
             ev = ours.recv() => match ev.expect("peer events") {
-                PeerEvent::LocalDescription(answer) => {
-                    let answer: RTCSessionDescription = serde_json::from_value(answer).unwrap();
-                    foreign.set_remote_description(answer).await.unwrap();
+                PeerEvent::LocalDescription(desc) => {
+                    let desc: RTCSessionDescription = serde_json::from_value(desc).unwrap();
+                    foreign.set_remote_description(desc).await.unwrap();
+                    if we_offer {
+                        let answer = foreign.create_answer(None).await.unwrap();
+                        foreign.set_local_description(answer.clone()).await.unwrap();
+                        peer.handle_description(&serde_json::to_value(&answer).unwrap())
+                            .await
+                            .expect("LiveLoop takes the answer");
+                    }
+                }
+                PeerEvent::Connection(liveloop_rtc::ConnectionState::Connected) => {
+                    keyframe.store(true, std::sync::atomic::Ordering::Relaxed);
+                    events.push(PeerEvent::Connection(liveloop_rtc::ConnectionState::Connected));
+                }
+                PeerEvent::SendVideoAs(codec) => {
+                    let _ = codec_tx.send(codec);
+                    events.push(PeerEvent::SendVideoAs(codec));
                 }
                 PeerEvent::LocalCandidate(c) => {
                     // Strict, as a peer may be: a candidate before our answer is an error.
@@ -244,6 +331,7 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
                 Foreign::Rtp(kind, pt) => {
                     *seen.rtp.entry((kind.to_string(), pt)).or_default() += 1;
                 }
+                Foreign::Vp8Frame(w, h) => seen.vp8_frames.push((w, h)),
                 Foreign::Chat(text) => seen.chat.push(text),
                 Foreign::ChatOpen => seen.chat_open = true,
             },
@@ -258,7 +346,12 @@ async fn late_offer_call(h264: bool, window: Duration) -> (Seen, Vec<PeerEvent>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_offer_with_other_payload_types_gets_video_and_audio_in_its_numbering() {
-    let (seen, events) = Box::pin(late_offer_call(true, Duration::from_secs(3))).await;
+    let (seen, events) = Box::pin(late_offer_call(
+        Video::H264AndVp8,
+        false,
+        Duration::from_secs(3),
+    ))
+    .await;
     eprintln!(
         "foreign side received {:?}; our events {events:?}",
         seen.rtp
@@ -274,16 +367,72 @@ async fn a_late_offer_with_other_payload_types_gets_video_and_audio_in_its_numbe
             .filter(|(_, pt)| *pt != 126 && *pt != 109)
             .count(),
         0,
-        "nothing under our own numbering (102, 111): {:?}",
+        "nothing under our own numbering (102, 111) and no VP8: {:?}",
         seen.rtp
     );
     assert!(seen.chat.iter().any(|t| t == "hello from liveloop"));
     assert!(!events.iter().any(|e| matches!(e, PeerEvent::NoVideoCodec)));
+    assert!(events.contains(&PeerEvent::SendVideoAs(VideoCodec::H264)));
+}
+
+/// A peer without H.264 (Firefox as Debian ships it) gets VP8 that decodes, whoever offers.
+async fn vp8_only(we_offer: bool) {
+    let (seen, events) = Box::pin(late_offer_call(
+        Video::Vp8Only,
+        we_offer,
+        Duration::from_secs(3),
+    ))
+    .await;
+    eprintln!(
+        "foreign side received {:?}, {} VP8 frames decoded; our events {events:?}",
+        seen.rtp,
+        seen.vp8_frames.len()
+    );
+    // The answerer takes the offerer's numbering.
+    let (vp8_pt, opus_pt) = if we_offer { (96, 111) } else { (120, 109) };
+    let video = seen
+        .rtp
+        .get(&("video".into(), vp8_pt))
+        .copied()
+        .unwrap_or(0);
+    let audio = seen
+        .rtp
+        .get(&("audio".into(), opus_pt))
+        .copied()
+        .unwrap_or(0);
+    assert!(video >= 60, "VP8 packets as payload type {vp8_pt}: {video}");
+    assert!(
+        audio >= 40,
+        "Opus packets as payload type {opus_pt}: {audio}"
+    );
+    assert!(
+        seen.vp8_frames.len() >= 40 && seen.vp8_frames.iter().all(|s| *s == (320, 180)),
+        "VP8 frames decoded by libvpx on the foreign side: {:?}",
+        seen.vp8_frames.len()
+    );
+    assert!(events.contains(&PeerEvent::SendVideoAs(VideoCodec::Vp8)));
+    assert!(!events.iter().any(|e| matches!(e, PeerEvent::NoVideoCodec)));
+    assert!(seen.chat.iter().any(|t| t == "hello from liveloop"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_offer_without_h264_gets_audio_and_chat_and_a_reason() {
-    let (seen, events) = Box::pin(late_offer_call(false, Duration::from_secs(3))).await;
+async fn an_offer_with_vp8_only_gets_vp8_video() {
+    Box::pin(vp8_only(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_vp8_only_gets_vp8_video() {
+    Box::pin(vp8_only(true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_without_a_video_codec_of_ours_gets_audio_and_chat_and_a_reason() {
+    let (seen, events) = Box::pin(late_offer_call(
+        Video::Vp9Only,
+        false,
+        Duration::from_secs(3),
+    ))
+    .await;
     eprintln!(
         "foreign side received {:?}; our events {events:?}",
         seen.rtp

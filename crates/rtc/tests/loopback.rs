@@ -15,7 +15,7 @@ use bytes::Bytes;
 use liveloop_media::h264::{H264Config, H264Decoder, H264Encoder};
 use liveloop_media::quality::psnr;
 use liveloop_media::synthetic::{SyntheticCamera, read_stamp};
-use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions};
+use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions, VideoCodec};
 use tokio::sync::mpsc;
 
 struct Side {
@@ -114,7 +114,11 @@ async fn video_audio_and_chat_flow_between_two_peers() {
             let frame = cam.render(n, n * 33_000);
             let au = enc.encode(&frame).unwrap();
             sender
-                .send_video(Bytes::from(au.data), Duration::from_micros(33_333))
+                .send_video(
+                    VideoCodec::H264,
+                    Bytes::from(au.data),
+                    Duration::from_micros(33_333),
+                )
                 .await
                 .unwrap();
             sender
@@ -244,7 +248,11 @@ async fn an_ice_restart_renegotiates_and_media_keeps_flowing() {
             let au = enc.encode(&cam.render(n, n * 33_000)).unwrap();
             // Sends during the renegotiation may fail; the later ones must arrive.
             let _ = sender
-                .send_video(Bytes::from(au.data), Duration::from_micros(33_333))
+                .send_video(
+                    VideoCodec::H264,
+                    Bytes::from(au.data),
+                    Duration::from_micros(33_333),
+                )
                 .await;
         }
     });
