@@ -69,136 +69,30 @@ pub fn recording_file_name(title: &str, unix_secs: u64) -> String {
         })
         .take(64)
         .collect();
-    let days = unix_secs / 86_400;
-    let secs = unix_secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    // A time past year 9999 (which i64 seconds cannot hold as a date) reads as the epoch.
+    let at = i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
-        "LiveLoop {safe} {year:04}-{month:02}-{day:02} {:02}.{:02}.{:02}.mkv",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "LiveLoop {safe} {:04}-{:02}-{:02} {:02}.{:02}.{:02}.mkv",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
     )
 }
 
-/// A room link in any form a user may paste: `liveloop://join/<room>?server=<ws url>`,
-/// `http(s)://host/r/<room>` (served by a room server), or a bare room name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomLink {
-    pub room: String,
-    /// The room server's WebSocket URL, when the link names one.
-    pub server: Option<String>,
-}
+pub use liveloop_proto::link::{RoomLink, rooms_ws_url, share_link};
 
-fn valid_room(room: &str) -> bool {
-    (1..=64).contains(&room.len())
-        && room
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
-}
-
-/// Parses a room link.
+/// Parses a room link ([`liveloop_proto::link::parse_link`]).
 ///
 /// # Errors
 /// [`AppError::InvalidLink`] saying what is wrong.
 pub fn parse_link(text: &str) -> Result<RoomLink, AppError> {
-    let text = text.trim();
-    let bad = |why: &str| AppError::InvalidLink(format!("{why}: {text}"));
-    if let Some(rest) = text.strip_prefix("liveloop://join/") {
-        let (room, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let room = room.trim_end_matches('/');
-        if !valid_room(room) {
-            return Err(bad("not a room name"));
-        }
-        let server = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("server="))
-            .map(str::to_owned);
-        if let Some(s) = &server
-            && !(s.starts_with("ws://") || s.starts_with("wss://"))
-        {
-            return Err(bad("the server must be a ws:// or wss:// address"));
-        }
-        return Ok(RoomLink {
-            room: room.to_owned(),
-            server,
-        });
-    }
-    for (scheme, ws) in [("http://", "ws://"), ("https://", "wss://")] {
-        if let Some(rest) = text.strip_prefix(scheme) {
-            let (host, path) = rest
-                .split_once('/')
-                .ok_or_else(|| bad("no room in the link"))?;
-            let room = path
-                .strip_prefix("r/")
-                .map(|r| {
-                    r.split(['?', '#'])
-                        .next()
-                        .unwrap_or_default()
-                        .trim_end_matches('/')
-                })
-                .ok_or_else(|| bad("a room link ends in /r/<room>"))?;
-            if !valid_room(room) {
-                return Err(bad("not a room name"));
-            }
-            return Ok(RoomLink {
-                room: room.to_owned(),
-                server: Some(format!("{ws}{host}/ws")),
-            });
-        }
-    }
-    if valid_room(text) {
-        return Ok(RoomLink {
-            room: text.to_owned(),
-            server: None,
-        });
-    }
-    Err(bad("not a LiveLoop link or room name"))
-}
-
-/// The link a user shares for a room: `http(s)://host/r/<room>` when the room server is at the
-/// usual `/ws` path, so that whoever opens it gets the browser client (which offers "Open in
-/// the LiveLoop app") and the app accepts it too; `liveloop://join/…` otherwise.
-#[must_use]
-pub fn share_link(ws_url: &str, room: &str) -> String {
-    let web = ws_url
-        .strip_suffix("/ws")
-        .and_then(|base| {
-            base.strip_prefix("wss://")
-                .map(|h| format!("https://{h}"))
-                .or_else(|| base.strip_prefix("ws://").map(|h| format!("http://{h}")))
-        })
-        .filter(|base| !base.contains(['?', '#']));
-    match web {
-        Some(base) => format!("{base}/r/{room}"),
-        None => format!("liveloop://join/{room}?server={ws_url}"),
-    }
-}
-
-/// `http://host:port` (the room service's base URL) → `ws://host:port/ws`.
-#[must_use]
-pub fn rooms_ws_url(base: &str) -> String {
-    let base = base.trim_end_matches('/');
-    let ws = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        base.to_owned()
-    };
-    if ws.ends_with("/ws") {
-        ws
-    } else {
-        format!("{ws}/ws")
-    }
+    liveloop_proto::link::parse_link(text).map_err(|e| AppError::InvalidLink(e.to_string()))
 }
 
 /// A fresh room name people can read out: three letters groups, e.g. `kfd-xqa-pwe`.
@@ -643,26 +537,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shared_links_open_the_browser_client_and_parse_back() {
-        for (ws, want) in [
-            ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080/r/team"),
-            ("wss://calls.example/ws", "https://calls.example/r/team"),
-            (
-                "wss://calls.example/signal",
-                "liveloop://join/team?server=wss://calls.example/signal",
-            ),
-        ] {
-            let link = share_link(ws, "team");
-            assert_eq!(link, want);
-            let back = parse_link(&link).ok();
-            assert_eq!(
-                back.map(|l| (l.room, l.server)),
-                Some(("team".into(), Some(ws.into())))
-            );
-        }
-    }
-
-    #[test]
     fn recording_names_say_when_and_where() {
         assert_eq!(
             recording_file_name("team-42", 1_795_329_997),
@@ -675,51 +549,28 @@ mod tests {
     }
 
     #[test]
-    fn links_in_every_form() {
-        let l = parse_link("liveloop://join/team-42?server=ws://h:8080/ws").ok();
+    fn links_are_parsed_by_proto_with_the_apps_error() {
         assert_eq!(
-            l,
-            Some(RoomLink {
-                room: "team-42".into(),
-                server: Some("ws://h:8080/ws".into())
-            })
+            parse_link("https://calls.example/r/standup")
+                .ok()
+                .map(|l| l.room),
+            Some("standup".to_owned())
         );
-        let l = parse_link(" https://calls.example/r/standup?x=1 ").ok();
-        assert_eq!(
-            l,
-            Some(RoomLink {
-                room: "standup".into(),
-                server: Some("wss://calls.example/ws".into())
-            })
-        );
-        assert_eq!(
-            parse_link("daily").ok().map(|l| (l.room, l.server)),
-            Some(("daily".into(), None))
-        );
-        for bad in [
-            "",
-            "liveloop://join/",
-            "liveloop://join/a b",
-            "liveloop://join/x?server=http://h",
-            "https://host/other/x",
-            "two words",
-        ] {
-            assert!(parse_link(bad).is_err(), "{bad:?} accepted");
-        }
+        assert!(matches!(
+            parse_link("two words"),
+            Err(AppError::InvalidLink(m)) if m.contains("two words")
+        ));
     }
 
     #[test]
     fn urls_ids_and_names() {
-        assert_eq!(
-            rooms_ws_url("http://127.0.0.1:8080"),
-            "ws://127.0.0.1:8080/ws"
-        );
-        assert_eq!(rooms_ws_url("https://x.example/"), "wss://x.example/ws");
-        assert_eq!(rooms_ws_url("ws://h/ws"), "ws://h/ws");
         let id = member_id("Ann Lee!");
         assert!(id.starts_with("AnnLee-") && id.len() == 11, "{id}");
         assert!(member_id("!!!").starts_with("guest-"));
         let room = new_room_name();
-        assert!(valid_room(&room) && room.len() == 11, "{room}");
+        assert!(
+            liveloop_proto::is_valid_id(&room) && room.len() == 11,
+            "{room}"
+        );
     }
 }

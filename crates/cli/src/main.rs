@@ -10,7 +10,7 @@ mod record;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -40,8 +40,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Join a room: by link (`liveloop://join/<room>?server=ws://host:8080/ws`) or by --server
-    /// and --room.
+    /// Join a room: by link (`liveloop://join/<room>?server=ws://host:8080/ws`, or the shared
+    /// `http(s)://host/r/<room>`) or by --server and --room.
     Join {
         /// A room link.
         link: Option<String>,
@@ -152,20 +152,11 @@ fn ice_servers(json: Option<&str>) -> Result<Vec<liveloop_rtc::IceServer>> {
         .collect())
 }
 
-/// `liveloop://join/<room>?server=<ws url>` → (server, room).
+/// A room link in any form the app takes (`liveloop://join/…`, `http(s)://host/r/<room>`,
+/// a bare room name) → (server, room).
 fn parse_link(link: &str) -> Result<(Option<String>, String)> {
-    let rest = link
-        .strip_prefix("liveloop://join/")
-        .context("a room link starts with liveloop://join/")?;
-    let (room, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if room.is_empty() {
-        bail!("the link names no room");
-    }
-    let server = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("server="))
-        .map(str::to_owned);
-    Ok((server, room.to_owned()))
+    let link = liveloop_proto::link::parse_link(link)?;
+    Ok((link.server, link.room))
 }
 
 fn video_source(spec: &str) -> Result<Option<Box<dyn VideoSource>>> {
@@ -591,7 +582,10 @@ mod tests {
             (server.as_deref(), room.as_str()),
             (Some("ws://h:8080/ws"), "team-42")
         );
-        assert!(parse_link("https://x/r/a").is_err());
+        assert_eq!(
+            parse_link("https://x/r/a").ok(),
+            Some((Some("wss://x/ws".to_owned()), "a".to_owned()))
+        );
         assert!(parse_link("liveloop://join/").is_err());
         assert!(video_source("synthetic:320x180@15").is_ok());
         assert!(video_source("synthetic:axb").is_err());

@@ -10,9 +10,9 @@ use liveloop_core::avsync::ClockMap;
 use liveloop_core::jitter::{JitterBuffer, Playout};
 use liveloop_media::opus::OpusDecoder;
 use liveloop_media::{AudioSource, VideoSource};
+use liveloop_proto::peer::{MAX_CHAT_CHARS, PeerMessage, PeerState};
 use liveloop_rtc::{ConnectionState, Peer, PeerEvent, PeerOptions, VideoCodec};
 use liveloop_signal::session::{Outgoing, SessionEvent, Signaling};
-use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
@@ -200,14 +200,13 @@ impl Runner {
     }
 
     fn state_message(&self) -> String {
-        json!({
-            "type": "state",
-            "name": self.config.name,
-            "muted": self.flags.muted.load(Ordering::Relaxed),
-            "cameraOff": !self.flags.camera_on.load(Ordering::Relaxed),
-            "screen": self.screen.is_some(),
+        PeerMessage::State(PeerState {
+            name: self.config.name.clone(),
+            muted: self.flags.muted.load(Ordering::Relaxed),
+            camera_off: !self.flags.camera_on.load(Ordering::Relaxed),
+            screen: self.screen.is_some(),
         })
-        .to_string()
+        .to_json()
     }
 
     async fn broadcast_state(&self) {
@@ -262,7 +261,7 @@ impl Runner {
         if let Some(screen) = self.screen.take() {
             screen.stop.store(true, Ordering::Relaxed);
         }
-        let bye = json!({"type": "bye"}).to_string();
+        let bye = PeerMessage::Bye.to_json();
         for m in self.members.values() {
             let _ = m.peer.send_chat(&bye).await;
         }
@@ -284,7 +283,7 @@ impl Runner {
         match cmd {
             Command::SendChat(text) => {
                 let count = text.chars().count();
-                if count == 0 || count > 1000 {
+                if count == 0 || count > MAX_CHAT_CHARS {
                     self.error(
                         ErrorKind::Signaling,
                         "a chat message has 1 to 1000 characters".into(),
@@ -298,7 +297,7 @@ impl Runner {
                     }
                     return;
                 }
-                let msg = json!({"type": "chat", "text": text}).to_string();
+                let msg = PeerMessage::Chat { text }.to_json();
                 for m in self.members.values() {
                     let _ = m.peer.send_chat(&msg).await;
                 }
@@ -834,27 +833,19 @@ impl Runner {
     }
 
     async fn on_data(&mut self, from: &str, text: &str) {
-        let Ok(msg) = serde_json::from_str::<Value>(text) else {
+        // Malformed or unknown messages are ignored (liveloop_proto::peer).
+        let Some(msg) = PeerMessage::parse(text) else {
             return;
         };
-        let field = |k: &str, max: usize| -> String {
-            msg.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .chars()
-                .take(max)
-                .collect()
-        };
-        match msg.get("type").and_then(Value::as_str) {
-            Some("chat") => {
-                let text = field("text", 1000);
+        match msg {
+            PeerMessage::Chat { text } => {
                 self.emit(EngineEvent::Chat {
                     from: from.to_owned(),
                     text,
                 })
                 .await;
             }
-            Some("bye") if self.members.contains_key(from) => {
+            PeerMessage::Bye if self.members.contains_key(from) => {
                 self.remove_member(from).await;
                 self.emit(EngineEvent::PeerLeft {
                     id: from.to_owned(),
@@ -862,17 +853,16 @@ impl Runner {
                 .await;
                 self.update_state().await;
             }
-            Some("state") => {
-                let flag = |k: &str| msg.get(k).and_then(Value::as_bool).unwrap_or(false);
+            PeerMessage::State(state) => {
                 let event = EngineEvent::PeerState {
                     id: from.to_owned(),
-                    name: field("name", 64),
-                    muted: flag("muted"),
-                    camera_off: flag("cameraOff"),
-                    screen: flag("screen"),
+                    name: state.name,
+                    muted: state.muted,
+                    camera_off: state.camera_off,
+                    screen: state.screen,
                 };
                 if let Some(m) = self.members.get_mut(from) {
-                    m.screen_on = flag("screen");
+                    m.screen_on = state.screen;
                     if !m.screen_on {
                         // The share ended: its decoder thread ends with it.
                         m.screen_decoder = None;
@@ -883,7 +873,7 @@ impl Runner {
                 }
                 self.emit(event).await;
             }
-            _ => {}
+            PeerMessage::Bye => {}
         }
     }
 

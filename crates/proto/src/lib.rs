@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+pub mod link;
 pub mod matchmaking;
+pub mod peer;
 pub mod rooms;
 pub mod rtc_config;
 
