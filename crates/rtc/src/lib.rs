@@ -1,43 +1,38 @@
 #![doc = include_str!("../README.md")]
 
+mod connection;
+mod handler;
 mod keyframe;
+mod negotiation;
+mod receive;
 pub mod reorder;
+mod send;
+mod stats;
 mod video;
 
+pub use stats::PeerStats;
 pub use video::VideoCodec;
+
+use send::{CachedRoute, Outgoing};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::codec::vp8::Vp8Packet;
-use rtc::rtp::packetizer::Depacketizer;
-use rtc::rtp_transceiver::PayloadType;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry, SettingEngineBuilder,
-    StatsSelector,
+    PeerConnection, RTCIceCandidateInit, RTCSdpType, RTCSessionDescription,
 };
+
+use connection::{audio_track, build_connection};
 
 /// Errors of the peer connection driver.
 #[derive(Debug, thiserror::Error)]
@@ -148,46 +143,9 @@ pub enum PeerEvent {
     SendVideoAs(VideoCodec),
 }
 
-/// A snapshot of one connection's counters (cumulative; rates are the caller's differences).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PeerStats {
-    /// Round-trip time of the selected candidate pair (STUN), in milliseconds.
-    pub rtt_ms: f64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub packets_received: u64,
-    /// Packets lost, as counted by the receiver (all inbound streams).
-    pub packets_lost: i64,
-    /// Inter-arrival jitter of the inbound audio, in milliseconds.
-    pub audio_jitter_ms: f64,
-    /// Inter-arrival jitter of the inbound video, in milliseconds.
-    pub video_jitter_ms: f64,
-    pub nacks_sent: u32,
-    pub plis_sent: u32,
-}
-
-fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
-#[derive(Debug, Default)]
-struct Negotiation {
-    making_offer: bool,
-    ignore_offer: bool,
-    stable: bool,
-    remote_set: bool,
-    pending: Vec<RTCIceCandidateInit>,
-}
-
 struct Shared {
     events: mpsc::Sender<PeerEvent>,
-    negotiation: Mutex<Negotiation>,
+    negotiation: Mutex<negotiation::Negotiation<RTCIceCandidateInit>>,
     chat: Mutex<Option<Arc<dyn DataChannel>>>,
     remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     remote_screen: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
@@ -249,342 +207,6 @@ impl Shared {
     }
 }
 
-struct Handler(Arc<Shared>);
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, e: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = e.candidate.to_json()
-            && let Ok(json) = serde_json::to_value(&init)
-        {
-            let mut held = lock(&self.0.held_candidates);
-            match held.as_mut() {
-                // Our description is not out yet: the candidate waits for it (a peer that
-                // gets a candidate before the description it belongs to may drop it).
-                Some(h) if h.len() < MAX_HELD_CANDIDATES => h.push(json),
-                Some(_) => tracing::warn!("too many local candidates held; one was dropped"),
-                None => {
-                    drop(held);
-                    self.0.emit(PeerEvent::LocalCandidate(json));
-                }
-            }
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        tracing::info!(?state, "peer connection state");
-        let state = match state {
-            RTCPeerConnectionState::Connected => ConnectionState::Connected,
-            RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
-            RTCPeerConnectionState::Failed => ConnectionState::Failed,
-            RTCPeerConnectionState::Closed => ConnectionState::Closed,
-            _ => ConnectionState::Connecting,
-        };
-        self.0.emit(PeerEvent::Connection(state));
-    }
-
-    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        self.0.watch_chat(dc);
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let shared = self.0.clone();
-        let kind = track.kind().await;
-        let ssrc = track.ssrcs().await.first().copied().unwrap_or_default();
-        let screen = kind == RtpCodecKind::Video && track.track_id().await == SCREEN_TRACK;
-        // One codec per received track, the one the remote sends it with (a codec we do not
-        // have, which negotiation prevents, is dropped).
-        let codec = match track.codec(ssrc).await {
-            Some(c) => VideoCodec::from_mime(&c.mime_type),
-            None => None,
-        };
-        if kind == RtpCodecKind::Video {
-            let slot = if screen {
-                &shared.remote_screen
-            } else {
-                &shared.remote_video
-            };
-            *lock(slot) = Some((track.clone(), ssrc));
-        }
-        tokio::spawn(async move {
-            let mut depacketizer = Depacketize::new(codec);
-            let mut au = BytesMut::new();
-            let mut assembly = FrameAssembly::default();
-            let mut reorder = reorder::Reorder::default();
-            loop {
-                // While a hole waits for its retransmission, wake when it is to be given up.
-                let ev = match reorder.deadline() {
-                    Some(at) => tokio::select! {
-                        ev = track.poll() => ev,
-                        () = tokio::time::sleep_until(at.into()) => {
-                            let ready = reorder.poll(Instant::now());
-                            video_packets(&shared, &*track, ssrc, screen, ready,
-                                &mut depacketizer, &mut au, &mut assembly).await;
-                            continue;
-                        }
-                    },
-                    None => track.poll().await,
-                };
-                let Some(ev) = ev else { break };
-                let pkt = match ev {
-                    TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
-                    TrackRemoteEvent::OnRtcpPacket(packets) => {
-                        // webrtc-rs routes RTCP by track id, the remote's first: a keyframe
-                        // request about *our* "video" or "screen" track lands here when the
-                        // remote's track has the same id (two LiveLoop clients). A received
-                        // track is never asked for keyframes, so it is ours.
-                        if packets.iter().any(|p| {
-                            let any = p.as_any();
-                            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                        }) {
-                            shared.emit(if screen {
-                                PeerEvent::ScreenKeyframeRequested
-                            } else {
-                                PeerEvent::KeyframeRequested
-                            });
-                        }
-                        // The screen's clock is not the camera's and lip sync has no use for it.
-                        if screen {
-                            continue;
-                        }
-                        for sr in packets
-                            .iter()
-                            .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
-                        {
-                            shared.emit(PeerEvent::SenderReport {
-                                video: kind == RtpCodecKind::Video,
-                                ntp_time: sr.ntp_time,
-                                rtp_timestamp: sr.rtp_time,
-                            });
-                        }
-                        continue;
-                    }
-                    TrackRemoteEvent::OnEnded => break,
-                    _ => continue,
-                };
-                match kind {
-                    RtpCodecKind::Video => {
-                        let ready = reorder.push(pkt.header.sequence_number, pkt, Instant::now());
-                        video_packets(
-                            &shared,
-                            &*track,
-                            ssrc,
-                            screen,
-                            ready,
-                            &mut depacketizer,
-                            &mut au,
-                            &mut assembly,
-                        )
-                        .await;
-                    }
-                    RtpCodecKind::Audio => shared.emit(PeerEvent::Audio {
-                        packet: pkt.payload.clone(),
-                        sequence: pkt.header.sequence_number,
-                        rtp_timestamp: pkt.header.timestamp,
-                    }),
-                    _ => {}
-                }
-            }
-        });
-    }
-}
-
-/// webrtc-rs's default interceptors (NACK, RTCP reports, TWCC feedback), with the NACK
-/// generator running every 20 ms rather than 100, at most four times per packet: the receiver holds a hole only briefly
-/// (`reorder::MAX_WAIT`), so the retransmission has to be asked for at once.
-fn default_interceptors(media: &mut MediaEngine) -> Result<Registry, RtcError> {
-    use rtc::peer_connection::configuration::interceptor_registry as defaults;
-    for parameter in ["", "pli"] {
-        media.register_feedback(
-            rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
-                typ: "nack".to_owned(),
-                parameter: parameter.to_owned(),
-            },
-            RtpCodecKind::Video,
-        );
-    }
-    let registry = Registry::new()
-        .with(
-            rtc::interceptor::Slot::NackResponder,
-            rtc::interceptor::NackResponderBuilder::new().build(),
-        )
-        .with(
-            rtc::interceptor::Slot::NackGenerator,
-            rtc::interceptor::NackGeneratorBuilder::new()
-                .with_interval(Duration::from_millis(20))
-                // Each missing packet is asked for a few times, not forever: after an outage
-                // hundreds are missing, and unlimited NACKs every 20 ms turned into a
-                // retransmission storm (150 Mbit/s) that drowned the keyframe request.
-                .with_max_nacks_per_packet(4)
-                .build(),
-        );
-    defaults::configure_simulcast_extension_headers(media).map_err(rtc_err)?;
-    let registry = defaults::configure_twcc_receiver_only(registry, media).map_err(rtc_err)?;
-    Ok(defaults::configure_rtcp_reports(registry))
-}
-
-/// Video packets in sequence order (or the news that some were lost), into access units.
-#[allow(clippy::too_many_arguments)]
-async fn video_packets(
-    shared: &Shared,
-    track: &dyn TrackRemote,
-    ssrc: u32,
-    screen: bool,
-    ready: Vec<reorder::Out<rtc::rtp::Packet>>,
-    depacketizer: &mut Depacketize,
-    au: &mut BytesMut,
-    assembly: &mut FrameAssembly,
-) {
-    for out in ready {
-        let pkt = match out {
-            reorder::Out::Packet(pkt) => Some(pkt),
-            reorder::Out::Lost(lost) => {
-                // A frame with a hole cannot be decoded, and neither can the frames that
-                // reference it: drop them until a keyframe, and ask for one.
-                au.clear();
-                assembly.lost();
-                shared.emit(PeerEvent::VideoLoss {
-                    lost_packets: u32::try_from(lost).unwrap_or(u32::MAX),
-                });
-                None
-            }
-        };
-        // Ask for a keyframe after a loss, and again while none has come.
-        if assembly.needs_keyframe_request(Instant::now()) {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-            };
-            match track.write_rtcp(vec![Box::new(pli)]).await {
-                Ok(()) => tracing::debug!(ssrc, "keyframe requested after loss"),
-                Err(e) => tracing::debug!("keyframe request after loss not sent: {e}"),
-            }
-        }
-        let Some(pkt) = pkt else { continue };
-        let Some(codec) = depacketizer.codec() else {
-            continue;
-        };
-        if let Ok(payload) = depacketizer.depacketize(&pkt.payload) {
-            // A frame larger than any real one (a sender that never sets the marker bit):
-            // dropped, and decoding waits for a keyframe.
-            if au.len() + payload.len() > MAX_FRAME_BYTES {
-                au.clear();
-                assembly.lost();
-                continue;
-            }
-            au.extend_from_slice(&payload);
-        }
-        if pkt.header.marker && !au.is_empty() {
-            let frame = au.split().freeze();
-            if assembly.frame_complete(codec.is_keyframe(&frame)) {
-                let rtp_timestamp = pkt.header.timestamp;
-                shared.emit(if screen {
-                    PeerEvent::Screen {
-                        codec,
-                        access_unit: frame,
-                        rtp_timestamp,
-                    }
-                } else {
-                    PeerEvent::Video {
-                        codec,
-                        access_unit: frame,
-                        rtp_timestamp,
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// Loss state of the video frame assembler: after lost packets, frames are dropped until a
-/// keyframe (packets arrive here in order, from [`reorder::Reorder`]).
-#[derive(Debug, Default)]
-struct FrameAssembly {
-    /// A packet was lost: frames are dropped until a keyframe.
-    broken: bool,
-    /// When a keyframe was last asked for while broken.
-    last_request: Option<Instant>,
-}
-
-/// How often a keyframe is asked for again while none arrives (the request or the keyframe
-/// itself may be lost).
-const KEYFRAME_REQUEST_REPEAT: Duration = Duration::from_millis(500);
-
-impl FrameAssembly {
-    /// Packets were lost before the next one.
-    fn lost(&mut self) {
-        self.broken = true;
-    }
-
-    /// Whether to ask for a keyframe now: at once after a loss, then every
-    /// [`KEYFRAME_REQUEST_REPEAT`] until one arrives.
-    fn needs_keyframe_request(&mut self, now: Instant) -> bool {
-        if !self.broken {
-            self.last_request = None;
-            return false;
-        }
-        if self
-            .last_request
-            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_REPEAT)
-        {
-            return false;
-        }
-        self.last_request = Some(now);
-        true
-    }
-
-    /// A frame ended: whether it can be passed to the decoder.
-    fn frame_complete(&mut self, keyframe: bool) -> bool {
-        if keyframe {
-            self.broken = false;
-        }
-        !self.broken
-    }
-}
-
-/// The largest video frame assembled (a 4K keyframe at a high bitrate is well below it).
-const MAX_FRAME_BYTES: usize = 4 << 20;
-
-/// The depacketizer of one received video track.
-enum Depacketize {
-    H264(H264Packet),
-    Vp8(Vp8Packet),
-    /// A codec we do not have: its packets are dropped.
-    None,
-}
-
-impl Depacketize {
-    fn new(codec: Option<VideoCodec>) -> Self {
-        match codec {
-            Some(VideoCodec::H264) => Self::H264(H264Packet::default()),
-            Some(VideoCodec::Vp8) => Self::Vp8(Vp8Packet::default()),
-            None => Self::None,
-        }
-    }
-
-    fn codec(&self) -> Option<VideoCodec> {
-        match self {
-            Self::H264(_) => Some(VideoCodec::H264),
-            Self::Vp8(_) => Some(VideoCodec::Vp8),
-            Self::None => None,
-        }
-    }
-
-    fn depacketize(&mut self, payload: &Bytes) -> Result<Bytes, RtcError> {
-        match self {
-            Self::H264(p) => p.depacketize(payload).map_err(rtc_err),
-            Self::Vp8(p) => p.depacketize(payload).map_err(rtc_err),
-            Self::None => Err(RtcError::NoSharedCodec),
-        }
-    }
-}
-
-/// Whether an Annex-B access unit holds an IDR slice (NAL type 5).
-fn has_idr(au: &[u8]) -> bool {
-    au.windows(4)
-        .any(|w| matches!(w, [0, 0, 1, nal] if nal & 0x1f == 5))
-}
-
 /// A peer connection to one remote participant.
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
@@ -618,118 +240,8 @@ impl std::fmt::Debug for Peer {
     }
 }
 
-/// How one of our streams goes out: the payload type the remote gave the codec, our SSRC,
-/// and for video the codec the negotiation chose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Route {
-    pt: PayloadType,
-    ssrc: u32,
-    codec: Option<VideoCodec>,
-}
-
-/// A send route as the negotiation of `generation` left it, `None` when the remote has no
-/// codec of ours for it.
-type CachedRoute = (u64, Option<Route>);
-
-/// One of the streams we send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outgoing {
-    Video,
-    Audio,
-    Screen,
-}
-
 /// The track id of the screen share (a remote track with this id is a screen, not a camera).
 pub const SCREEN_TRACK: &str = "screen";
-
-/// Our audio track (Opus; webrtc-rs packetizes it).
-fn audio_track() -> Result<Arc<TrackLocalStaticSample>, RtcError> {
-    let encoding = RTCRtpEncodingParameters {
-        rtp_coding_parameters: RTCRtpCodingParameters {
-            ssrc: Some(rand::random::<u32>()),
-            ..Default::default()
-        },
-        codec: opus_codec(),
-        ..Default::default()
-    };
-    let track = MediaStreamTrack::new(
-        "liveloop".to_owned(),
-        "audio".to_owned(),
-        "audio".to_owned(),
-        RtpCodecKind::Audio,
-        vec![encoding],
-    );
-    Ok(Arc::new(
-        TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err)?,
-    ))
-}
-
-/// The codecs, interceptors and settings of every peer, with `mdns` as the mDNS mode.
-async fn build_connection(
-    options: &PeerOptions,
-    shared: &Arc<Shared>,
-    mdns: MulticastDnsMode,
-) -> Result<impl PeerConnection + use<>, RtcError> {
-    let mut media = MediaEngine::default();
-    media
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: opus_codec(),
-                payload_type: 111,
-            },
-            RtpCodecKind::Audio,
-        )
-        .map_err(rtc_err)?;
-    for codec in VideoCodec::PREFERENCE {
-        media
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: codec.rtp_codec(),
-                    payload_type: codec.payload_type(),
-                },
-                RtpCodecKind::Video,
-            )
-            .map_err(rtc_err)?;
-    }
-    let registry = default_interceptors(&mut media)?.with(
-        rtc::interceptor::Slot::from(14_000),
-        keyframe::KeyframeRequests::default(),
-    );
-    let settings = SettingEngineBuilder::new()
-        .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
-        .with_multicast_dns_mode(mdns)
-        .build();
-    let ice_servers = options
-        .ice_servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone(),
-            credential: s.credential.clone(),
-        })
-        .collect();
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(ice_servers)
-        .build();
-    let udp = if options.udp_addrs.is_empty() {
-        vec!["0.0.0.0:0".to_owned()]
-    } else {
-        options.udp_addrs.clone()
-    };
-    // The builder's future is large (20 kB); box it rather than grow every caller's.
-    Box::pin(
-        PeerConnectionBuilder::new()
-            .with_configuration(config)
-            .with_media_engine(media)
-            .with_setting_engine(settings)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler(shared.clone())))
-            .with_udp_addrs(udp)
-            .build(),
-    )
-    .await
-    .map_err(rtc_err)
-}
 
 impl Peer {
     /// Builds a peer with H.264 and Opus send tracks; events go to `events`. The impolite side
@@ -743,10 +255,7 @@ impl Peer {
     ) -> Result<Self, RtcError> {
         let shared = Arc::new(Shared {
             events,
-            negotiation: Mutex::new(Negotiation {
-                stable: true,
-                ..Negotiation::default()
-            }),
+            negotiation: Mutex::new(negotiation::Negotiation::new(options.polite)),
             chat: Mutex::new(None),
             remote_video: Mutex::new(None),
             remote_screen: Mutex::new(None),
@@ -858,7 +367,7 @@ impl Peer {
     /// On a WebRTC error.
     pub async fn start_offer(&self) -> Result<(), RtcError> {
         let _turn = self.negotiating.lock().await;
-        lock(&self.shared.negotiation).making_offer = true;
+        lock(&self.shared.negotiation).offer_started();
         self.shared.hold_candidates();
         let result = async {
             // After an answer that rejected our video, describe it as rejected again.
@@ -867,13 +376,11 @@ impl Peer {
                 .set_local_description(offer)
                 .await
                 .map_err(rtc_err)?;
-            // Signaling state is tracked here, not from the state-change callback, which can
-            // arrive after the remote offer of a glare does.
-            lock(&self.shared.negotiation).stable = false;
+            lock(&self.shared.negotiation).offer_set();
             self.emit_local_description().await
         }
         .await;
-        lock(&self.shared.negotiation).making_offer = false;
+        lock(&self.shared.negotiation).offer_ended();
         self.shared.release_candidates();
         result
     }
@@ -899,16 +406,11 @@ impl Peer {
             .map_err(|e| RtcError::InvalidSignal(e.to_string()))?;
         let is_offer = desc.sdp_type == RTCSdpType::Offer;
         let _turn = self.negotiating.lock().await;
-        let collision = {
-            let mut n = lock(&self.shared.negotiation);
-            let collision = is_offer && (n.making_offer || !n.stable);
-            n.ignore_offer = !self.polite && collision;
-            if n.ignore_offer {
-                return Ok(());
-            }
-            collision
+        let decision = lock(&self.shared.negotiation).remote(is_offer);
+        let negotiation::Remote::Apply { rollback } = decision else {
+            return Ok(()); // an offer that collided with ours, and ours wins
         };
-        if collision {
+        if rollback {
             let rollback = RTCSessionDescription::rollback(None).map_err(rtc_err)?;
             self.pc
                 .set_local_description(rollback)
@@ -920,13 +422,7 @@ impl Peer {
             .await
             .map_err(rtc_err)?;
         self.negotiated();
-        let pending = {
-            let mut n = lock(&self.shared.negotiation);
-            n.remote_set = true;
-            // An applied answer completes our offer; an applied offer awaits our answer.
-            n.stable = !is_offer;
-            std::mem::take(&mut n.pending)
-        };
+        let pending = lock(&self.shared.negotiation).remote_applied(is_offer);
         for c in pending {
             self.pc.add_ice_candidate(c).await.map_err(rtc_err)?;
         }
@@ -961,7 +457,7 @@ impl Peer {
             .map_err(rtc_err)?;
         self.negotiated();
         self.bound.store(true, Ordering::Release);
-        lock(&self.shared.negotiation).stable = true;
+        lock(&self.shared.negotiation).answered();
         self.emit_local_description().await?;
         Ok(())
     }
@@ -977,156 +473,19 @@ impl Peer {
         }
         let init: RTCIceCandidateInit = serde_json::from_value(json.clone())
             .map_err(|e| RtcError::InvalidSignal(e.to_string()))?;
-        {
-            let mut n = lock(&self.shared.negotiation);
-            if !n.remote_set {
-                n.pending.push(init);
-                return Ok(());
+        let action = lock(&self.shared.negotiation).candidate(init);
+        match action {
+            negotiation::Candidate::Add(init) => {
+                self.pc.add_ice_candidate(init).await.map_err(rtc_err)
             }
-            if n.ignore_offer {
-                return Ok(());
-            }
-        }
-        self.pc.add_ice_candidate(init).await.map_err(rtc_err)
-    }
-
-    /// The route cache and sender of one of our streams.
-    fn outgoing(
-        &self,
-        kind: Outgoing,
-    ) -> (
-        &Mutex<Option<CachedRoute>>,
-        Option<&Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
-    ) {
-        match kind {
-            Outgoing::Video => (&self.video_route, self.senders.first()),
-            Outgoing::Audio => (&self.audio_route, self.senders.get(1)),
-            Outgoing::Screen => (&self.screen_route, self.senders.get(2)),
-        }
-    }
-
-    /// The negotiated payload type, our SSRC and (video) the codec for one stream. Looked up
-    /// again after every applied description (the remote numbers codecs as it likes, and may
-    /// renumber them in a renegotiation), never before the first: what a sender reports then
-    /// is our own numbering, which the remote may not share. Video goes as the first codec
-    /// of ours the negotiation kept, in [`VideoCodec::PREFERENCE`] order.
-    async fn route(&self, kind: Outgoing) -> Result<Route, RtcError> {
-        let (slot, sender) = self.outgoing(kind);
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        if let Some((g, route)) = *lock(slot)
-            && g == generation
-        {
-            return route.ok_or(RtcError::NoSharedCodec);
-        }
-        if !lock(&self.shared.negotiation).remote_set {
-            return Err(RtcError::NotReady("media before negotiation"));
-        }
-        let refused = kind != Outgoing::Audio && self.shared.video_refused.load(Ordering::Acquire);
-        let route = if refused {
-            None
-        } else {
-            let sender = sender.ok_or(RtcError::NotReady("media"))?;
-            let params = sender.get_parameters().await.map_err(rtc_err)?;
-            let pt_of = |mime: &str| {
-                params
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                    .map(|c| c.payload_type)
-            };
-            match kind {
-                Outgoing::Audio => {
-                    let ssrc = self.audio.ssrcs().await.first().copied();
-                    pt_of(MIME_TYPE_OPUS).zip(ssrc).map(|(pt, ssrc)| Route {
-                        pt,
-                        ssrc,
-                        codec: None,
-                    })
-                }
-                Outgoing::Video | Outgoing::Screen => {
-                    let ssrc = if kind == Outgoing::Video {
-                        self.video.ssrc
-                    } else {
-                        self.screen.ssrc
-                    };
-                    VideoCodec::PREFERENCE.into_iter().find_map(|codec| {
-                        pt_of(codec.mime()).map(|pt| Route {
-                            pt,
-                            ssrc,
-                            codec: Some(codec),
-                        })
-                    })
-                }
-            }
-        };
-        // A description applied meanwhile makes this lookup stale: use it once, keep nothing.
-        if self.shared.generation.load(Ordering::Acquire) == generation {
-            *lock(slot) = Some((generation, route));
-        }
-        route.ok_or(RtcError::NoSharedCodec)
-    }
-
-    /// After a remote description was applied: settles which codec our video goes out as.
-    /// Before our first answer the senders' tracks declare that codec (webrtc-rs binds
-    /// retransmissions and sender reports to it when the answer is set) and our answer lists
-    /// H.264 first, so that a remote that has both sends us H.264. The codec is reported to
-    /// the application when it changes.
-    async fn settle_video(&self, answering: bool) -> Result<(), RtcError> {
-        let codec = match self.route(Outgoing::Video).await {
-            Ok(Route {
-                codec: Some(codec), ..
-            }) => codec,
-            Ok(_) | Err(RtcError::NoSharedCodec) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if answering && !self.bound.load(Ordering::Acquire) {
-            for (send, sender) in [
-                (&self.video, self.senders.first()),
-                (&self.screen, self.senders.get(2)),
-            ] {
-                if let Some(sender) = sender {
-                    send.declare(sender, codec).await?;
-                }
-            }
-        }
-        if answering {
-            self.prefer_h264().await;
-        }
-        let changed = lock(&self.sending_as).replace(codec) != Some(codec);
-        if changed {
-            self.shared.emit(PeerEvent::SendVideoAs(codec));
-        }
-        Ok(())
-    }
-
-    /// Orders the negotiated video codecs of the answer to come H.264 first (the remote
-    /// sends with the first codec of our answer). Best effort: the call works either way.
-    async fn prefer_h264(&self) {
-        for transceiver in self.pc.get_transceivers().await {
-            let Ok(Some(sender)) = transceiver.sender().await else {
-                continue;
-            };
-            if ![self.senders.first(), self.senders.get(2)]
-                .into_iter()
-                .flatten()
-                .any(|s| s.id() == sender.id())
-            {
-                continue;
-            }
-            let Ok(params) = sender.get_parameters().await else {
-                continue;
-            };
-            let mut codecs = params.rtp_parameters.codecs;
-            if codecs.is_empty() {
-                continue;
-            }
-            // A stable sort: H.264 entries first, everything else in the remote's order.
-            codecs.sort_by_key(|c| {
-                VideoCodec::from_mime(&c.rtp_codec.mime_type) != Some(VideoCodec::H264)
-            });
-            if let Err(e) = transceiver.set_codec_preferences(codecs).await {
-                tracing::debug!("codec order not changed: {e}");
+            negotiation::Candidate::Queued => Ok(()),
+            negotiation::Candidate::Dropped => {
+                let dropped = lock(&self.shared.negotiation).dropped();
+                tracing::debug!(
+                    dropped,
+                    "remote candidate dropped (ignored offer, or queue full)"
+                );
+                Ok(())
             }
         }
     }
@@ -1134,24 +493,6 @@ impl Peer {
     /// A description was applied: routes are looked up again.
     fn negotiated(&self) {
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Stops sending video (camera and screen) after a remote offered or answered no video
-    /// codec of ours, so that this and every later description rejects those sections
-    /// (webrtc-rs refuses to describe a sender it has no codec for). Audio and chat go on.
-    async fn refuse_video(&self) -> Result<(), RtcError> {
-        if self.shared.video_refused.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        for sender in [self.senders.first(), self.senders.get(2)]
-            .into_iter()
-            .flatten()
-        {
-            self.pc.remove_track(sender).await.map_err(rtc_err)?;
-        }
-        self.negotiated();
-        self.shared.emit(PeerEvent::NoVideoCodec);
-        Ok(())
     }
 
     /// Makes an offer or answer with `make`. When webrtc-rs refuses because our video has no
@@ -1169,79 +510,6 @@ impl Peer {
             }
             other => other.map_err(rtc_err),
         }
-    }
-
-    /// Sends one frame of camera or screen video.
-    async fn send_frame(
-        &self,
-        kind: Outgoing,
-        codec: VideoCodec,
-        frame: Bytes,
-        duration: Duration,
-    ) -> Result<(), RtcError> {
-        let route = self.route(kind).await?;
-        if route.codec != Some(codec) {
-            return Err(RtcError::OtherCodec(route.codec.unwrap_or(codec)));
-        }
-        let send = if kind == Outgoing::Screen {
-            &self.screen
-        } else {
-            &self.video
-        };
-        let samples = (duration.as_secs_f64() * 90_000.0) as u32;
-        for packet in send.packetize(codec, route.pt, &frame, samples)? {
-            send.track.write_rtp(packet).await.map_err(rtc_err)?;
-        }
-        Ok(())
-    }
-
-    /// Sends one frame of the screen share (`codec` as [`PeerEvent::SendVideoAs`] said)
-    /// lasting `duration`.
-    ///
-    /// # Errors
-    /// Before negotiation, for a frame of another codec, or on a WebRTC error.
-    pub async fn send_screen(
-        &self,
-        codec: VideoCodec,
-        frame: Bytes,
-        duration: Duration,
-    ) -> Result<(), RtcError> {
-        self.send_frame(Outgoing::Screen, codec, frame, duration)
-            .await
-    }
-
-    /// Sends one camera frame (an H.264 access unit in Annex-B, or a VP8 frame) lasting
-    /// `duration`.
-    ///
-    /// # Errors
-    /// Before negotiation, for a frame of another codec than the negotiated one
-    /// ([`RtcError::OtherCodec`]), or on a WebRTC error.
-    pub async fn send_video(
-        &self,
-        codec: VideoCodec,
-        frame: Bytes,
-        duration: Duration,
-    ) -> Result<(), RtcError> {
-        self.send_frame(Outgoing::Video, codec, frame, duration)
-            .await
-    }
-
-    /// Sends one Opus packet lasting `duration`.
-    ///
-    /// # Errors
-    /// Before negotiation, or on a WebRTC error.
-    pub async fn send_audio(&self, packet: Bytes, duration: Duration) -> Result<(), RtcError> {
-        let route = self.route(Outgoing::Audio).await?;
-        let sample = Sample {
-            data: packet,
-            duration,
-            ..Sample::new(Instant::now())
-        };
-        self.audio
-            .sample_writer(route.ssrc, route.pt)
-            .write_sample(&sample)
-            .await
-            .map_err(rtc_err)
     }
 
     /// Sends a chat or metadata message on the data channel.
@@ -1299,35 +567,6 @@ impl Peer {
         self.start_offer().await
     }
 
-    /// The connection's counters now.
-    pub async fn stats(&self) -> PeerStats {
-        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
-        let mut stats = PeerStats::default();
-        if let Some(pair) = report
-            .candidate_pairs()
-            .find(|p| p.nominated)
-            .or_else(|| report.candidate_pairs().max_by_key(|p| p.bytes_received))
-        {
-            stats.rtt_ms = pair.current_round_trip_time * 1000.0;
-            stats.bytes_sent = pair.bytes_sent;
-            stats.bytes_received = pair.bytes_received;
-        }
-        for inbound in report.inbound_rtp_streams() {
-            let received = &inbound.received_rtp_stream_stats;
-            stats.packets_received += received.packets_received;
-            stats.packets_lost += received.packets_lost;
-            // webrtc-rs reports the receiver report's jitter as is: in RTP timestamp units.
-            if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                stats.video_jitter_ms = received.jitter / 90.0;
-            } else {
-                stats.audio_jitter_ms = received.jitter / 48.0;
-            }
-            stats.nacks_sent += inbound.nack_count;
-            stats.plis_sent += inbound.pli_count;
-        }
-        stats
-    }
-
     /// Closes the connection; every internal task ends.
     ///
     /// # Errors
@@ -1335,35 +574,5 @@ impl Peer {
     pub async fn close(&self) -> Result<(), RtcError> {
         self.shared.closed.store(true, Ordering::Relaxed);
         self.pc.close().await.map_err(rtc_err)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn assembly_drops_frames_after_loss_until_a_keyframe() {
-        let mut a = FrameAssembly::default();
-        let t = Instant::now();
-        assert!(a.frame_complete(false));
-        assert!(!a.needs_keyframe_request(t));
-        // Packets lost: this frame and the next delta frame are dropped.
-        a.lost();
-        assert!(a.needs_keyframe_request(t));
-        assert!(!a.needs_keyframe_request(t + Duration::from_millis(100)));
-        // No keyframe yet: asked again.
-        assert!(a.needs_keyframe_request(t + KEYFRAME_REQUEST_REPEAT));
-        assert!(!a.frame_complete(false));
-        assert!(!a.frame_complete(false));
-        assert!(a.frame_complete(true));
-        assert!(a.frame_complete(false));
-    }
-
-    #[test]
-    fn idr_detection() {
-        assert!(has_idr(&[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 9]));
-        assert!(!has_idr(&[0, 0, 0, 1, 0x41, 1, 2, 3]));
-        assert!(!has_idr(&[]));
     }
 }

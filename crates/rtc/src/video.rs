@@ -73,7 +73,7 @@ impl VideoCodec {
     #[must_use]
     pub fn is_keyframe(self, frame: &[u8]) -> bool {
         match self {
-            Self::H264 => crate::has_idr(frame),
+            Self::H264 => crate::receive::has_idr(frame),
             // RFC 6386 9.1: the first bit of the frame tag is 0 for a key frame.
             Self::Vp8 => frame.first().is_some_and(|b| b & 0x01 == 0),
         }

@@ -1,0 +1,155 @@
+//! Building a peer connection: the codecs we register, the interceptors (NACK, RTCP
+//! reports, TWCC feedback, our keyframe-request tap), ICE and mDNS settings, and our audio
+//! track.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder, RTCIceServer,
+    Registry, SettingEngineBuilder,
+};
+
+use crate::handler::Handler;
+use crate::{PeerOptions, RtcError, Shared, VideoCodec, keyframe, rtc_err};
+
+pub(crate) fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// webrtc-rs's default interceptors (NACK, RTCP reports, TWCC feedback), with the NACK
+/// generator running every 20 ms rather than 100, at most four times per packet: the receiver holds a hole only briefly
+/// (`reorder::MAX_WAIT`), so the retransmission has to be asked for at once.
+fn default_interceptors(media: &mut MediaEngine) -> Result<Registry, RtcError> {
+    use rtc::peer_connection::configuration::interceptor_registry as defaults;
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new()
+        .with(
+            rtc::interceptor::Slot::NackResponder,
+            rtc::interceptor::NackResponderBuilder::new().build(),
+        )
+        .with(
+            rtc::interceptor::Slot::NackGenerator,
+            rtc::interceptor::NackGeneratorBuilder::new()
+                .with_interval(Duration::from_millis(20))
+                // Each missing packet is asked for a few times, not forever: after an outage
+                // hundreds are missing, and unlimited NACKs every 20 ms turned into a
+                // retransmission storm (150 Mbit/s) that drowned the keyframe request.
+                .with_max_nacks_per_packet(4)
+                .build(),
+        );
+    defaults::configure_simulcast_extension_headers(media).map_err(rtc_err)?;
+    let registry = defaults::configure_twcc_receiver_only(registry, media).map_err(rtc_err)?;
+    Ok(defaults::configure_rtcp_reports(registry))
+}
+
+/// Our audio track (Opus; webrtc-rs packetizes it).
+pub(crate) fn audio_track() -> Result<Arc<TrackLocalStaticSample>, RtcError> {
+    let encoding = RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            ssrc: Some(rand::random::<u32>()),
+            ..Default::default()
+        },
+        codec: opus_codec(),
+        ..Default::default()
+    };
+    let track = MediaStreamTrack::new(
+        "liveloop".to_owned(),
+        "audio".to_owned(),
+        "audio".to_owned(),
+        RtpCodecKind::Audio,
+        vec![encoding],
+    );
+    Ok(Arc::new(
+        TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err)?,
+    ))
+}
+
+/// The codecs, interceptors and settings of every peer, with `mdns` as the mDNS mode.
+pub(crate) async fn build_connection(
+    options: &PeerOptions,
+    shared: &Arc<Shared>,
+    mdns: MulticastDnsMode,
+) -> Result<impl PeerConnection + use<>, RtcError> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: 111,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(rtc_err)?;
+    for codec in VideoCodec::PREFERENCE {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec.rtp_codec(),
+                    payload_type: codec.payload_type(),
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(rtc_err)?;
+    }
+    let registry = default_interceptors(&mut media)?.with(
+        rtc::interceptor::Slot::from(14_000),
+        keyframe::KeyframeRequests::default(),
+    );
+    let settings = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        .with_multicast_dns_mode(mdns)
+        .build();
+    let ice_servers = options
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+    let udp = if options.udp_addrs.is_empty() {
+        vec!["0.0.0.0:0".to_owned()]
+    } else {
+        options.udp_addrs.clone()
+    };
+    // The builder's future is large (20 kB); box it rather than grow every caller's.
+    Box::pin(
+        PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(media)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler(shared.clone())))
+            .with_udp_addrs(udp)
+            .build(),
+    )
+    .await
+    .map_err(rtc_err)
+}

@@ -1,0 +1,323 @@
+//! The receive path of one video track, as a pure pipeline fed packets and time: packets
+//! are put back in order (`reorder`), depacketized by the track's codec, assembled into
+//! frames at the marker bit, and after a loss every frame is dropped until a keyframe, with
+//! a keyframe request at once and again every 500 ms until one comes. The driver (the
+//! track's task in `lib.rs`) feeds packets and wakes at [`VideoReceiver::deadline`]; it turns
+//! [`Received`] into events and PLIs.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+use crate::reorder::{Out, Reorder};
+use crate::{RtcError, VideoCodec, rtc_err};
+
+/// What the receive pipeline gives its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A whole frame that can be decoded.
+    Frame {
+        codec: VideoCodec,
+        data: Bytes,
+        rtp_timestamp: u32,
+    },
+    /// Packets were given up on: frames are dropped until a keyframe.
+    Lost(u32),
+    /// Ask the sender for a keyframe (PLI) now.
+    RequestKeyframe,
+}
+
+/// One received video track's pipeline.
+#[derive(Debug)]
+pub(crate) struct VideoReceiver {
+    reorder: Reorder<rtc::rtp::Packet>,
+    depacketizer: Depacketize,
+    frame: BytesMut,
+    assembly: FrameAssembly,
+}
+
+impl VideoReceiver {
+    /// The pipeline for a track of `codec` (`None`: a codec we do not have; its packets are
+    /// dropped).
+    pub fn new(codec: Option<VideoCodec>) -> Self {
+        Self {
+            reorder: Reorder::default(),
+            depacketizer: Depacketize::new(codec),
+            frame: BytesMut::new(),
+            assembly: FrameAssembly::default(),
+        }
+    }
+
+    /// When [`VideoReceiver::poll`] is due: a hole waits for its retransmission until then.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.reorder.deadline()
+    }
+
+    /// One packet arrived at `now`.
+    pub fn push(&mut self, packet: rtc::rtp::Packet, now: Instant) -> Vec<Received> {
+        let ready = self
+            .reorder
+            .push(packet.header.sequence_number, packet, now);
+        self.process(ready, now)
+    }
+
+    /// Time passed: holes past their deadline are given up.
+    pub fn poll(&mut self, now: Instant) -> Vec<Received> {
+        let ready = self.reorder.poll(now);
+        self.process(ready, now)
+    }
+
+    fn process(&mut self, ready: Vec<Out<rtc::rtp::Packet>>, now: Instant) -> Vec<Received> {
+        let mut out = Vec::new();
+        for item in ready {
+            let packet = match item {
+                Out::Packet(p) => Some(p),
+                Out::Lost(lost) => {
+                    // A frame with a hole cannot be decoded, and neither can the frames that
+                    // reference it: drop them until a keyframe, and ask for one.
+                    self.frame.clear();
+                    self.assembly.lost();
+                    out.push(Received::Lost(u32::try_from(lost).unwrap_or(u32::MAX)));
+                    None
+                }
+            };
+            // Ask for a keyframe after a loss, and again while none has come.
+            if self.assembly.needs_keyframe_request(now) {
+                out.push(Received::RequestKeyframe);
+            }
+            let Some(packet) = packet else { continue };
+            let Some(codec) = self.depacketizer.codec() else {
+                continue;
+            };
+            if let Ok(payload) = self.depacketizer.depacketize(&packet.payload) {
+                // A frame larger than any real one (a sender that never sets the marker
+                // bit): dropped, and decoding waits for a keyframe.
+                if self.frame.len() + payload.len() > MAX_FRAME_BYTES {
+                    self.frame.clear();
+                    self.assembly.lost();
+                    continue;
+                }
+                self.frame.extend_from_slice(&payload);
+            }
+            if packet.header.marker && !self.frame.is_empty() {
+                let data = self.frame.split().freeze();
+                if self.assembly.frame_complete(codec.is_keyframe(&data)) {
+                    out.push(Received::Frame {
+                        codec,
+                        data,
+                        rtp_timestamp: packet.header.timestamp,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Loss state of the video frame assembler: after lost packets, frames are dropped until a
+/// keyframe (packets arrive here in order, from [`reorder::Reorder`]).
+#[derive(Debug, Default)]
+struct FrameAssembly {
+    /// A packet was lost: frames are dropped until a keyframe.
+    broken: bool,
+    /// When a keyframe was last asked for while broken.
+    last_request: Option<Instant>,
+}
+
+/// How often a keyframe is asked for again while none arrives (the request or the keyframe
+/// itself may be lost).
+const KEYFRAME_REQUEST_REPEAT: Duration = Duration::from_millis(500);
+
+impl FrameAssembly {
+    /// Packets were lost before the next one.
+    fn lost(&mut self) {
+        self.broken = true;
+    }
+
+    /// Whether to ask for a keyframe now: at once after a loss, then every
+    /// [`KEYFRAME_REQUEST_REPEAT`] until one arrives.
+    fn needs_keyframe_request(&mut self, now: Instant) -> bool {
+        if !self.broken {
+            self.last_request = None;
+            return false;
+        }
+        if self
+            .last_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_REPEAT)
+        {
+            return false;
+        }
+        self.last_request = Some(now);
+        true
+    }
+
+    /// A frame ended: whether it can be passed to the decoder.
+    fn frame_complete(&mut self, keyframe: bool) -> bool {
+        if keyframe {
+            self.broken = false;
+        }
+        !self.broken
+    }
+}
+
+/// The largest video frame assembled (a 4K keyframe at a high bitrate is well below it).
+const MAX_FRAME_BYTES: usize = 4 << 20;
+
+/// The depacketizer of one received video track.
+#[derive(Debug)]
+enum Depacketize {
+    H264(H264Packet),
+    Vp8(Vp8Packet),
+    /// A codec we do not have: its packets are dropped.
+    None,
+}
+
+impl Depacketize {
+    fn new(codec: Option<VideoCodec>) -> Self {
+        match codec {
+            Some(VideoCodec::H264) => Self::H264(H264Packet::default()),
+            Some(VideoCodec::Vp8) => Self::Vp8(Vp8Packet::default()),
+            None => Self::None,
+        }
+    }
+
+    fn codec(&self) -> Option<VideoCodec> {
+        match self {
+            Self::H264(_) => Some(VideoCodec::H264),
+            Self::Vp8(_) => Some(VideoCodec::Vp8),
+            Self::None => None,
+        }
+    }
+
+    fn depacketize(&mut self, payload: &Bytes) -> Result<Bytes, RtcError> {
+        match self {
+            Self::H264(p) => p.depacketize(payload).map_err(rtc_err),
+            Self::Vp8(p) => p.depacketize(payload).map_err(rtc_err),
+            Self::None => Err(RtcError::NoSharedCodec),
+        }
+    }
+}
+
+/// Whether an Annex-B access unit holds an IDR slice (NAL type 5).
+pub(crate) fn has_idr(au: &[u8]) -> bool {
+    au.windows(4)
+        .any(|w| matches!(w, [0, 0, 1, nal] if nal & 0x1f == 5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembly_drops_frames_after_loss_until_a_keyframe() {
+        let mut a = FrameAssembly::default();
+        let t = Instant::now();
+        assert!(a.frame_complete(false));
+        assert!(!a.needs_keyframe_request(t));
+        // Packets lost: this frame and the next delta frame are dropped.
+        a.lost();
+        assert!(a.needs_keyframe_request(t));
+        assert!(!a.needs_keyframe_request(t + Duration::from_millis(100)));
+        // No keyframe yet: asked again.
+        assert!(a.needs_keyframe_request(t + KEYFRAME_REQUEST_REPEAT));
+        assert!(!a.frame_complete(false));
+        assert!(!a.frame_complete(false));
+        assert!(a.frame_complete(true));
+        assert!(a.frame_complete(false));
+    }
+
+    #[test]
+    fn idr_detection() {
+        assert!(has_idr(&[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 9]));
+        assert!(!has_idr(&[0, 0, 0, 1, 0x41, 1, 2, 3]));
+        assert!(!has_idr(&[]));
+    }
+
+    /// A VP8 packet: descriptor (S bit on a frame's first packet), then payload.
+    fn vp8(seq: u16, ts: u32, first: bool, marker: bool, payload: &[u8]) -> rtc::rtp::Packet {
+        let mut data = vec![if first { 0x10 } else { 0x00 }];
+        data.extend_from_slice(payload);
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                sequence_number: seq,
+                timestamp: ts,
+                marker,
+                ..Default::default()
+            },
+            payload: Bytes::from(data),
+        }
+    }
+
+    fn frames(out: &[Received]) -> Vec<(u32, usize)> {
+        out.iter()
+            .filter_map(|r| match r {
+                Received::Frame {
+                    data,
+                    rtp_timestamp,
+                    ..
+                } => Some((*rtp_timestamp, data.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_come_out_in_order_and_a_loss_waits_for_a_keyframe() {
+        let t0 = Instant::now();
+        let mut rx = VideoReceiver::new(Some(VideoCodec::Vp8));
+        // A keyframe (first byte's low bit 0) in two packets.
+        assert!(
+            rx.push(vp8(10, 1000, true, false, &[0x10, 1, 2]), t0)
+                .is_empty()
+        );
+        let out = rx.push(vp8(11, 1000, false, true, &[7; 10]), t0);
+        assert_eq!(frames(&out), vec![(1000, 13)]);
+        // Two delta frames (low bit 1), out of order: both come out, in order.
+        assert!(
+            rx.push(vp8(13, 7000, true, true, &[0x01, 6, 6]), t0)
+                .is_empty()
+        );
+        let out = rx.push(vp8(12, 4000, true, true, &[0x01, 5, 5]), t0);
+        assert_eq!(frames(&out), vec![(4000, 3), (7000, 3)]);
+        // Packet 14 never comes: 15 waits, then at the deadline the hole is given up, a
+        // keyframe asked for, and delta frames dropped.
+        assert!(
+            rx.push(vp8(15, 13_000, true, true, &[0x01, 7, 7]), t0)
+                .is_empty()
+        );
+        let deadline = rx.deadline().expect("a hole waits");
+        let out = rx.poll(deadline);
+        assert!(out.contains(&Received::Lost(1)), "{out:?}");
+        assert!(out.contains(&Received::RequestKeyframe), "{out:?}");
+        assert!(frames(&out).is_empty(), "the frame after a hole is dropped");
+        let out = rx.push(vp8(16, 16_000, true, true, &[0x01, 8, 8]), deadline);
+        assert!(out.is_empty(), "{out:?}");
+        // Still no keyframe 500 ms later: asked again.
+        let later = deadline + KEYFRAME_REQUEST_REPEAT;
+        let out = rx.push(vp8(17, 19_000, true, true, &[0x01, 8, 8]), later);
+        assert_eq!(out, vec![Received::RequestKeyframe]);
+        // The keyframe mends it.
+        let out = rx.push(vp8(18, 22_000, true, true, &[0x00, 9, 9]), later);
+        assert_eq!(frames(&out), vec![(22_000, 3)]);
+    }
+
+    #[test]
+    fn a_frame_without_an_end_is_capped_and_unknown_codecs_are_dropped() {
+        let t0 = Instant::now();
+        let mut rx = VideoReceiver::new(Some(VideoCodec::Vp8));
+        let big = vec![0u8; 1200];
+        let mut seq = 0u16;
+        // 4 MiB of packets with no marker bit: the frame is dropped, not grown.
+        for _ in 0..(MAX_FRAME_BYTES / 1200 + 10) {
+            let out = rx.push(vp8(seq, 1, seq == 0, false, &big), t0);
+            assert!(frames(&out).is_empty());
+            seq = seq.wrapping_add(1);
+        }
+        assert!(rx.frame.len() <= MAX_FRAME_BYTES);
+        let mut none = VideoReceiver::new(None);
+        assert!(frames(&none.push(vp8(0, 1, true, true, &[0, 1, 2]), t0)).is_empty());
+    }
+}

@@ -1,0 +1,57 @@
+//! One connection's counters, read from webrtc-rs's stats report.
+
+use std::time::Instant;
+
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use webrtc::peer_connection::StatsSelector;
+
+use crate::Peer;
+
+/// A snapshot of one connection's counters (cumulative; rates are the caller's differences).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Round-trip time of the selected candidate pair (STUN), in milliseconds.
+    pub rtt_ms: f64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub packets_received: u64,
+    /// Packets lost, as counted by the receiver (all inbound streams).
+    pub packets_lost: i64,
+    /// Inter-arrival jitter of the inbound audio, in milliseconds.
+    pub audio_jitter_ms: f64,
+    /// Inter-arrival jitter of the inbound video, in milliseconds.
+    pub video_jitter_ms: f64,
+    pub nacks_sent: u32,
+    pub plis_sent: u32,
+}
+
+impl Peer {
+    /// The connection's counters now.
+    pub async fn stats(&self) -> PeerStats {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let mut stats = PeerStats::default();
+        if let Some(pair) = report
+            .candidate_pairs()
+            .find(|p| p.nominated)
+            .or_else(|| report.candidate_pairs().max_by_key(|p| p.bytes_received))
+        {
+            stats.rtt_ms = pair.current_round_trip_time * 1000.0;
+            stats.bytes_sent = pair.bytes_sent;
+            stats.bytes_received = pair.bytes_received;
+        }
+        for inbound in report.inbound_rtp_streams() {
+            let received = &inbound.received_rtp_stream_stats;
+            stats.packets_received += received.packets_received;
+            stats.packets_lost += received.packets_lost;
+            // webrtc-rs reports the receiver report's jitter as is: in RTP timestamp units.
+            if received.rtp_stream_stats.kind == RtpCodecKind::Video {
+                stats.video_jitter_ms = received.jitter / 90.0;
+            } else {
+                stats.audio_jitter_ms = received.jitter / 48.0;
+            }
+            stats.nacks_sent += inbound.nack_count;
+            stats.plis_sent += inbound.pli_count;
+        }
+        stats
+    }
+}
