@@ -4,5 +4,6 @@ pub mod avsync;
 pub mod backoff;
 pub mod jitter;
 pub mod matchmaker;
+pub mod membership;
 pub mod rate;
 pub mod rooms;

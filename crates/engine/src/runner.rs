@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use liveloop_core::avsync::ClockMap;
 use liveloop_core::jitter::{JitterBuffer, Playout};
+use liveloop_core::membership::{Failed, Membership, Unlisted};
 use liveloop_media::opus::OpusDecoder;
 use liveloop_media::{AudioSource, VideoSource};
 use liveloop_proto::peer::{MAX_CHAT_CHARS, PeerMessage, PeerState};
@@ -24,17 +25,6 @@ use crate::{
 
 /// Samples in one 20 ms frame at 48 kHz.
 const FRAME: usize = 960;
-/// ICE restarts tried before a participant is given up on.
-const MAX_RESTARTS: u32 = 3;
-/// How long a connected participant the room server no longer lists keeps its call (the
-/// server may be restarting, or its connection to the server dropped; media is peer to peer).
-/// A participant that leaves on purpose says "bye" on the data channel and goes at once.
-const ABSENT_GRACE: Duration = Duration::from_secs(30);
-/// How long a participant the room server no longer lists keeps its call once the connection
-/// to it is also interrupted (ICE disconnected): a client killed or gone goes after this; a
-/// network outage that took both the signaling and the media away for a few seconds does not
-/// end the call, since both come back.
-const LOST_GRACE: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -52,8 +42,6 @@ struct Playback {
 struct Member {
     peer: Arc<Peer>,
     polite: bool,
-    connected: bool,
-    restarts: u32,
     decoder: std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>,
     /// The decoder of this participant's screen share, started with its first frame.
     screen_decoder: Option<std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>>,
@@ -72,10 +60,6 @@ struct Member {
     playback: Mutex<Playback>,
     tasks: Vec<JoinHandle<()>>,
     last: (Instant, Snapshot),
-    /// Since when the room server no longer lists this participant (the call goes on).
-    absent_since: Option<Instant>,
-    /// Since when the connection has been interrupted (ICE disconnected, not yet failed).
-    disconnected_since: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,6 +113,7 @@ pub(crate) fn start(
         session,
         events,
         members: BTreeMap::new(),
+        membership: Membership::new(),
         encoded,
         encoded_audio,
         flags,
@@ -157,6 +142,8 @@ struct Runner {
     session: Box<dyn Signaling>,
     events: mpsc::Sender<EngineEvent>,
     members: BTreeMap<String, Member>,
+    /// Who is present, absent or gone, and their grace timers.
+    membership: Membership,
     encoded: VideoOut,
     encoded_audio: broadcast::Sender<Bytes>,
     flags: Arc<MediaFlags>,
@@ -186,7 +173,7 @@ impl Runner {
     async fn update_state(&mut self) {
         let state = if self.reconnecting {
             State::Reconnecting
-        } else if self.members.values().any(|m| m.connected) {
+        } else if self.membership.any_connected() {
             State::Calling
         } else if !self.ready || (self.mode == Mode::Random && self.searching) {
             State::Connecting
@@ -431,14 +418,10 @@ impl Runner {
                 .await;
                 self.add_member(id, polite, !polite, peer_tx).await;
             }
+            // A connected participant keeps its call for a grace (`core::membership`).
             SessionEvent::PeerLeft { id }
                 if self.mode == Mode::Room
-                    && self.members.get(&id).is_some_and(|m| m.connected) =>
-            {
-                if let Some(m) = self.members.get_mut(&id) {
-                    m.absent_since.get_or_insert_with(Instant::now);
-                }
-            }
+                    && self.membership.unlisted(&id, self.epoch.elapsed()) == Unlisted::Grace => {}
             SessionEvent::PeerLeft { id } | SessionEvent::HungUp { id } => {
                 if self.members.contains_key(&id) {
                     self.remove_member(&id).await;
@@ -523,9 +506,8 @@ impl Runner {
         make_offer: bool,
         peer_tx: &mpsc::Sender<(String, PeerEvent)>,
     ) {
-        if let Some(m) = self.members.get_mut(&other) {
-            // Listed again (after a server restart or a reconnect): the call never stopped.
-            m.absent_since = None;
+        // Listed again (after a server restart or a reconnect): the call never stopped.
+        if !self.membership.join(&other) && self.members.contains_key(&other) {
             return;
         }
         let (tx, mut rx) = mpsc::channel(4096);
@@ -537,6 +519,7 @@ impl Runner {
         let peer = match Peer::new(options, tx).await {
             Ok(p) => Arc::new(p),
             Err(e) => {
+                self.membership.remove(&other);
                 self.error(ErrorKind::PeerGone, format!("peer for {other}: {e}"))
                     .await;
                 return;
@@ -585,8 +568,6 @@ impl Runner {
             Member {
                 peer,
                 polite,
-                connected: false,
-                restarts: 0,
                 decoder,
                 screen_decoder: None,
                 sending_as: None,
@@ -603,14 +584,13 @@ impl Runner {
                 }),
                 tasks,
                 last: (Instant::now(), Snapshot::default()),
-                absent_since: None,
-                disconnected_since: None,
             },
         );
     }
 
     /// Closes a participant's connection and ends every task and thread it had.
     async fn remove_member(&mut self, id: &str) {
+        self.membership.remove(id);
         if let Some(m) = self.members.remove(id) {
             for task in m.tasks.iter().chain(&m.video_tasks) {
                 task.abort();
@@ -629,11 +609,7 @@ impl Runner {
                 let _ = self.session.send(from, Outgoing::Candidate(c)).await;
             }
             PeerEvent::Connection(ConnectionState::Connected) => {
-                if let Some(m) = self.members.get_mut(from) {
-                    m.connected = true;
-                    m.restarts = 0;
-                    m.disconnected_since = None;
-                }
+                self.membership.connected(from);
                 // A new receiver needs a keyframe to start decoding the shared streams.
                 if let Some(codec) = self.members.get(from).and_then(|m| m.sending_as) {
                     self.flags.keyframe.request(codec);
@@ -650,15 +626,10 @@ impl Runner {
             PeerEvent::Connection(ConnectionState::Disconnected) => {
                 // Often a short outage: ICE comes back by itself. An absent participant whose
                 // connection stays interrupted is let go by `expire_absent`.
-                if let Some(m) = self.members.get_mut(from) {
-                    m.disconnected_since.get_or_insert_with(Instant::now);
-                }
+                self.membership.disconnected(from, self.epoch.elapsed());
             }
             PeerEvent::Connection(ConnectionState::Failed | ConnectionState::Closed)
-                if self
-                    .members
-                    .get(from)
-                    .is_some_and(|m| m.absent_since.is_some()) =>
+                if self.membership.closed_is_gone(from) =>
             {
                 // Gone from the room and now from the network too: the call is over.
                 self.remove_member(from).await;
@@ -808,26 +779,31 @@ impl Runner {
     /// A connection failed: the impolite side restarts ICE (the polite side answers the new
     /// offer); after [`MAX_RESTARTS`] the participant is given up on.
     async fn on_failed(&mut self, from: &str) {
-        let Some(m) = self.members.get_mut(from) else {
+        let Some(m) = self.members.get(from) else {
             return;
         };
-        m.connected = false;
-        m.restarts += 1;
-        let (restarts, polite, peer) = (m.restarts, m.polite, m.peer.clone());
-        if restarts > MAX_RESTARTS {
-            self.remove_member(from).await;
-            self.error(
-                ErrorKind::PeerGone,
-                format!("the connection to {from} failed"),
-            )
-            .await;
-            self.emit(EngineEvent::PeerLeft {
-                id: from.to_owned(),
-            })
-            .await;
-        } else if !polite && let Err(e) = peer.restart_ice().await {
-            self.error(ErrorKind::PeerGone, format!("ICE restart with {from}: {e}"))
+        let (polite, peer) = (m.polite, m.peer.clone());
+        match self.membership.failed(from) {
+            Failed::Gone => {
+                self.remove_member(from).await;
+                self.error(
+                    ErrorKind::PeerGone,
+                    format!("the connection to {from} failed"),
+                )
                 .await;
+                self.emit(EngineEvent::PeerLeft {
+                    id: from.to_owned(),
+                })
+                .await;
+            }
+            Failed::Restart if !polite => {
+                if let Err(e) = peer.restart_ice().await {
+                    self.error(ErrorKind::PeerGone, format!("ICE restart with {from}: {e}"))
+                        .await;
+                }
+            }
+            // The polite side waits for the impolite side's new offer.
+            Failed::Restart => {}
         }
         self.update_state().await;
     }
@@ -894,7 +870,7 @@ impl Runner {
                     let _ = peer.request_screen_keyframe().await;
                 });
             }
-            if !m.connected {
+            if !self.membership.is_connected(id) {
                 continue;
             }
             let mut pcm = vec![0.0f32; FRAME];
@@ -933,20 +909,9 @@ impl Runner {
         }
     }
 
-    /// Participants absent from the room for longer than [`ABSENT_GRACE`], or absent with
-    /// their connection interrupted for longer than [`LOST_GRACE`], are let go.
+    /// Participants whose grace ran out (`core::membership`) are let go.
     async fn expire_absent(&mut self) {
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| {
-                m.absent_since.is_some_and(|t| t.elapsed() > ABSENT_GRACE)
-                    || (m.absent_since.is_some()
-                        && m.disconnected_since
-                            .is_some_and(|t| t.elapsed() > LOST_GRACE))
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let expired = self.membership.expired(self.epoch.elapsed());
         for id in expired {
             self.remove_member(&id).await;
             self.emit(EngineEvent::PeerLeft { id }).await;
@@ -959,7 +924,7 @@ impl Runner {
     async fn report_stats(&mut self) {
         let mut peers = Vec::new();
         for (id, m) in &mut self.members {
-            if !m.connected {
+            if !self.membership.is_connected(id) {
                 continue;
             }
             let now = Snapshot {
