@@ -1,0 +1,233 @@
+//! The participants of a call: a peer, its send tasks and decoders per member, added and
+//! removed here; who is present or gone is `core::membership`'s call.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// The audio playout state of one participant (one lock: libopus state is not `Sync`).
+pub(super) struct Playback {
+    /// Packets with their RTP timestamps (lip sync needs to know what is playing).
+    pub(super) jitter: JitterBuffer<(u32, Bytes)>,
+    pub(super) opus: Option<OpusDecoder>,
+}
+
+pub(super) struct Member {
+    pub(super) peer: Arc<Peer>,
+    pub(super) polite: bool,
+    pub(super) decoder: std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>,
+    /// The decoder of this participant's screen share, started with its first frame.
+    pub(super) screen_decoder: Option<std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>>,
+    /// The codec our video goes to this participant as (from the negotiation), and the two
+    /// tasks that feed it camera and screen frames of that codec.
+    pub(super) sending_as: Option<VideoCodec>,
+    pub(super) video_tasks: Vec<JoinHandle<()>>,
+    /// What this participant's last state message said about sharing: frames that trail the
+    /// end of a share are dropped instead of starting a new decoder.
+    pub(super) screen_on: bool,
+    pub(super) screen_keyframe_needed: Arc<AtomicBool>,
+    pub(super) counters: Arc<DecodeCounters>,
+    pub(super) sync: Arc<SyncState>,
+    pub(super) keyframe_needed: Arc<AtomicBool>,
+    pub(super) video_losses: AtomicU64,
+    pub(super) playback: Mutex<Playback>,
+    pub(super) tasks: Vec<JoinHandle<()>>,
+    pub(super) last: (Instant, Snapshot),
+}
+
+impl Runner {
+    pub(super) async fn drop_all_members(&mut self) {
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            self.remove_member(&id).await;
+            self.emit(EngineEvent::PeerLeft { id }).await;
+        }
+    }
+
+    pub(super) async fn add_member(
+        &mut self,
+        other: String,
+        polite: bool,
+        make_offer: bool,
+        peer_tx: &mpsc::Sender<(String, PeerEvent)>,
+    ) {
+        // Listed again (after a server restart or a reconnect): the call never stopped.
+        if !self.membership.join(&other) && self.members.contains_key(&other) {
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(4096);
+        let options = PeerOptions {
+            polite,
+            udp_addrs: self.config.udp_addrs.clone(),
+            ice_servers: self.config.ice_servers.clone(),
+        };
+        let peer = match Peer::new(options, tx).await {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                self.membership.remove(&other);
+                self.error(ErrorKind::PeerGone, format!("peer for {other}: {e}"))
+                    .await;
+                return;
+            }
+        };
+        let mut tasks = Vec::new();
+        // Forward this peer's events, tagged, to the loop.
+        let (fwd, name) = (peer_tx.clone(), other.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if fwd.send((name.clone(), ev)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        // Audio from the shared encoder (sends fail, harmlessly, before negotiation); video
+        // once the negotiation said in which codec (`PeerEvent::SendVideoAs`).
+        let (sender, mut packets) = (peer.clone(), self.encoded_audio.subscribe());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match packets.recv().await {
+                    Ok(p) => {
+                        let _ = sender.send_audio(p, Duration::from_millis(20)).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }));
+        let counters = Arc::new(DecodeCounters::default());
+        let keyframe_needed = Arc::new(AtomicBool::new(false));
+        let sync = Arc::new(SyncState::default());
+        let decoder = media::start_decoder(
+            other.clone(),
+            self.events.clone(),
+            counters.clone(),
+            keyframe_needed.clone(),
+            sync.clone(),
+        );
+        if make_offer && let Err(e) = peer.start_offer().await {
+            self.error(ErrorKind::Signaling, format!("offer to {other}: {e}"))
+                .await;
+        }
+        self.members.insert(
+            other,
+            Member {
+                peer,
+                polite,
+                decoder,
+                screen_decoder: None,
+                sending_as: None,
+                video_tasks: Vec::new(),
+                screen_on: false,
+                screen_keyframe_needed: Arc::new(AtomicBool::new(false)),
+                counters,
+                sync,
+                keyframe_needed,
+                video_losses: AtomicU64::new(0),
+                playback: Mutex::new(Playback {
+                    jitter: JitterBuffer::new(48_000, Duration::from_millis(20)),
+                    opus: OpusDecoder::new().ok(),
+                }),
+                tasks,
+                last: (Instant::now(), Snapshot::default()),
+            },
+        );
+    }
+
+    /// Closes a participant's connection and ends every task and thread it had.
+    pub(super) async fn remove_member(&mut self, id: &str) {
+        self.membership.remove(id);
+        if let Some(m) = self.members.remove(id) {
+            for task in m.tasks.iter().chain(&m.video_tasks) {
+                task.abort();
+            }
+            let _ = m.peer.close().await;
+            // Dropping `m` drops the decoder's sender: its thread ends.
+        }
+    }
+
+    /// The negotiation with `from` chose `codec` for our video: its camera and screen frames
+    /// come from that codec's shared encoders from now on (an encoder runs while some peer
+    /// takes its codec), starting with a keyframe.
+    pub(super) fn send_video_as(&mut self, from: &str, codec: VideoCodec) {
+        let Some(m) = self.members.get_mut(from) else {
+            return;
+        };
+        if m.sending_as == Some(codec) {
+            return;
+        }
+        for task in m.video_tasks.drain(..) {
+            task.abort();
+        }
+        m.sending_as = Some(codec);
+        for screen in [false, true] {
+            let out = if screen {
+                &self.encoded_screen
+            } else {
+                &self.encoded
+            };
+            let (sender, mut frames) = (m.peer.clone(), out.of(codec).subscribe());
+            m.video_tasks.push(tokio::spawn(async move {
+                loop {
+                    match frames.recv().await {
+                        Ok(v) => {
+                            let _ = if screen {
+                                sender.send_screen(codec, v.data, v.duration).await
+                            } else {
+                                sender.send_video(codec, v.data, v.duration).await
+                            };
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }));
+        }
+        self.flags.keyframe.request(codec);
+        if let Some(screen) = &self.screen {
+            screen.keyframe.request(codec);
+        }
+    }
+
+    /// A connection failed: the impolite side restarts ICE (the polite side answers the new
+    /// offer); after [`MAX_RESTARTS`] the participant is given up on.
+    pub(super) async fn on_failed(&mut self, from: &str) {
+        let Some(m) = self.members.get(from) else {
+            return;
+        };
+        let (polite, peer) = (m.polite, m.peer.clone());
+        match self.membership.failed(from) {
+            Failed::Gone => {
+                self.remove_member(from).await;
+                self.error(
+                    ErrorKind::PeerGone,
+                    format!("the connection to {from} failed"),
+                )
+                .await;
+                self.emit(EngineEvent::PeerLeft {
+                    id: from.to_owned(),
+                })
+                .await;
+            }
+            Failed::Restart if !polite => {
+                if let Err(e) = peer.restart_ice().await {
+                    self.error(ErrorKind::PeerGone, format!("ICE restart with {from}: {e}"))
+                        .await;
+                }
+            }
+            // The polite side waits for the impolite side's new offer.
+            Failed::Restart => {}
+        }
+        self.update_state().await;
+    }
+
+    /// Participants whose grace ran out (`core::membership`) are let go.
+    pub(super) async fn expire_absent(&mut self) {
+        let expired = self.membership.expired(self.epoch.elapsed());
+        for id in expired {
+            self.remove_member(&id).await;
+            self.emit(EngineEvent::PeerLeft { id }).await;
+        }
+        if !self.members.is_empty() {
+            self.update_state().await;
+        }
+    }
+}
