@@ -475,10 +475,6 @@ async fn forward(
     // A test call: round trips of our own stamped frames, reported once a second.
     let mut round_trips: Vec<u32> = Vec::new();
     let mut reported = std::time::Instant::now();
-    // The active speaker: the loudest participant over the last 300 ms, when above a whisper.
-    let mut loudness: std::collections::HashMap<String, f32> = std::collections::HashMap::new();
-    let mut speaking: Option<String> = None;
-    let mut judged = std::time::Instant::now();
     while let Some(ev) = events.recv().await {
         recording.with(|r| r.on_event(&ev));
         match &ev {
@@ -505,20 +501,6 @@ async fn forward(
             EngineEvent::AudioPlayout { from, pcm } => {
                 if let Some(s) = &speaker {
                     let _ = s.send((stream_id(from), pcm.clone()));
-                }
-                let energy = pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32;
-                *loudness.entry(from.clone()).or_default() += energy;
-                if judged.elapsed() >= Duration::from_millis(300) {
-                    judged = std::time::Instant::now();
-                    let loudest = loudness
-                        .drain()
-                        .filter(|(_, e)| *e > 15.0 * 1e-4) // about -40 dBFS over 15 frames
-                        .max_by(|a, b| a.1.total_cmp(&b.1))
-                        .map(|(id, _)| id);
-                    if loudest != speaking {
-                        speaking = loudest;
-                        app.emit(json!({"event": "speaking", "id": speaking}));
-                    }
                 }
                 continue;
             }

@@ -7,3 +7,4 @@ pub mod matchmaker;
 pub mod membership;
 pub mod rate;
 pub mod rooms;
+pub mod speaker;

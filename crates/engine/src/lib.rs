@@ -251,6 +251,11 @@ pub enum EngineEvent {
         from: String,
         pcm: Vec<f32>,
     },
+    /// The active speaker changed (`None`: nobody is speaking): the loudest participant
+    /// over the last 300 ms, above a whisper (`core::speaker`).
+    Speaking {
+        id: Option<String>,
+    },
     /// Every participant's call figures.
     Stats(CallStats),
     Error {
@@ -304,6 +309,7 @@ impl EngineEvent {
                 })
             }
             Self::Stats(stats) => json!({"event": "stats", "peers": stats.peers}),
+            Self::Speaking { id } => json!({"event": "speaking", "id": id}),
             Self::Error { kind, message } => {
                 json!({"event": "error", "kind": kind.as_str(), "message": message})
             }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use liveloop_core::avsync::ClockMap;
 use liveloop_core::jitter::{JitterBuffer, Playout};
 use liveloop_core::membership::{Failed, Membership, Unlisted};
+use liveloop_core::speaker::ActiveSpeaker;
 use liveloop_media::opus::OpusDecoder;
 use liveloop_media::{AudioSource, VideoSource};
 use liveloop_proto::peer::{MAX_CHAT_CHARS, PeerMessage, PeerState};
@@ -88,6 +89,7 @@ pub(crate) fn start(
         events,
         members: BTreeMap::new(),
         membership: Membership::new(),
+        speaker: ActiveSpeaker::new(),
         encoded,
         encoded_audio,
         flags,
@@ -118,6 +120,8 @@ struct Runner {
     members: BTreeMap<String, Member>,
     /// Who is present, absent or gone, and their grace timers.
     membership: Membership,
+    /// Who is speaking (from the played-out audio).
+    speaker: ActiveSpeaker,
     encoded: VideoOut,
     encoded_audio: broadcast::Sender<Bytes>,
     flags: Arc<MediaFlags>,

@@ -135,6 +135,9 @@ impl Runner {
     /// Closes a participant's connection and ends every task and thread it had.
     pub(super) async fn remove_member(&mut self, id: &str) {
         self.membership.remove(id);
+        if let Some(change) = self.speaker.left(id) {
+            let _ = self.events.try_send(EngineEvent::Speaking { id: change });
+        }
         if let Some(m) = self.members.remove(id) {
             for task in m.tasks.iter().chain(&m.video_tasks) {
                 task.abort();

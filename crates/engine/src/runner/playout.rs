@@ -12,6 +12,7 @@ impl Runner {
     /// decoders that lost their way.
     pub(super) async fn play_out(&mut self) {
         let now = self.epoch.elapsed();
+        let mut speaking = None;
         for (id, m) in &self.members {
             if m.keyframe_needed.swap(false, Ordering::Relaxed) {
                 let peer = m.peer.clone();
@@ -56,11 +57,17 @@ impl Runner {
                 }
             }
             pcm.resize(FRAME, 0.0);
+            if let Some(change) = self.speaker.observe(id, &pcm, now) {
+                speaking = Some(change);
+            }
             // Lossy on purpose: a consumer that stalls loses audio, not the call.
             let _ = self.events.try_send(EngineEvent::AudioPlayout {
                 from: id.clone(),
                 pcm,
             });
+        }
+        if let Some(id) = speaking {
+            self.emit(EngineEvent::Speaking { id }).await;
         }
     }
 
