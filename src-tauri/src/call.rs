@@ -8,15 +8,17 @@ use std::time::Duration;
 use liveloop_engine::echo::echo_media;
 use liveloop_engine::recording::{Recorder, RecordingOptions};
 use liveloop_engine::{
-    AudioTap, Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, Media, join_room_with,
+    AudioTap, Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, join_room_with,
     random_chat,
 };
-use liveloop_media::{AudioSource, VideoSource};
 use serde_json::json;
 use tauri::{AppHandle, Emitter};
 use tokio::sync::Mutex;
 
 use crate::AppError;
+pub use crate::devices::Devices;
+use crate::devices::{media, start_speaker, stream_id};
+pub use crate::names::{member_id, new_room_name, recording_file_name};
 use crate::video::VideoHub;
 
 /// The call in progress, if any, and the in-process echo peer of a test call.
@@ -54,37 +56,6 @@ pub struct RecordingSaved {
     pub bytes: u64,
 }
 
-/// `LiveLoop <title> <YYYY-MM-DD HH.MM.SS>.mkv` (UTC; characters that are awkward in file
-/// names become `-`).
-#[must_use]
-pub fn recording_file_name(title: &str, unix_secs: u64) -> String {
-    let safe: String = title
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    // A time past year 9999 (which i64 seconds cannot hold as a date) reads as the epoch.
-    let at = i64::try_from(unix_secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "LiveLoop {safe} {:04}-{:02}-{:02} {:02}.{:02}.{:02}.mkv",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
-}
-
 pub use liveloop_proto::link::{RoomLink, rooms_ws_url, share_link};
 
 /// Parses a room link ([`liveloop_proto::link::parse_link`]).
@@ -93,116 +64,6 @@ pub use liveloop_proto::link::{RoomLink, rooms_ws_url, share_link};
 /// [`AppError::InvalidLink`] saying what is wrong.
 pub fn parse_link(text: &str) -> Result<RoomLink, AppError> {
     liveloop_proto::link::parse_link(text).map_err(|e| AppError::InvalidLink(e.to_string()))
-}
-
-/// A fresh room name people can read out: three letters groups, e.g. `kfd-xqa-pwe`.
-#[must_use]
-pub fn new_room_name() -> String {
-    let group = || -> String {
-        (0..3)
-            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
-            .collect()
-    };
-    format!("{}-{}-{}", group(), group(), group())
-}
-
-/// A member id from the display name: its safe characters plus a random suffix (ids are unique
-/// in a room; names are shown from the data channel).
-#[must_use]
-pub fn member_id(name: &str) -> String {
-    let base: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(20)
-        .collect();
-    let base = if base.is_empty() {
-        "guest".into()
-    } else {
-        base
-    };
-    format!("{base}-{:04x}", rand::random::<u16>())
-}
-
-/// The devices the app sends from. `LIVELOOP_VIDEO` / `LIVELOOP_AUDIO` choose synthetic or
-/// file media instead (`synthetic[:WxH@FPS]`, a .y4m or .wav file, `none`), for demos and tests
-/// on machines without a camera or microphone. With no device, a call goes on without it.
-pub(crate) fn media(devices: &Devices, notes: &mut Vec<String>) -> Media {
-    let video: Option<Box<dyn VideoSource>> = match std::env::var("LIVELOOP_VIDEO") {
-        Ok(spec) => match liveloop_media::spec::video_source(&spec) {
-            Ok(v) => v,
-            Err(e) => {
-                notes.push(format!("LIVELOOP_VIDEO: {e}"));
-                None
-            }
-        },
-        Err(_) => match liveloop_media::device::camera::Camera::open(chosen(&devices.camera)) {
-            Ok(c) => Some(Box::new(c)),
-            Err(e) => {
-                notes.push(format!("No camera: {e}. Others see your name instead."));
-                None
-            }
-        },
-    };
-    let audio: Option<Box<dyn AudioSource>> = match std::env::var("LIVELOOP_AUDIO") {
-        Ok(spec) => match liveloop_media::spec::audio_source(&spec) {
-            Ok(a) => a,
-            Err(e) => {
-                notes.push(format!("LIVELOOP_AUDIO: {e}"));
-                None
-            }
-        },
-        Err(_) => {
-            match liveloop_media::device::audio::Microphone::open(chosen(&devices.microphone)) {
-                Ok(m) => Some(Box::new(m)),
-                Err(e) => {
-                    notes.push(format!("No microphone: {e}. You are muted."));
-                    None
-                }
-            }
-        }
-    };
-    Media { video, audio }
-}
-
-/// The devices chosen in Settings (empty ids: the system default).
-#[derive(Debug, Clone, Default)]
-pub struct Devices {
-    pub camera: String,
-    pub microphone: String,
-    pub speaker: String,
-}
-
-fn chosen(id: &str) -> Option<&str> {
-    (!id.is_empty()).then_some(id)
-}
-
-/// The speaker thread: cpal streams stay on the thread that made them.
-fn start_speaker(id: String) -> Option<std::sync::mpsc::Sender<(u64, Vec<f32>)>> {
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<f32>)>();
-    let spawned = std::thread::Builder::new()
-        .name("speaker".into())
-        .spawn(move || {
-            let speaker = match liveloop_media::device::audio::Speaker::open(chosen(&id)) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "no speaker; call audio is not played");
-                    // Drain so senders never block.
-                    while rx.recv().is_ok() {}
-                    return;
-                }
-            };
-            while let Ok((stream, pcm)) = rx.recv() {
-                speaker.push(stream, &pcm);
-            }
-        });
-    spawned.ok().map(|_| tx)
-}
-
-/// Stable small numbers for the speaker's per-participant streams.
-fn stream_id(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// What starting a call tells the UI.
@@ -519,18 +380,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recording_names_say_when_and_where() {
-        assert_eq!(
-            recording_file_name("team-42", 1_795_329_997),
-            "LiveLoop team-42 2026-11-22 06.46.37.mkv"
-        );
-        assert_eq!(
-            recording_file_name("a/b:c", 0),
-            "LiveLoop a-b-c 1970-01-01 00.00.00.mkv"
-        );
-    }
-
-    #[test]
     fn links_are_parsed_by_proto_with_the_apps_error() {
         assert_eq!(
             parse_link("https://calls.example/r/standup")
@@ -542,17 +391,5 @@ mod tests {
             parse_link("two words"),
             Err(AppError::InvalidLink(m)) if m.contains("two words")
         ));
-    }
-
-    #[test]
-    fn urls_ids_and_names() {
-        let id = member_id("Ann Lee!");
-        assert!(id.starts_with("AnnLee-") && id.len() == 11, "{id}");
-        assert!(member_id("!!!").starts_with("guest-"));
-        let room = new_room_name();
-        assert!(
-            liveloop_proto::is_valid_id(&room) && room.len() == 11,
-            "{room}"
-        );
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod call;
 mod commands;
+mod devices;
 mod error;
+mod names;
 pub mod preview;
 mod settings;
 pub mod video;

@@ -10,7 +10,7 @@ use liveloop_media::VideoFrame;
 use tauri::{AppHandle, Emitter};
 
 use crate::AppError;
-use crate::call::{Devices, media};
+use crate::devices::{Devices, media};
 use crate::video::VideoHub;
 
 /// The running check, if any.
