@@ -1,6 +1,15 @@
 //! Camera pixel formats to I420: YUYV (4:2:2 packed), NV12 (4:2:0 semi-planar), MJPEG, RGB.
+//! Colour conversion is the `yuv` crate's; JPEG decoding is zune-jpeg's (what `image` uses).
 
-use crate::convert::rgba_to_i420;
+use yuv::{
+    BufferStoreMut, YuvConversionMode, YuvPackedImage, YuvPlanarImageMut, YuvRange,
+    YuvStandardMatrix,
+};
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
 use crate::{MediaError, VideoFrame};
 
 fn check(len: usize, need: usize, what: &str) -> Result<(), MediaError> {
@@ -12,7 +21,7 @@ fn check(len: usize, need: usize, what: &str) -> Result<(), MediaError> {
     Ok(())
 }
 
-/// YUYV (Y0 U Y1 V per two pixels) → I420, averaging chroma of line pairs.
+/// YUYV (Y0 U Y1 V per two pixels) → I420 (the `yuv` crate's SIMD conversion).
 ///
 /// # Errors
 /// When the buffer is short or a side is odd or zero.
@@ -22,29 +31,36 @@ pub fn yuyv_to_i420(src: &[u8], width: u32, height: u32) -> Result<VideoFrame, M
     }
     let (w, h) = (width as usize, height as usize);
     check(src.len(), w * h * 2, "YUYV")?;
+    let packed = YuvPackedImage {
+        yuy: src.get(..w * h * 2).unwrap_or_default(),
+        yuy_stride: width * 2,
+        width,
+        height,
+    };
     let mut frame = VideoFrame::blank(width, height);
-    let (y, u, v) = frame.planes_mut();
-    for row in 0..h {
-        let line = src.get(row * w * 2..(row + 1) * w * 2).unwrap_or_default();
-        for (i, px) in line.chunks_exact(4).enumerate() {
-            if let [y0, cb, y1, cr] = *px {
-                if let Some(out) = y.get_mut(row * w + 2 * i..row * w + 2 * i + 2) {
-                    out.copy_from_slice(&[y0, y1]);
-                }
-                let ci = (row / 2) * (w / 2) + i;
-                if let (Some(pu), Some(pv)) = (u.get_mut(ci), v.get_mut(ci)) {
-                    if row % 2 == 0 {
-                        *pu = cb;
-                        *pv = cr;
-                    } else {
-                        *pu = ((u16::from(*pu) + u16::from(cb)) / 2) as u8;
-                        *pv = ((u16::from(*pv) + u16::from(cr)) / 2) as u8;
-                    }
-                }
-            }
-        }
+    {
+        let mut planar = planar(&mut frame);
+        yuv::yuyv422_to_yuv420(&mut planar, &packed)
+            .map_err(|e| MediaError::InvalidFrame(format!("YUYV: {e}")))?;
     }
     Ok(frame)
+}
+
+/// The planes of an I420 frame as the `yuv` crate's destination.
+fn planar(frame: &mut VideoFrame) -> YuvPlanarImageMut<'_, u8> {
+    let (width, height) = (frame.width, frame.height);
+    let cw = width.div_ceil(2);
+    let (y, u, v) = frame.planes_mut();
+    YuvPlanarImageMut {
+        y_plane: BufferStoreMut::Borrowed(y),
+        y_stride: width,
+        u_plane: BufferStoreMut::Borrowed(u),
+        u_stride: cw,
+        v_plane: BufferStoreMut::Borrowed(v),
+        v_stride: cw,
+        width,
+        height,
+    }
 }
 
 /// NV12 (Y plane, then interleaved UV at half resolution) → I420.
@@ -71,43 +87,89 @@ pub fn nv12_to_i420(src: &[u8], width: u32, height: u32) -> Result<VideoFrame, M
     Ok(frame)
 }
 
-/// Packed RGB (3 bytes a pixel) → I420.
+/// Packed RGB (3 bytes a pixel) → I420 (BT.601, limited range, as the rest of the pipeline).
 ///
 /// # Errors
-/// When the buffer is short.
+/// When the buffer is short or a side is zero.
 pub fn rgb_to_i420(src: &[u8], width: u32, height: u32) -> Result<VideoFrame, MediaError> {
+    if width == 0 || height == 0 {
+        return Err(MediaError::InvalidFrame(format!("RGB {width}x{height}")));
+    }
     let n = width as usize * height as usize;
     check(src.len(), n * 3, "RGB")?;
-    let rgba: Vec<u8> = src
-        .chunks_exact(3)
-        .take(n)
-        .flat_map(|p| match *p {
-            [r, g, b] => [r, g, b, 255],
-            _ => [0, 0, 0, 255],
-        })
-        .collect();
-    rgba_to_i420(&rgba, width, height)
+    let mut frame = VideoFrame::blank(width, height);
+    {
+        let mut planar = planar(&mut frame);
+        yuv::rgb_to_yuv420(
+            &mut planar,
+            src.get(..n * 3).unwrap_or_default(),
+            width * 3,
+            YuvRange::Limited,
+            YuvStandardMatrix::Bt601,
+            YuvConversionMode::Balanced,
+        )
+        .map_err(|e| MediaError::InvalidFrame(format!("RGB: {e}")))?;
+    }
+    Ok(frame)
 }
 
-/// MJPEG (one JPEG per frame) → I420.
+/// MJPEG (one JPEG per frame) → I420. The JPEG is decoded straight to YCbCr (zune-jpeg), not
+/// to RGB and back: only the chroma is subsampled (2x2 averages). An odd last row or column
+/// is dropped (the encoders want even sizes).
 ///
 /// # Errors
 /// When the JPEG does not decode.
 pub fn mjpeg_to_i420(src: &[u8]) -> Result<VideoFrame, MediaError> {
-    let img = image::load_from_memory_with_format(src, image::ImageFormat::Jpeg)
-        .map_err(|e| MediaError::InvalidFrame(format!("MJPEG: {e}")))?
-        .into_rgba8();
-    let (w, h) = img.dimensions();
-    // H.264 wants even sizes: drop an odd last row or column.
+    let bad = |e: &dyn std::fmt::Display| MediaError::InvalidFrame(format!("MJPEG: {e}"));
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::YCbCr);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(src), options);
+    let ycc = decoder.decode().map_err(|e| bad(&e))?;
+    let (w, h) = decoder
+        .dimensions()
+        .ok_or_else(|| bad(&"no picture size"))?;
     let (ew, eh) = (w & !1, h & !1);
-    let rgba = if (ew, eh) == (w, h) {
-        img.into_raw()
-    } else {
-        image::imageops::crop_imm(&img, 0, 0, ew, eh)
-            .to_image()
-            .into_raw()
+    if ew == 0 || eh == 0 {
+        return Err(bad(&format!("{w}x{h}")));
+    }
+    check(ycc.len(), w * h * 3, "MJPEG")?;
+    let width = u32::try_from(ew).map_err(|e| bad(&e))?;
+    let height = u32::try_from(eh).map_err(|e| bad(&e))?;
+    let mut frame = VideoFrame::blank(width, height);
+    let (y, u, v) = frame.planes_mut();
+    let px = |row: usize, col: usize| {
+        let i = (row * w + col) * 3;
+        ycc.get(i..i + 3).unwrap_or(&[16, 128, 128])
     };
-    rgba_to_i420(&rgba, ew, eh)
+    for row in 0..eh {
+        for col in 0..ew {
+            if let (Some(out), Some(&l)) = (y.get_mut(row * ew + col), px(row, col).first()) {
+                *out = l;
+            }
+        }
+    }
+    for row in 0..eh / 2 {
+        for col in 0..ew / 2 {
+            let quad = [
+                px(2 * row, 2 * col),
+                px(2 * row, 2 * col + 1),
+                px(2 * row + 1, 2 * col),
+                px(2 * row + 1, 2 * col + 1),
+            ];
+            let avg = |k: usize| {
+                let sum: u16 = quad
+                    .iter()
+                    .map(|p| u16::from(p.get(k).copied().unwrap_or(128)))
+                    .sum();
+                ((sum + 2) / 4) as u8
+            };
+            let ci = row * (ew / 2) + col;
+            if let (Some(pu), Some(pv)) = (u.get_mut(ci), v.get_mut(ci)) {
+                *pu = avg(1);
+                *pv = avg(2);
+            }
+        }
+    }
+    Ok(frame)
 }
 
 #[cfg(test)]
