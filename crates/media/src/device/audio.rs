@@ -5,7 +5,6 @@
 //! most one second in a ring, dropping the oldest: audio never blocks the capture thread.
 //! Playout pulls 48 kHz mono from a [`Mixer`] and copies it to every output channel.
 
-use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -142,15 +141,19 @@ fn on_stream_error(
     }
 }
 
-#[derive(Debug, Default)]
-struct Ring {
-    samples: VecDeque<f32>,
-}
+/// Capture samples queued at most (1 s) between the callback and the capture thread: the
+/// callback never blocks and never allocates; past this it drops what it captured (the
+/// reader is a second behind and catches up, see [`MAX_CAPTURE_LAG`]).
+const CAPTURE_RING: usize = SAMPLE_RATE as usize;
+/// A reader further behind than this skips the oldest samples: capture → send latency stays
+/// bounded after a stall (the previous samples are stale for a live call).
+const MAX_CAPTURE_LAG: usize = SAMPLE_RATE as usize / 5;
 
 /// An open microphone: an [`AudioSource`] of 48 kHz mono.
 pub struct Microphone {
     _stream: cpal::Stream,
-    ring: Arc<(Mutex<Ring>, Condvar)>,
+    /// Filled by the capture callback (wait-free SPSC ring).
+    ring: rtrb::Consumer<f32>,
     lost: Arc<(Mutex<bool>, Condvar)>,
     name: String,
     events: Receiver<DeviceEvent>,
@@ -180,22 +183,22 @@ impl Microphone {
             buffer_size: BufferSize::Default,
         };
         let mut convert = ToMono48k::new(config.sample_rate, config.channels)?;
-        let ring = Arc::new((Mutex::new(Ring::default()), Condvar::new()));
+        let (mut producer, ring) = rtrb::RingBuffer::<f32>::new(CAPTURE_RING);
         let lost = Arc::new((Mutex::new(false), Condvar::new()));
         let (tx, events) = channel();
-        let ring_cb = ring.clone();
-        let mut scratch = Vec::new();
+        // Sized for a large device buffer up front, so the callback does not allocate.
+        let mut scratch = Vec::with_capacity(SAMPLE_RATE as usize / 10);
         let stream = device
             .build_input_stream::<f32, _, _>(
                 config,
                 move |data: &[f32], _| {
                     scratch.clear();
                     convert.push(data, &mut scratch);
-                    let mut r = lock(&ring_cb.0);
-                    r.samples.extend(scratch.iter());
-                    let excess = r.samples.len().saturating_sub(SAMPLE_RATE as usize);
-                    r.samples.drain(..excess);
-                    ring_cb.1.notify_all();
+                    // A full ring (the reader a second behind) drops what does not fit.
+                    let n = scratch.len().min(producer.slots());
+                    if let Ok(chunk) = producer.write_chunk_uninit(n) {
+                        chunk.fill_from_iter(scratch.iter().copied());
+                    }
                 },
                 on_stream_error(KIND, name.clone(), tx, lost.clone()),
                 None,
@@ -225,12 +228,20 @@ impl Microphone {
 }
 
 impl AudioSource for Microphone {
-    /// Blocks until `out.len()` samples are captured (at most 2 s).
+    /// Blocks until `out.len()` samples are captured (at most 2 s). The ring is polled (every
+    /// millisecond or two) rather than signalled: the callback must not take a lock or make a
+    /// system call.
     fn read(&mut self, out: &mut [f32]) -> Result<(), MediaError> {
-        let (ring, ready) = &*self.ring;
-        let mut r = lock(ring);
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while r.samples.len() < out.len() {
+        // Behind after a stall: the oldest samples are dropped.
+        let excess = self
+            .ring
+            .slots()
+            .saturating_sub(MAX_CAPTURE_LAG.max(out.len()));
+        if let Ok(stale) = self.ring.read_chunk(excess) {
+            stale.commit_all();
+        }
+        while self.ring.slots() < out.len() {
             if *lock(&self.lost.0) {
                 return Err(MediaError::DeviceLost {
                     kind: "microphone",
@@ -244,15 +255,22 @@ impl AudioSource for Microphone {
                     message: format!("{} delivered nothing for 2 s", self.name),
                 });
             }
-            r = ready
-                .wait_timeout(r, left.min(Duration::from_millis(100)))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            // Wait about as long as the missing samples take to arrive.
+            let missing = out.len() - self.ring.slots();
+            let wait = Duration::from_micros(
+                (missing as u64 * 1_000_000 / u64::from(SAMPLE_RATE)).max(1000),
+            );
+            std::thread::sleep(wait.min(left).min(Duration::from_millis(10)));
         }
-        let n = out.len();
-        for (o, s) in out.iter_mut().zip(r.samples.drain(..n)) {
-            *o = s;
+        let chunk = self
+            .ring
+            .read_chunk(out.len())
+            .map_err(|e| err("microphone", e))?;
+        let (first, second) = chunk.as_slices();
+        for (o, s) in out.iter_mut().zip(first.iter().chain(second)) {
+            *o = *s;
         }
+        chunk.commit_all();
         Ok(())
     }
 }
