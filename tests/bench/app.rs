@@ -14,65 +14,40 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use liveloop_e2e::{ChildGuard, wait_for, workspace_bin};
+use liveloop_engine::meter::Meter;
 use liveloop_server::embedded;
 use serde_json::{Value, json};
 
-/// Ticks per second of /proc's CPU times.
-const HZ: f64 = 100.0;
-
-fn proc_stat(pid: u32) -> Option<(String, u32, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(") ")?;
-    let name = head.split_once(" (")?.1.to_owned();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ppid = f.get(1)?.parse().ok()?;
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some((name, ppid, ticks))
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// The app process (named `liveloop`) and every process below it (the webview's).
 fn app_processes() -> Vec<(u32, String)> {
-    let mut all: Vec<(u32, String, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
-            && let Some((name, ppid, _)) = proc_stat(pid)
-        {
-            all.push((pid, name, ppid));
-        }
-    }
-    let mut found: Vec<(u32, String)> = all
-        .iter()
-        .filter(|(_, name, _)| name == "liveloop")
-        .map(|(pid, name, _)| (*pid, name.clone()))
-        .collect();
-    let mut i = 0;
-    while let Some((parent, _)) = found.get(i).cloned() {
-        for (pid, name, ppid) in &all {
-            if *ppid == parent && !found.iter().any(|(p, _)| p == pid) {
-                found.push((*pid, name.clone()));
+    let mut meter = Meter::new();
+    let all = meter.processes();
+    let mut found = Vec::new();
+    for (root, _, _) in all.iter().filter(|(_, _, name)| name == "liveloop") {
+        for pid in meter.tree(*root, false) {
+            if let Some((_, _, name)) = all.iter().find(|(p, _, _)| *p == pid)
+                && !found.iter().any(|(p, _)| *p == pid)
+            {
+                found.push((pid, name.clone()));
             }
         }
-        i += 1;
     }
     found
 }
 
-fn cpu_ticks(procs: &[(u32, String)]) -> HashMap<u32, f64> {
+/// CPU time used so far (seconds) per process.
+fn cpu_seconds(procs: &[(u32, String)]) -> HashMap<u32, f64> {
+    let mut meter = Meter::new();
     procs
         .iter()
-        .filter_map(|(pid, _)| Some((*pid, proc_stat(*pid)?.2)))
+        .filter_map(|(pid, _)| Some((*pid, meter.sample(*pid)?.cpu_time.as_secs_f64())))
         .collect()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    Meter::new()
+        .sample(pid)
+        .map_or(0.0, |s| s.rss_bytes as f64 / (1024.0 * 1024.0))
 }
 
 #[tokio::main]
@@ -122,9 +97,9 @@ async fn main() -> Result<()> {
     // Warm up, then measure.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let procs = app_processes();
-    let (before, t0, cpu0) = (tiles()?, Instant::now(), cpu_ticks(&procs));
+    let (before, t0, cpu0) = (tiles()?, Instant::now(), cpu_seconds(&procs));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (after, elapsed, cpu1) = (tiles()?, t0.elapsed().as_secs_f64(), cpu_ticks(&procs));
+    let (after, elapsed, cpu1) = (tiles()?, t0.elapsed().as_secs_f64(), cpu_seconds(&procs));
     println!("1:1 call, both sides sending {video}, measured over {elapsed:.1} s");
     println!("| figure | value |");
     println!("| --- | --- |");
@@ -147,8 +122,7 @@ async fn main() -> Result<()> {
     let mut total_cpu = 0.0;
     let mut total_rss = 0.0;
     for (pid, name) in &procs {
-        let cpu =
-            (cpu1.get(pid).unwrap_or(&0.0) - cpu0.get(pid).unwrap_or(&0.0)) / HZ / elapsed * 100.0;
+        let cpu = (cpu1.get(pid).unwrap_or(&0.0) - cpu0.get(pid).unwrap_or(&0.0)) / elapsed * 100.0;
         let rss = rss_mb(*pid);
         total_cpu += cpu;
         total_rss += rss;

@@ -32,6 +32,7 @@ use liveloop_e2e::browser::{Browser, BrowserOptions};
 use liveloop_e2e::cli_peer::CliPeer;
 use liveloop_e2e::netlab::{Impairment, NetLab, root_addr};
 use liveloop_e2e::{ChildGuard, free_port, workspace_bin};
+use liveloop_engine::meter::Meter as ProcMeter;
 use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice, find_marks};
 use serde_json::{Value, json};
 
@@ -125,70 +126,36 @@ fn mean(v: &[f64]) -> Option<f64> {
 // ---------------------------------------------------------------------------------------------
 // Processes: CPU and memory of a client (its whole process tree).
 
-fn children_map() -> HashMap<u32, Vec<u32>> {
-    let mut map: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            map.entry(ppid).or_default().push(pid);
-        }
-    }
-    map
-}
-
 /// `root` and its descendants; `skip_root` leaves out the root itself (the browser driver).
 fn tree(root: u32, skip_root: bool) -> Vec<u32> {
-    let map = children_map();
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        if p != root || !skip_root {
-            out.push(p);
-        }
-        if let Some(kids) = map.get(&p) {
-            todo.extend(kids);
-        }
-    }
-    out
+    ProcMeter::new().tree(root, skip_root)
 }
 
-fn cpu_ticks(pids: &[u32]) -> HashMap<u32, u64> {
+/// CPU time used so far, per process.
+fn cpu_times(pids: &[u32]) -> HashMap<u32, Duration> {
+    let mut meter = ProcMeter::new();
     pids.iter()
-        .filter_map(|&pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            Some((
-                pid,
-                f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
-            ))
-        })
+        .filter_map(|&pid| Some((pid, meter.sample(pid)?.cpu_time)))
         .collect()
 }
 
+/// Resident memory (sysinfo) and proportional set size (Linux's smaps_rollup, which counts a
+/// page shared by Chromium's processes once; 0 elsewhere), in MB, summed over `pids`.
 fn memory_mb(pids: &[u32]) -> (f64, f64) {
-    let field = |text: &str, key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let mut meter = ProcMeter::new();
     let (mut rss, mut pss) = (0.0, 0.0);
-    for pid in pids {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        rss += field(&status, "VmRSS:");
+    for &pid in pids {
+        rss += meter
+            .sample(pid)
+            .map_or(0.0, |s| s.rss_bytes as f64 / 1024.0);
         let rollup =
             std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        pss += field(&rollup, "Pss:");
+        pss += rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     }
     (rss / 1024.0, pss / 1024.0)
 }
@@ -198,7 +165,7 @@ struct Meter {
     root: u32,
     skip_root: bool,
     start: Instant,
-    ticks: HashMap<u32, u64>,
+    cpu: HashMap<u32, Duration>,
     memory: Vec<(f64, f64)>,
 }
 
@@ -215,7 +182,7 @@ impl Meter {
             root,
             skip_root,
             start: Instant::now(),
-            ticks: cpu_ticks(&tree(root, skip_root)),
+            cpu: cpu_times(&tree(root, skip_root)),
             memory: Vec::new(),
         }
     }
@@ -227,15 +194,15 @@ impl Meter {
 
     fn finish(mut self) -> Usage {
         self.sample_memory();
-        let now = cpu_ticks(&tree(self.root, self.skip_root));
-        let used: u64 = now
+        let now = cpu_times(&tree(self.root, self.skip_root));
+        let used: Duration = now
             .iter()
-            .map(|(pid, t)| t.saturating_sub(self.ticks.get(pid).copied().unwrap_or(0)))
+            .map(|(pid, t)| t.saturating_sub(self.cpu.get(pid).copied().unwrap_or_default()))
             .sum();
         let secs = self.start.elapsed().as_secs_f64();
         let n = self.memory.len().max(1) as f64;
         Usage {
-            cpu_percent: used as f64 / 100.0 / secs * 100.0,
+            cpu_percent: used.as_secs_f64() / secs * 100.0,
             rss_mb: self.memory.iter().map(|m| m.0).sum::<f64>() / n,
             pss_mb: self.memory.iter().map(|m| m.1).sum::<f64>() / n,
         }

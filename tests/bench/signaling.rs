@@ -57,16 +57,10 @@ fn parse_args() -> Result<Args> {
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
+    let sample = liveloop_engine::meter::Meter::new()
+        .sample(pid)
+        .context("the server process is gone")?;
+    Ok(sample.rss_bytes / 1024)
 }
 
 fn start_server(args: &[&str]) -> Result<ChildGuard> {

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use liveloop_engine::echo::{EchoFeed, echo_media};
+use liveloop_engine::meter::OwnUsage;
 use liveloop_engine::recording::{Recorder, RecordingOptions};
 use liveloop_engine::{AudioTap, FrameTap};
 use liveloop_engine::{
@@ -190,6 +191,22 @@ struct Summary {
     shown_latencies: Vec<u32>,
     frames: HashMap<String, u64>,
     audio_seconds: HashMap<String, u64>,
+    /// This process's CPU and memory (sampled about twice a second for the peak).
+    usage: OwnUsage,
+    sampled: Option<Instant>,
+}
+
+impl Summary {
+    /// Samples memory for the peak, at most twice a second.
+    fn sample_usage(&mut self) {
+        if self
+            .sampled
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500))
+        {
+            self.sampled = Some(Instant::now());
+            self.usage.sample();
+        }
+    }
 }
 
 impl Summary {
@@ -209,7 +226,12 @@ impl Summary {
             };
             json!({"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99), "n": v.len()})
         }
-        let (cpu, rss, peak) = process_usage();
+        let usage = self.usage.report();
+        let (cpu, rss, peak) = (
+            usage.map(|u| u.cpu_percent),
+            usage.map(|u| u.rss_mb),
+            usage.map(|u| u.peak_rss_mb),
+        );
         json!({
             "event": "summary",
             "join_to_joined_ms": self.joined_ms,
@@ -224,37 +246,6 @@ impl Summary {
             "peak_rss_mb": peak,
         })
     }
-}
-
-/// CPU use since start (percent of one core) and RSS now and at peak (MB), from /proc.
-fn process_usage() -> (Option<f64>, Option<f64>, Option<f64>) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|v| v / 1024.0)
-    };
-    let cpu = (|| {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name (which may hold spaces) start after ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        let start_ticks: f64 = fields.get(19)?.parse().ok()?;
-        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        let hz = 100.0; // USER_HZ on Linux
-        let alive = uptime - start_ticks / hz;
-        (alive > 0.0).then(|| 100.0 * ticks / hz / alive)
-    })();
-    (cpu, kb("VmRSS:"), kb("VmHWM:"))
 }
 
 fn print(value: &serde_json::Value) {
@@ -481,6 +472,7 @@ async fn run(
         {
             break Err(e.context("recording failed"));
         }
+        summary.sample_usage();
         match &ev {
             EngineEvent::Joined { .. } => summary.joined_ms = summary.ms_since_start(),
             EngineEvent::PeerConnected { .. } => {

@@ -2,6 +2,7 @@
 
 pub mod echo;
 mod media;
+pub mod meter;
 pub mod recording;
 mod runner;
 pub mod stats;
