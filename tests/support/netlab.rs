@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rand::{Rng as _, SeedableRng};
+
 use anyhow::{Context, Result, bail};
 
 /// What one access link does to the packets crossing it, in each direction.
@@ -49,7 +51,7 @@ pub const QUEUE_LIMIT: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct Link {
     pub impairment: Impairment,
-    rng: u64,
+    rng: rand::rngs::StdRng,
     /// When the rate-capped line is free again.
     busy_until: Option<Instant>,
 }
@@ -59,17 +61,13 @@ impl Link {
     pub fn new(impairment: Impairment, seed: u64) -> Self {
         Self {
             impairment,
-            rng: seed | 1,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
             busy_until: None,
         }
     }
 
     fn random(&mut self) -> f64 {
-        // xorshift64*: plenty for loss and jitter draws.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.random()
     }
 
     /// When a packet of `len` bytes that arrives `now` leaves the link; `None` if it is lost.

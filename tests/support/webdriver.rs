@@ -178,29 +178,13 @@ impl Drop for Session {
     }
 }
 
-/// Standard base64 (the screenshot encoding), without pulling in a crate for it.
+/// Standard base64 (the screenshot encoding).
 fn decode_base64(text: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => bail!("screenshot is not base64"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((acc >> bits) & 0xff) as u8);
-        }
-    }
-    Ok(out)
+    use base64::Engine as _;
+    let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("screenshot is not base64")
 }
 
 #[cfg(test)]
@@ -208,7 +192,7 @@ mod tests {
     #[test]
     fn base64() {
         assert_eq!(
-            super::decode_base64("aGVsbG8gd29ybGQ=").ok(),
+            super::decode_base64("aGVsbG8g\nd29ybGQ=").ok(),
             Some(b"hello world".to_vec())
         );
         assert!(super::decode_base64("a*b").is_err());

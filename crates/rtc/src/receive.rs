@@ -320,4 +320,34 @@ mod tests {
         let mut none = VideoReceiver::new(None);
         assert!(frames(&none.push(vp8(0, 1, true, true, &[0, 1, 2]), t0)).is_empty());
     }
+
+    #[test]
+    fn random_packets_never_panic_and_frames_stay_bounded() {
+        use rand::{Rng as _, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x0dd_f00d);
+        for codec in [Some(VideoCodec::H264), Some(VideoCodec::Vp8), None] {
+            let mut rx = VideoReceiver::new(codec);
+            let mut now = Instant::now();
+            for _ in 0..20_000 {
+                let len = rng.random_range(0..64);
+                let payload: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                let packet = rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        // Mostly in order, with jumps and repeats.
+                        sequence_number: rng.random_range(0..200),
+                        timestamp: rng.random(),
+                        marker: rng.random_bool(0.3),
+                        ..Default::default()
+                    },
+                    payload: Bytes::from(payload),
+                };
+                now += Duration::from_millis(rng.random_range(0..40));
+                for out in rx.push(packet, now).into_iter().chain(rx.poll(now)) {
+                    if let Received::Frame { data, .. } = out {
+                        assert!(data.len() <= MAX_FRAME_BYTES);
+                    }
+                }
+            }
+        }
+    }
 }
