@@ -19,6 +19,15 @@ const MARGIN: Duration = Duration::from_millis(10);
 const WINDOW: Duration = Duration::from_secs(2);
 /// After this long with nothing to play, output is silence instead of concealment.
 const CONCEAL_LIMIT: Duration = Duration::from_millis(100);
+/// Packets held at most (a remote may send timestamps far ahead, which are never played):
+/// past it the packet furthest ahead is dropped (`JitterStats::overflow_dropped`). At 20 ms a
+/// packet this is 5 s of audio, far more than [`MAX_DELAY`] needs.
+pub const MAX_PACKETS: usize = 256;
+/// Arrival records kept for the delay estimate (its window is 2 s; a remote sending thousands
+/// of packets a second would otherwise make each push scan them all).
+pub const MAX_TRANSITS: usize = 512;
+/// How far ahead of the playout point a packet may be and still be kept.
+pub const MAX_AHEAD: Duration = Duration::from_secs(2);
 
 /// What to play for this tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +70,9 @@ pub struct JitterStats {
     pub concealed: u64,
     pub late_dropped: u64,
     pub catch_up_dropped: u64,
+    /// Packets dropped because they were more than [`MAX_AHEAD`] ahead of playout, or
+    /// because [`MAX_PACKETS`] were held.
+    pub overflow_dropped: u64,
     /// The current target delay.
     pub target: Duration,
 }
@@ -119,9 +131,24 @@ impl<T: Clone> JitterBuffer<T> {
 
     /// A packet arrived at `now`.
     pub fn push(&mut self, rtp_timestamp: u32, now: Duration, payload: T) {
+        let before = self.last_extended;
         let extended = self.extend(rtp_timestamp);
+        // Far ahead of what plays (a broken or hostile sender): not kept, and not allowed to
+        // teach the delay estimate either. Only while playing: after a pause (DTX, a muted
+        // sender) timestamps legitimately jump ahead, and the buffer is buffering again then.
+        if !self.buffering
+            && let Some(next) = self.next
+            && extended > next + u64::from(self.clock_rate) * MAX_AHEAD.as_secs()
+        {
+            self.last_extended = before;
+            self.stats.overflow_dropped += 1;
+            return;
+        }
         let transit = now.as_micros() as i64 - self.media_time_us(extended);
         self.transits.push_back((now, transit));
+        if self.transits.len() > MAX_TRANSITS {
+            self.transits.pop_front();
+        }
         while self
             .transits
             .front()
@@ -144,6 +171,10 @@ impl<T: Clone> JitterBuffer<T> {
             return;
         }
         self.packets.insert(extended, (now, payload));
+        if self.packets.len() > MAX_PACKETS {
+            self.packets.pop_last();
+            self.stats.overflow_dropped += 1;
+        }
     }
 
     /// The frame to play at `now` (call once per frame length).
@@ -333,5 +364,48 @@ mod tests {
             }
         }
         assert_eq!(played, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn packets_from_the_future_and_floods_stay_bounded_and_the_stream_plays_on() {
+        let mut jb = buffer();
+        let mut played = 0;
+        for i in 0..200u32 {
+            let now = 20 * MS * i;
+            jb.push(1_000 + i * FRAME, now, i);
+            // A hostile sender: 50 packets a frame, timestamps up to an hour ahead.
+            for k in 0..50u32 {
+                jb.push(1_000 + (i + 100 + k * 1_000) * FRAME, now, 0);
+            }
+            assert!(jb.packets.len() <= MAX_PACKETS);
+            assert!(jb.transits.len() <= MAX_TRANSITS);
+            if let Playout::Packet(_) = jb.pop(now + 5 * MS) {
+                played += 1;
+            }
+        }
+        assert!(jb.stats().overflow_dropped > 0);
+        // The real stream kept playing (its packets are the earliest, never the ones dropped).
+        assert!(played >= 150, "{played} of 200 played");
+    }
+
+    #[test]
+    fn a_long_pause_with_a_timestamp_jump_resumes() {
+        let mut jb = buffer();
+        let mut played = Vec::new();
+        // 1 s of audio, 5 s of nothing (the sender's clock runs on), then 1 s more.
+        for i in (0..50u32).chain(300..350) {
+            let now = 20 * MS * i;
+            jb.push(1_000 + i * FRAME, now, i);
+            if let Playout::Packet(p) = jb.pop(now + 5 * MS) {
+                played.push(p);
+            }
+            if i == 49 {
+                for t in 50..300u32 {
+                    let _ = jb.pop(20 * MS * t + 5 * MS);
+                }
+            }
+        }
+        let after: Vec<&u32> = played.iter().filter(|p| **p >= 300).collect();
+        assert!(after.len() >= 45, "after the pause: {after:?}");
     }
 }

@@ -3,6 +3,7 @@
 pub mod avsync;
 pub mod backoff;
 pub mod jitter;
+pub mod keyframe;
 pub mod matchmaker;
 pub mod membership;
 pub mod rate;

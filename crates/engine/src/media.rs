@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use liveloop_core::avsync::{self, ClockMap};
+use liveloop_core::keyframe::KeyframeGate;
 use liveloop_media::h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder};
 use liveloop_media::opus::{OpusConfig, OpusEncoder};
 use liveloop_media::synthetic::read_stamp;
@@ -205,6 +206,8 @@ pub(crate) fn start_video(
         .spawn(move || {
             let mut source = source;
             let mut encoders: PerCodec<Option<(VideoFormat, Encoder)>> = PerCodec::default();
+            let mut gates: PerCodec<KeyframeGate> = PerCodec::default();
+            let epoch = Instant::now();
             let mut failing = false;
             let mut stamped = 0u32;
             let mut next = Instant::now();
@@ -269,6 +272,8 @@ pub(crate) fn start_video(
                     }
                     if slot.as_ref().is_none_or(|(f, _)| *f != format) {
                         match Encoder::new(codec, H264Config { bitrate_bps, fps }) {
+                            // Its first frame is a keyframe of its own, which does not
+                            // hold back the one a peer asks for when it connects.
                             Ok(e) => *slot = Some((format, e)),
                             Err(e) => {
                                 report(
@@ -283,7 +288,12 @@ pub(crate) fn start_video(
                     let Some((_, enc)) = slot.as_mut() else {
                         continue;
                     };
+                    // Requests are coalesced: two keyframes a second at most (core::keyframe).
+                    let gate = gates.get_mut(codec);
                     if flags.keyframe.take(codec) {
+                        gate.request();
+                    }
+                    if gate.due(epoch.elapsed()) {
                         enc.request_keyframe();
                     }
                     match enc.encode(&frame) {
@@ -395,6 +405,8 @@ pub(crate) fn start_screen(
         .spawn(move || {
             let fps = source.format().fps.clamp(1.0, 30.0);
             let mut encoders: PerCodec<Option<((u32, u32), Encoder)>> = PerCodec::default();
+            let mut gates: PerCodec<KeyframeGate> = PerCodec::default();
+            let epoch = Instant::now();
             let mut next = Instant::now();
             let mut failures = 0;
             while !flags.stop.load(Ordering::Relaxed) {
@@ -428,6 +440,8 @@ pub(crate) fn start_screen(
                             fps,
                         };
                         match Encoder::new(codec, config) {
+                            // Its first frame is a keyframe of its own, which does not
+                            // hold back the one a peer asks for when it connects.
                             Ok(e) => *slot = Some((size, e)),
                             Err(e) => {
                                 let _ = ended.send((generation, format!("screen encoder: {e}")));
@@ -438,7 +452,12 @@ pub(crate) fn start_screen(
                     let Some((_, enc)) = slot.as_mut() else {
                         continue;
                     };
+                    // Requests are coalesced: two keyframes a second at most (core::keyframe).
+                    let gate = gates.get_mut(codec);
                     if flags.keyframe.take(codec) {
+                        gate.request();
+                    }
+                    if gate.due(epoch.elapsed()) {
                         enc.request_keyframe();
                     }
                     match enc.encode(&frame) {
@@ -471,6 +490,26 @@ fn decode(
     match decoder.as_mut() {
         Some(d) => d.decode(frame),
         None => Ok(None),
+    }
+}
+
+/// Frames waiting for a decoder thread (about a second of video). A remote that sends
+/// faster than we decode fills it: frames past it are dropped and a keyframe is asked for
+/// (`queue_frame`), so memory stays bounded and the picture recovers.
+pub(crate) const MAX_DECODE_QUEUE: usize = 30;
+
+/// The way into a decoder thread.
+pub(crate) type DecoderQueue = std::sync::mpsc::SyncSender<(VideoCodec, u32, Bytes)>;
+
+/// Queues a frame for a decoder; when its queue is full the frame is dropped and a keyframe
+/// asked for (the frames after it would not decode).
+pub(crate) fn queue_frame(
+    queue: &DecoderQueue,
+    keyframe_needed: &AtomicBool,
+    frame: (VideoCodec, u32, Bytes),
+) {
+    if let Err(std::sync::mpsc::TrySendError::Full(_)) = queue.try_send(frame) {
+        keyframe_needed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -533,8 +572,8 @@ pub(crate) fn start_decoder(
     counters: Arc<DecodeCounters>,
     keyframe_needed: Arc<AtomicBool>,
     sync: Arc<SyncState>,
-) -> std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)> {
-    let (tx, rx) = std::sync::mpsc::channel::<(VideoCodec, u32, Bytes)>();
+) -> DecoderQueue {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(VideoCodec, u32, Bytes)>(MAX_DECODE_QUEUE);
     let spawned = std::thread::Builder::new()
         .name(format!("decode-{from}"))
         .spawn(move || {

@@ -14,9 +14,9 @@ pub(super) struct Playback {
 pub(super) struct Member {
     pub(super) peer: Arc<Peer>,
     pub(super) polite: bool,
-    pub(super) decoder: std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>,
+    pub(super) decoder: media::DecoderQueue,
     /// The decoder of this participant's screen share, started with its first frame.
-    pub(super) screen_decoder: Option<std::sync::mpsc::Sender<(VideoCodec, u32, Bytes)>>,
+    pub(super) screen_decoder: Option<media::DecoderQueue>,
     /// The codec our video goes to this participant as (from the negotiation), and the two
     /// tasks that feed it camera and screen frames of that codec.
     pub(super) sending_as: Option<VideoCodec>,

@@ -57,7 +57,11 @@ impl Runner {
                 rtp_timestamp,
             } => {
                 if let Some(m) = self.members.get(from) {
-                    let _ = m.decoder.send((codec, rtp_timestamp, access_unit));
+                    media::queue_frame(
+                        &m.decoder,
+                        &m.keyframe_needed,
+                        (codec, rtp_timestamp, access_unit),
+                    );
                 }
             }
             PeerEvent::SendVideoAs(codec) => self.send_video_as(from, codec),
@@ -77,7 +81,11 @@ impl Runner {
                             Arc::new(SyncState::default()),
                         )
                     });
-                    let _ = decoder.send((codec, rtp_timestamp, access_unit));
+                    media::queue_frame(
+                        decoder,
+                        &m.screen_keyframe_needed,
+                        (codec, rtp_timestamp, access_unit),
+                    );
                 }
             }
             PeerEvent::ScreenKeyframeRequested => {
