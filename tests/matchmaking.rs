@@ -293,6 +293,100 @@ async fn an_oversized_offer_is_refused_not_forwarded() -> Result<()> {
 }
 
 #[tokio::test]
+async fn an_oversized_or_unreadable_stop_call_ends_nothing() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair {
+        mut a,
+        mut b,
+        room,
+        b_sock,
+        ..
+    } = matched_pair(&url).await?;
+    // 300 KB, over MAX_EVENT_BYTES: refused, not read, and the call stays up.
+    a.emit(
+        "stop-call",
+        json!({"roomId": room, "remoteSocketId": b_sock, "name": "x".repeat(300 * 1024)}),
+    )
+    .await?;
+    let err = a.expect_error("invalid_payload").await?;
+    assert_eq!(err["event"], "stop-call");
+    // A payload that is not an object of stop-call's shape: refused too.
+    for bad in [json!("stop"), json!([room]), json!({"roomId": 5})] {
+        a.emit("stop-call", bad.clone()).await?;
+        let err = a.expect_error("invalid_payload").await.context(bad)?;
+        assert_eq!(err["event"], "stop-call");
+    }
+    b.expect_silence(Duration::from_millis(300)).await?;
+    a.emit("newMessage", json!({"message": "still here"}))
+        .await?;
+    assert_eq!(b.expect("Message:recived").await?["message"], "still here");
+    assert_eq!(
+        wait_status(&url, |_| true).await?["rooms"]["active"],
+        1,
+        "the call is up"
+    );
+    // A stop-call with no payload at all is a stop.
+    a.client
+        .emit("stop-call", rust_socketio::Payload::Text(Vec::new()))
+        .await?;
+    b.expect("stop-by-remote-user").await?;
+    Ok(())
+}
+
+/// A request over HTTP without treating 4xx/5xx as errors: (status, body).
+async fn http(method: &'static str, url: String, body: String) -> Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || -> Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = if method == "POST" {
+            agent
+                .post(&url)
+                .header("content-type", "text/plain;charset=UTF-8")
+                .send(body)?
+        } else {
+            agent.get(&url).call()?
+        };
+        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn a_long_polling_body_over_256_kb_is_refused() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    // The engine.io handshake over HTTP long-polling: `0{"sid":…}`.
+    let base = format!("{url}/socket.io/?EIO=4&transport=polling");
+    let (status, open) = http("GET", base.clone(), String::new()).await?;
+    assert_eq!(status, 200, "{open}");
+    let open: Value = serde_json::from_str(open.strip_prefix('0').context("open packet")?)?;
+    let sid = open["sid"].as_str().context("sid")?;
+    let session = format!("{base}&sid={sid}");
+    // A small body is taken (the socket.io CONNECT to `/`)...
+    let (status, body) = http("POST", session.clone(), "40".into()).await?;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // ...so is one just under 256 KB (the limit is ours, not engineioxide's default)...
+    let event = |kb: usize| {
+        format!(
+            r#"42["newMessage",{{"message":"{}"}}]"#,
+            "x".repeat(kb * 1024)
+        )
+    };
+    let (status, body) = http("POST", session.clone(), event(250)).await?;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // ...a 300 KB one is refused...
+    let (status, _) = http("POST", session.clone(), event(300)).await?;
+    assert_eq!(status, 413);
+    // ...and the session is over: polling it again is an unknown session, not the CONNECT
+    // acknowledgement that is waiting there.
+    let (status, body) = http("GET", session, String::new()).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Session ID unknown"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn disconnect_mid_call_tells_the_peer_and_requeues_it() -> Result<()> {
     let (_e, url) = server(Config::default()).await?;
     let Pair { a, mut b, .. } = matched_pair(&url).await?;

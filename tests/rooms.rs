@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Result;
-use futures_util::SinkExt;
+use anyhow::{Context, Result};
+use futures_util::{SinkExt, StreamExt};
 use liveloop_core::rooms::Limits;
 use liveloop_e2e::rooms_client::RoomClient;
 use liveloop_server::embedded::{self, Embedded};
@@ -30,6 +30,49 @@ async fn server(config: RoomsConfig) -> Result<(Embedded, SocketAddr)> {
     .await?;
     let addr = e.rooms;
     Ok((e, addr))
+}
+
+/// Reads a socket that stopped reading until the server's close frame: the error codes it was
+/// sent on the way (other messages are skipped) and the close code (`None`: no close frame).
+async fn codes_until_close(c: &mut RoomClient) -> Result<(Vec<String>, Option<u16>)> {
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut codes = Vec::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, c.ws.next())
+            .await
+            .context("socket still open")?;
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                // Skip the big relayed messages without parsing them.
+                if t.len() < 4096 {
+                    let v: Value = serde_json::from_str(t.as_str())?;
+                    if v["type"] == "error" {
+                        codes.push(v["code"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Ok((codes, frame.map(|f| u16::from(f.code))));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Ok((codes, None)),
+        }
+    }
+}
+
+/// Waits until `c` sees `room_members` equal to `members`.
+async fn until_members(c: &mut RoomClient, members: Value) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let msg = c
+            .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+            .with_context(|| format!("waiting for members {members}"))?;
+        if msg["type"] == "room_members" && msg["members"] == members {
+            return Ok(());
+        }
+    }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
@@ -67,6 +110,20 @@ async fn http_endpoints() -> Result<()> {
     let (_, json) = get(addr, "/api/rtc-config").await?;
     let v: serde_json::Value = serde_json::from_str(&json)?;
     assert_eq!(v["iceServers"][0]["username"], "u");
+
+    // Stats count what is there: two members of one room, and a socket that joined nothing.
+    let (_, json) = get(addr, "/api/stats").await?;
+    let v: Value = serde_json::from_str(&json)?;
+    assert_eq!(v, json!({"connections": 0, "rooms": 0, "members": 0}));
+    let _a = RoomClient::join(addr, "r", "a").await?;
+    let _b = RoomClient::join(addr, "r", "b").await?;
+    let mut idle = RoomClient::connect(addr, None).await?;
+    idle.send(&json!({"type":"ping"})).await?;
+    idle.expect("pong").await?;
+    let (status, json) = get(addr, "/api/stats").await?;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&json)?;
+    assert_eq!(v, json!({"connections": 3, "rooms": 1, "members": 2}));
     Ok(())
 }
 
@@ -282,10 +339,23 @@ async fn malformed_input_gets_errors_and_others_are_undisturbed() -> Result<()> 
         .await?;
     binary.expect_error("message_too_large").await?;
     assert_eq!(binary.closed_with().await?, Some(1009));
-    // 16 MB: beyond what the server reads at all; the socket is dropped.
+    // 16 MB: beyond what the server reads at all. The frame's header is enough: the same
+    // error and 1009. (The header and a little of the body are written by hand, so that the
+    // client is not still pushing 16 MB into a connection the server has closed.)
     let mut huge = RoomClient::join(addr, "chaos", "huge").await?;
-    let _ = huge.send_text("x".repeat(16 * 1024 * 1024)).await;
-    let _ = huge.closed_with().await;
+    let mut header = vec![0x81, 0xff]; // FIN + text; masked, 64-bit length
+    header.extend_from_slice(&(16u64 * 1024 * 1024).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]); // the mask
+    header.extend_from_slice(&[b'x'; 1024]);
+    match huge.ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {
+            tokio::io::AsyncWriteExt::write_all(tcp, &header).await?;
+        }
+        _ => anyhow::bail!("a plain TCP connection was expected"),
+    }
+    let (codes, close) = codes_until_close(&mut huge).await?;
+    assert_eq!(codes, ["message_too_large"]);
+    assert_eq!(close, Some(1009));
 
     // The calm room still works.
     bystander.send(&json!({"type":"hangup","to":"y"})).await?;
@@ -339,12 +409,14 @@ async fn silent_clients_are_dropped_by_the_heartbeat() -> Result<()> {
     };
     let (_e, addr) = server(config).await?;
     let mut alive = RoomClient::join(addr, "r", "alive").await?;
-    // `dead` joins and then never reads again, so it never answers pings.
-    let _dead = RoomClient::join(addr, "r", "dead").await?;
+    // `dead` joins and then stops reading, so it never answers pings.
+    let mut dead = RoomClient::join(addr, "r", "dead").await?;
     alive.expect("room_members").await?;
     // `alive` keeps reading (tungstenite answers pings) and sees `dead` leave.
     let left = alive.expect("room_members").await?;
     assert_eq!(left["members"], json!(["alive"]));
+    // What `dead` would find on reading again: pings, then the close frame, with 1001.
+    assert_eq!(dead.closed_with().await?, Some(1001));
     // And `alive`, which keeps reading (and so answering pings), is still there later.
     alive.expect_silence(Duration::from_millis(800)).await?;
     alive.send(&json!({"type":"ping"})).await?;
@@ -386,17 +458,20 @@ async fn a_silent_client_is_dropped_after_pong_wait_not_at_the_next_ping() -> Re
 
 #[tokio::test]
 async fn a_slow_reader_is_evicted_and_the_room_goes_on() -> Result<()> {
+    // The slow socket is evicted after 1 s of a stuck send, and has 1 s more to take the rest
+    // and the close frame.
     let config = RoomsConfig {
-        send_timeout: Duration::from_millis(500),
+        send_timeout: Duration::from_secs(1),
         ..RoomsConfig::default()
     };
     let (_e, addr) = server(config).await?;
     let mut sender = RoomClient::join(addr, "r", "sender").await?;
-    let _slow = RoomClient::join(addr, "r", "slow").await?; // never reads again
+    let mut slow = RoomClient::join(addr, "r", "slow").await?; // stops reading
     let mut other = RoomClient::join(addr, "r", "other").await?;
     sender.expect("room_members").await?;
     sender.expect("room_members").await?;
-    // 40 offers of 900 KB: far more than socket buffers hold, so sends to `slow` stall.
+    // 40 offers of 900 KB: far more than socket buffers hold, so sends to `slow` stall (and
+    // fewer than its queue of 64 holds: this is the send timeout, not a full queue).
     let sdp = json!({"type":"offer","sdp":"a".repeat(900 * 1024)});
     for _ in 0..40 {
         sender
@@ -404,16 +479,109 @@ async fn a_slow_reader_is_evicted_and_the_room_goes_on() -> Result<()> {
             .await?;
     }
     // `other` keeps getting service and sees `slow` evicted.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let msg = other
-            .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await?;
-        if msg["type"] == "room_members" && msg["members"] == json!(["other", "sender"]) {
-            break;
-        }
-    }
+    until_members(&mut other, json!(["other", "sender"])).await?;
     sender.send(&json!({"type":"hangup","to":"other"})).await?;
     assert_eq!(other.expect("hangup").await?["from"], "sender");
+    // `slow`, reading again at once, finds the rest of what was on its way, then why it was
+    // dropped and the close code.
+    let (codes, close) = codes_until_close(&mut slow).await?;
+    assert_eq!(codes, ["membership_lost"]);
+    assert_eq!(close, Some(1008));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_whose_queue_is_full_is_evicted_with_1008() -> Result<()> {
+    // A queue of 2 and a send timeout that never fires: only the full queue can evict.
+    let config = RoomsConfig {
+        outbound_buffer: 2,
+        send_timeout: Duration::from_secs(30),
+        ..RoomsConfig::default()
+    };
+    let (e, addr) = server(config).await?;
+    let mut sender = RoomClient::join(addr, "r", "sender").await?;
+    let mut slow = RoomClient::join(addr, "r", "slow").await?; // stops reading
+    let mut other = RoomClient::join(addr, "r", "other").await?;
+    sender.expect("room_members").await?;
+    sender.expect("room_members").await?;
+    slow.expect("room_members").await?;
+    // Until `slow`'s socket buffers are full its writer keeps up; then two more fill the queue.
+    let sdp = json!({"type":"offer","sdp":"a".repeat(900 * 1024)});
+    for _ in 0..40 {
+        sender
+            .send(&json!({"type":"offer","to":"slow","sdp":sdp}))
+            .await?;
+    }
+    until_members(&mut other, json!(["other", "sender"])).await?;
+    until_members(&mut sender, json!(["other", "sender"])).await?;
+    assert_eq!(e.rooms_service.stats().members, 2);
+    let (codes, close) = codes_until_close(&mut slow).await?;
+    assert_eq!(codes, ["membership_lost"]);
+    assert_eq!(close, Some(1008));
+    // The room goes on.
+    sender.send(&json!({"type":"hangup","to":"other"})).await?;
+    assert_eq!(other.expect("hangup").await?["from"], "sender");
+    Ok(())
+}
+
+// Several worker threads, as the server binary has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sockets_messages_are_relayed_in_the_order_it_sent_them() -> Result<()> {
+    // A rate that lets 200 messages through at once, and a queue that holds them all (with
+    // the default 64, the receiver would rightly be evicted as too slow for such a burst).
+    let limits = Limits {
+        rate_per_sec: 1000.0,
+        burst: 500,
+        ..Limits::default()
+    };
+    let (_e, addr) = server(RoomsConfig {
+        limits,
+        outbound_buffer: 512,
+        ..RoomsConfig::default()
+    })
+    .await?;
+    let mut a = RoomClient::join(addr, "r", "a").await?;
+    let mut b = RoomClient::join(addr, "r", "b").await?;
+    a.expect("room_members").await?;
+    a.send(&json!({"type":"offer","to":"b","sdp":{"type":"offer","sdp":"v=0"}}))
+        .await?;
+    for i in 0..200 {
+        a.send(&json!({"type":"candidate","to":"b","candidate":{"candidate":format!("c{i}")}}))
+            .await?;
+    }
+    a.send(&json!({"type":"hangup","to":"b"})).await?;
+    let mut got = Vec::new();
+    while got.len() < 202 {
+        let msg = b.next().await?;
+        match msg["type"].as_str() {
+            Some("offer") => got.push("offer".to_owned()),
+            Some("candidate") => got.push(
+                msg["candidate"]["candidate"]
+                    .as_str()
+                    .context("candidate")?
+                    .to_owned(),
+            ),
+            Some("hangup") => got.push("hangup".to_owned()),
+            _ => {}
+        }
+    }
+    let expected: Vec<String> = std::iter::once("offer".to_owned())
+        .chain((0..200).map(|i| format!("c{i}")))
+        .chain(std::iter::once("hangup".to_owned()))
+        .collect();
+    assert_eq!(got, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutting_down_closes_every_socket_with_1001() -> Result<()> {
+    let (e, addr) = server(RoomsConfig::default()).await?;
+    let mut a = RoomClient::join(addr, "r", "a").await?;
+    let mut idle = RoomClient::connect(addr, None).await?;
+    idle.send(&json!({"type":"ping"})).await?;
+    idle.expect("pong").await?;
+    e.shutdown();
+    assert_eq!(a.closed_with().await?, Some(1001));
+    assert_eq!(idle.closed_with().await?, Some(1001));
     Ok(())
 }

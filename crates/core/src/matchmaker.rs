@@ -197,6 +197,9 @@ impl Matchmaker {
     }
 
     /// `stop-call`: ends the call (the peer is told and queued again) or leaves the queue.
+    /// `payload` is `None` when it was unreadable (too large, not an object, wrong field
+    /// types): that is `invalid_payload` and changes nothing. A stop that names nothing is
+    /// `Some(StopCall::default())`.
     pub fn handle_stop(&mut self, now: Duration, socket: &str, payload: Option<StopCall>) {
         let outcome = self.stop(now, socket, payload);
         self.finish(socket, mm::EV_STOP_CALL, outcome);
@@ -514,17 +517,21 @@ impl Matchmaker {
     }
 
     fn stop(&mut self, now: Duration, socket: &str, payload: Option<StopCall>) -> Outcome {
+        let p = payload.ok_or_else(|| {
+            Reject::new(
+                ErrorCode::InvalidPayload,
+                "stop-call takes nothing, null or {roomId?, remoteSocketId?, name?}",
+            )
+        })?;
         let state = self.users.get(socket).map(|u| u.state.clone());
         match state {
             Some(State::InCall { room, peer }) => {
-                if let Some(p) = payload {
-                    Self::check_target(
-                        &room,
-                        &peer,
-                        p.room_id.as_deref(),
-                        p.remote_socket_id.as_deref(),
-                    )?;
-                }
+                Self::check_target(
+                    &room,
+                    &peer,
+                    p.room_id.as_deref(),
+                    p.remote_socket_id.as_deref(),
+                )?;
                 self.end_call_of(now, socket);
                 Ok(())
             }
@@ -805,11 +812,57 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_stop_call_is_refused_and_the_call_goes_on() {
+        let mut f = Fixture::new();
+        f.request("a", "Ada");
+        f.request("b", "Bob");
+        // Too large, not an object, or wrong field types: the driver passes None.
+        f.mm.handle_stop(f.now, "a", None);
+        let out = f.drain();
+        assert_eq!(codes(&out), vec!["invalid_payload"]);
+        assert_eq!(out[0].2["event"], "stop-call");
+        assert!(out.iter().all(|(to, _, _)| to == "a"), "b hears nothing");
+        assert_eq!(f.peer_of("a").as_deref(), Some("b"));
+        assert_eq!(f.mm.status().active_rooms, 1);
+        // While waiting, too: the user stays queued.
+        f.request("c", "Cy");
+        f.mm.handle_stop(f.now, "c", None);
+        assert_eq!(codes(&f.drain()), vec!["invalid_payload"]);
+        assert_eq!(f.mm.status().queue, vec!["Cy"]);
+    }
+
+    #[test]
+    fn stop_call_while_waiting_leaves_the_queue() {
+        let mut f = Fixture::new();
+        f.request("a", "Ada");
+        assert_eq!(f.mm.status().queue, vec!["Ada"]);
+        f.mm.handle_stop(f.now, "a", Some(StopCall::default()));
+        assert!(f.drain().is_empty(), "leaving the queue is silent");
+        assert!(f.mm.status().queue.is_empty());
+        // Nobody is paired with a user who left the queue...
+        assert!(f.request("b", "Bob").is_empty());
+        assert_eq!(f.peer_of("b"), None);
+        assert_eq!(f.mm.status().queue, vec!["Bob"]);
+        // ...and a stop while idle is not_in_call.
+        f.mm.handle_stop(f.now, "a", Some(StopCall::default()));
+        assert_eq!(codes(&f.drain()), vec!["not_in_call"]);
+    }
+
+    #[test]
+    fn default_config_is_the_seeds() {
+        let c = Config::default();
+        assert_eq!(c.queue_capacity, 10_000);
+        assert_eq!(c.request_interval, Duration::from_secs(5));
+        assert_eq!(c.messages_per_minute, 10);
+        assert_eq!(c.rematch_grace, Duration::from_secs(3));
+    }
+
+    #[test]
     fn ex_partners_wait_for_someone_new_then_rematch_after_the_grace() {
         let mut f = Fixture::new();
         f.request("a", "Ada");
         f.request("b", "Bob");
-        f.mm.handle_stop(f.now, "a", None);
+        f.mm.handle_stop(f.now, "a", Some(StopCall::default()));
         f.drain();
         // a presses Next right away: b is waiting, but they just left each other.
         f.now += Duration::from_secs(5);
@@ -820,7 +873,7 @@ mod tests {
         assert_eq!(f.peer_of("x").as_deref(), Some("b"));
         assert_eq!(f.mm.status().queue, vec!["Ada"]);
         // b and x part; b is requeued beside a, whom it just left: both wait.
-        f.mm.handle_stop(f.now, "x", None);
+        f.mm.handle_stop(f.now, "x", Some(StopCall::default()));
         f.drain();
         assert_eq!(f.mm.status().queue, vec!["Ada", "Bob"]);
         // Nobody new comes: after the grace, not before, they are paired after all.

@@ -54,7 +54,7 @@ struct Conn {
     room: Option<String>,
     /// Set when the server removed the socket from its room (eviction).
     lost: bool,
-    /// When this socket was last told `rate_limited`, while it is still being refused.
+    /// When this socket was last told `rate_limited`: it hears it at most once a second.
     limited_since: Option<Duration>,
     bucket: TokenBucket,
 }
@@ -138,8 +138,9 @@ impl RoomRegistry {
             return;
         };
         if let Err(wait) = c.bucket.try_take(now) {
-            // One error per second of refusals: answering every message of a flood would
-            // only fill the flooder's own outbound queue.
+            // At most one error per second: answering every message of a flood would only
+            // fill the flooder's own outbound queue. A message let through in between (the
+            // bucket refills 30 times a second) does not start a new second.
             let quiet = c
                 .limited_since
                 .is_some_and(|t| now.saturating_sub(t) < Duration::from_secs(1));
@@ -154,7 +155,6 @@ impl RoomRegistry {
             }
             return;
         }
-        c.limited_since = None;
         let msg = match msg {
             Ok(msg) => msg,
             Err(e) => {
@@ -551,6 +551,55 @@ mod tests {
         assert_eq!(
             error_code(&f.send(2, json!({"type":"hangup","to":"a"}))).as_deref(),
             Some("membership_lost")
+        );
+    }
+
+    #[test]
+    fn default_limits_are_the_seeds() {
+        let l = Limits::default();
+        assert_eq!(
+            (l.max_rooms, l.max_members, l.rate_per_sec, l.burst),
+            (1000, 50, 30.0, 50)
+        );
+        // With the defaults, the 51st member of a room is refused.
+        let mut f = Fixture::new(Limits::default());
+        for i in 0..50 {
+            let out = f.join(i, "r", &format!("m{i}"));
+            assert_eq!(out[0].1["type"], "joined", "member {i}: {out:?}");
+        }
+        assert_eq!(
+            error_code(&f.join(50, "r", "m50")).as_deref(),
+            Some("room_full")
+        );
+        assert_eq!(f.reg.stats().members, 50);
+    }
+
+    #[test]
+    fn a_socket_kept_refused_hears_rate_limited_once_a_second() {
+        let mut f = Fixture::new(Limits::default());
+        f.reg.connect(T0, 1);
+        // A flood at 100 messages a second for 3 s: after the burst, the bucket lets about
+        // every third message through, and refuses the rest.
+        let mut errors = Vec::new();
+        let mut pongs = 0;
+        for step in 0..300u64 {
+            let now = T0 + Duration::from_millis(10 * step);
+            f.reg.handle(now, 1, Ok(ClientMessage::Ping));
+            for (_, m) in f.drain() {
+                if m["code"] == "rate_limited" {
+                    errors.push(now);
+                } else if m["type"] == "pong" {
+                    pongs += 1;
+                }
+            }
+        }
+        assert!(pongs > 50 + 60, "the steady rate is served: {pongs} pongs");
+        let ms: Vec<u128> = errors.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms.len(), 3, "one error a second while refused: {ms:?}");
+        assert!(
+            ms.windows(2)
+                .all(|w| matches!(w, [a, b] if b - a >= 1000 && b - a < 1100)),
+            "{ms:?}"
         );
     }
 

@@ -5,6 +5,7 @@
 //! that ignores it still works: the answering side learns of the call from the offer), and an
 //! `error` event `{code, message, event?, retryAfterMs?}` for every rejected event.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -119,6 +120,29 @@ pub struct StopCall {
     pub remote_socket_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+impl StopCall {
+    /// Reads `stop-call`'s payload: none at all, or `null`, is a stop that names nothing;
+    /// anything else must be an object of this shape, as for every event ([`decode_payload`]).
+    /// `None` is `invalid_payload`: it must not end a call.
+    #[must_use]
+    pub fn from_payload(payload: Option<Value>) -> Option<Self> {
+        match payload {
+            None | Some(Value::Null) => Some(Self::default()),
+            Some(value) => decode_payload(value),
+        }
+    }
+}
+
+/// Reads an event's payload into its type: `None` unless it is a JSON object of that shape
+/// (serde alone would also read a struct from an array of its fields in order).
+#[must_use]
+pub fn decode_payload<T: DeserializeOwned>(payload: Value) -> Option<T> {
+    if !payload.is_object() {
+        return None;
+    }
+    serde_json::from_value(payload).ok()
 }
 
 /// `newMessage` from a client.
@@ -237,7 +261,7 @@ pub fn is_valid_image(image: &str) -> bool {
     })
 }
 
-/// Checks a chat message's length (1–1000 characters).
+/// Checks a chat message: 1–1000 characters, not only whitespace.
 ///
 /// # Errors
 /// [`ValidationError::Message`].
@@ -292,6 +316,13 @@ mod tests {
             "data:image/png;base64,a b",
             "http://example.com/a.png",
             "data:image/svg+xml;base64,PHN2Zz4=",
+            "data:image/png;base64,ab\\cd",
+            "data:image/png;base64,ab`cd",
+            "data:image/png;base64,ab'cd",
+            "data:image/png;base64,abécd",
+            "data:image/png;base64,ab\ncd",
+            "data:image/png;base64,ab\u{7f}cd",
+            "data:image/png;base64,ab\tcd",
         ] {
             assert_eq!(
                 request("a", bad).validate(),
@@ -328,11 +359,51 @@ mod tests {
     }
 
     #[test]
+    fn payloads_must_be_objects() {
+        let offer = json!({"offer":{},"roomId":"r","name":"n","remoteSocketId":"s"});
+        assert!(decode_payload::<OfferIn>(offer).is_some());
+        // The same fields in order, as an array, are not an offer.
+        assert!(decode_payload::<OfferIn>(json!([{}, "r", "n", "s"])).is_none());
+        assert!(decode_payload::<RequestRoom>(json!(["Ada", null, ""])).is_none());
+        assert!(decode_payload::<RequestRoom>(json!("Ada")).is_none());
+        assert!(decode_payload::<RequestRoom>(json!({"name": 42})).is_none());
+    }
+
+    #[test]
+    fn stop_call_payloads() {
+        assert_eq!(StopCall::from_payload(None), Some(StopCall::default()));
+        assert_eq!(
+            StopCall::from_payload(Some(Value::Null)),
+            Some(StopCall::default())
+        );
+        assert_eq!(
+            StopCall::from_payload(Some(json!({"roomId":"r","remoteSocketId":null,"x":1}))),
+            Some(StopCall {
+                room_id: Some("r".into()),
+                ..StopCall::default()
+            })
+        );
+        for bad in [
+            json!("stop"),
+            json!(1),
+            json!(true),
+            json!([]),
+            json!(["r"]),
+            json!({"roomId": 5}),
+            json!({"name": {"a": 1}}),
+        ] {
+            assert_eq!(StopCall::from_payload(Some(bad.clone())), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn chat_validation() {
         assert!(validate_chat("hi").is_ok());
         assert!(validate_chat(&"ü".repeat(1000)).is_ok());
         assert!(validate_chat("").is_err());
         assert!(validate_chat("  ").is_err());
+        assert!(validate_chat(" \n\t\u{3000} ").is_err(), "whitespace only");
+        assert!(validate_chat(" hi ").is_ok());
         assert!(validate_chat(&"a".repeat(1001)).is_err());
     }
 }

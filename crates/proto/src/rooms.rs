@@ -564,6 +564,17 @@ mod tests {
                 ErrorCode::InvalidJoin,
             ),
             (r#"{"type":"offer","sdp":{}}"#, ErrorCode::InvalidTarget),
+            // A missing or invalid `to` is invalid_target, checked before the payload; a `to`
+            // that is not a string is not the protocol's shape at all.
+            (r#"{"type":"hangup"}"#, ErrorCode::InvalidTarget),
+            (r#"{"type":"hangup","to":""}"#, ErrorCode::InvalidTarget),
+            (r#"{"type":"hangup","to":null}"#, ErrorCode::InvalidTarget),
+            (r#"{"type":"offer","to":"a b"}"#, ErrorCode::InvalidTarget),
+            (
+                r#"{"type":"candidate","to":"a/b","candidate":{}}"#,
+                ErrorCode::InvalidTarget,
+            ),
+            (r#"{"type":"hangup","to":7}"#, ErrorCode::InvalidMessage),
             (r#"{"type":"offer","to":"b"}"#, ErrorCode::InvalidMessage),
             (
                 r#"{"type":"offer","to":"b","sdp":"x"}"#,

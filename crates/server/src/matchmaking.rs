@@ -13,11 +13,11 @@ use liveloop_core::matchmaker::{Config, Matchmaker};
 use liveloop_proto::matchmaking as mm;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{Event, SocketRef, State as IoState, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value as RawValue};
 use socketioxide::socket::{DisconnectReason, Sid, Socket};
-use socketioxide::{ParserError, SocketIo};
 
 use crate::lock;
 
@@ -64,11 +64,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Decodes a payload into the event's type; `None` when it is missing or has the wrong shape.
-fn decode<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Option<T> {
-    data.ok().and_then(|v| serde_json::from_value(v).ok())
 }
 
 /// The service: an axum router with the socket.io layer, and the status endpoints.
@@ -136,8 +131,18 @@ struct InOrder<F>(F);
 #[derive(Debug)]
 struct Sequential;
 
-/// An event's payload: `None` when it is larger than [`mm::MAX_EVENT_BYTES`] (not decoded).
-type Payload = Option<Result<Value, ParserError>>;
+/// An event's payload, as far as the server reads it.
+#[derive(Debug)]
+enum Payload {
+    /// Larger than [`mm::MAX_EVENT_BYTES`]: not decoded.
+    TooLarge,
+    /// The event carried no argument at all.
+    Missing,
+    /// Its first argument.
+    Value(Value),
+    /// Unreadable (binary attachments, nesting too deep).
+    Unreadable,
+}
 
 impl<F> MessageHandler<LocalAdapter, Sequential> for InOrder<F>
 where
@@ -147,18 +152,34 @@ where
         let Ok(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
         let Ok(io) = SocketIo::from_message_parts(&s, &mut v, &ack_id);
         let payload = if v.len() > mm::MAX_EVENT_BYTES {
-            None
+            Payload::TooLarge
         } else {
             let Ok(TryData(data)) = TryData::<Value>::from_message_parts(&s, &mut v, &ack_id);
-            Some(data)
+            match data {
+                Ok(value) => Payload::Value(value),
+                Err(_) if has_no_argument(&v) => Payload::Missing,
+                Err(_) => Payload::Unreadable,
+            }
         };
         (self.0)(&socket, &io, payload);
     }
 }
 
-/// Decodes a payload that is within the size limit.
-fn decode_sized<T: DeserializeOwned>(payload: Payload) -> Option<T> {
-    payload.and_then(decode)
+/// True when the packet is the event name alone (`["stop-call"]`): the common parser keeps it
+/// as the JSON array it arrived as.
+fn has_no_argument(v: &RawValue) -> bool {
+    v.as_str().is_some_and(|raw| {
+        serde_json::from_str::<Vec<serde::de::IgnoredAny>>(raw).is_ok_and(|args| args.len() <= 1)
+    })
+}
+
+/// Decodes a payload within the size limit into the event's type: `None` (`invalid_payload`)
+/// when it is too large, missing, not an object or of the wrong shape.
+fn decode<T: DeserializeOwned>(payload: Payload) -> Option<T> {
+    match payload {
+        Payload::Value(value) => mm::decode_payload(value),
+        Payload::TooLarge | Payload::Missing | Payload::Unreadable => None,
+    }
 }
 
 /// Registers the socket and its event handlers. This runs as connect *middleware*, which
@@ -182,25 +203,23 @@ async fn register(
         );
     };
     on(mm::EV_REQUEST_ROOM, |m, now, sid, p| {
-        m.handle_request_room(now, sid, decode_sized(p));
+        m.handle_request_room(now, sid, decode(p));
     });
-    on(mm::EV_OFFER, |m, _, sid, p| {
-        m.handle_offer(sid, decode_sized(p))
-    });
+    on(mm::EV_OFFER, |m, _, sid, p| m.handle_offer(sid, decode(p)));
     on(mm::EV_ANSWER, |m, _, sid, p| {
-        m.handle_answer(sid, decode_sized(p))
+        m.handle_answer(sid, decode(p))
     });
-    on(mm::EV_SEND_ICE, |m, _, sid, p| {
-        m.handle_ice(sid, decode_sized(p))
-    });
+    on(mm::EV_SEND_ICE, |m, _, sid, p| m.handle_ice(sid, decode(p)));
     on(mm::EV_NEW_MESSAGE, |m, now, sid, p| {
-        m.handle_message(now, sid, decode_sized(p));
+        m.handle_message(now, sid, decode(p));
     });
     on(mm::EV_STOP_CALL, |m, now, sid, p| {
-        // stop-call with no payload at all is fine: the server knows the call.
+        // No payload at all (or null) is fine: the server knows the call. Anything else must
+        // read as one; an oversized or unreadable stop-call is refused and ends nothing.
         let payload = match p {
-            Some(Ok(Value::Null) | Err(_)) => Some(mm::StopCall::default()),
-            other => decode_sized(other),
+            Payload::Missing => mm::StopCall::from_payload(None),
+            Payload::Value(value) => mm::StopCall::from_payload(Some(value)),
+            Payload::TooLarge | Payload::Unreadable => None,
         };
         m.handle_stop(now, sid, payload);
     });

@@ -5,6 +5,14 @@
 //! registry) and the writer (drains a bounded queue of 64 messages into the socket, each send
 //! limited to 2 s). Deliveries are queued with `try_send`, never awaited, so one slow socket never
 //! delays a room: when its queue is full or a send times out it is evicted and closed.
+//!
+//! Closing is the writer's job, told by the reader why ([`Closing`]): it sends what is still
+//! queued (not for an eviction: an evicted socket gets `membership_lost` instead), then the
+//! close frame, all within one more `send_timeout`. A send still stuck is not abandoned: its
+//! bytes stay buffered ahead of the close frame, so a socket that starts reading again within
+//! that time gets the close code; one that reads nothing is dropped without a close frame.
+//! Once the close frame is out, the reader waits (again at most `send_timeout`) for the
+//! client's close reply before the connection is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +32,8 @@ use liveloop_proto::rooms::{
     ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, ParseError, ServerMessage,
 };
 use liveloop_proto::rtc_config::RtcConfig;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite;
 
 use crate::lock;
 
@@ -118,6 +127,33 @@ enum Outbound {
     Ping,
 }
 
+/// Why a socket is being closed; each reason has its close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// The client closed or its connection failed.
+    Normal,
+    /// A message over [`MAX_MESSAGE_BYTES`] (its `message_too_large` error is queued).
+    TooLarge,
+    /// Nothing heard for `pong_wait`.
+    Silent,
+    /// The server is shutting down.
+    Shutdown,
+    /// Too slow (outbound queue full, or a send over `send_timeout`): removed from its room.
+    Evicted,
+}
+
+impl Closing {
+    const fn frame(self) -> (u16, &'static str) {
+        match self {
+            Self::Normal => (1000, "bye"),
+            Self::TooLarge => (1009, "message too large"),
+            Self::Silent => (1001, "heartbeat timeout"),
+            Self::Shutdown => (1001, "server shutting down"),
+            Self::Evicted => (1008, "too slow"),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ConnHandle {
     tx: mpsc::Sender<Outbound>,
@@ -195,6 +231,26 @@ impl RoomsService {
         let now = self.now();
         let mut shared = lock(&self.0.shared);
         f(&mut shared.registry, now);
+        Self::deliver(&mut shared);
+    }
+
+    /// Evicts a socket that is too slow: its room hears it is gone, its reader is told to
+    /// close it (1008).
+    fn evict(&self, id: ConnId) {
+        let mut shared = lock(&self.0.shared);
+        Self::evict_locked(&mut shared, id);
+        Self::deliver(&mut shared);
+    }
+
+    fn evict_locked(shared: &mut Shared, id: ConnId) {
+        if let Some(conn) = shared.conns.remove(&id) {
+            conn.kill.notify_one();
+        }
+        shared.registry.evict(id);
+    }
+
+    /// Drains the registry's output into the sockets' queues.
+    fn deliver(shared: &mut Shared) {
         // Evicting a slow socket tells its room, which can find another slow socket: repeat
         // until nothing is left to deliver.
         loop {
@@ -215,11 +271,8 @@ impl RoomsService {
                 break;
             }
             for id in slow {
-                if let Some(conn) = shared.conns.remove(&id) {
-                    tracing::info!(conn = id, "evicting a client whose outbound queue is full");
-                    conn.kill.notify_one();
-                    shared.registry.evict(id);
-                }
+                tracing::info!(conn = id, "evicting a client whose outbound queue is full");
+                Self::evict_locked(shared, id);
             }
         }
     }
@@ -299,17 +352,18 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
     svc.with_registry(|reg, now| reg.connect(now, id));
 
     let (sink, mut stream) = socket.split();
+    let (closing_tx, closing_rx) = oneshot::channel();
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
+        closing_rx,
         inner.config.send_timeout,
         kill.clone(),
     ));
     let mut heartbeat = tokio::time::interval(inner.config.ping_interval);
     heartbeat.tick().await;
     let mut last_seen = Instant::now();
-    let mut close: Option<(u16, &'static str)> = None;
-    loop {
+    let closing = loop {
         tokio::select! {
             frame = stream.next() => {
                 last_seen = Instant::now();
@@ -317,8 +371,7 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
                     Some(Ok(Message::Text(text))) => {
                         if text.len() > MAX_MESSAGE_BYTES {
                             svc.with_registry(|reg, now| reg.handle(now, id, Err(ParseError::TooLarge)));
-                            close = Some((1009, "message too large"));
-                            break;
+                            break Closing::TooLarge;
                         }
                         let msg = ClientMessage::parse(text.as_str());
                         svc.with_registry(|reg, now| reg.handle(now, id, msg));
@@ -326,101 +379,186 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
                     Some(Ok(Message::Binary(data))) if data.len() > MAX_MESSAGE_BYTES => {
                         // Over the limit is over the limit, whatever the frame type.
                         svc.with_registry(|reg, now| reg.handle(now, id, Err(ParseError::TooLarge)));
-                        close = Some((1009, "message too large"));
-                        break;
+                        break Closing::TooLarge;
                     }
                     Some(Ok(Message::Binary(_))) => {
                         let err = ParseError::Malformed("binary frames are not part of the protocol".into());
                         svc.with_registry(|reg, now| reg.handle(now, id, Err(err)));
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) | None => break Closing::Normal,
                     Some(Err(e)) => {
                         tracing::debug!(conn = id, error = %e, "WebSocket read failed");
-                        if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
-                            let message = ServerMessage::Error { code: ErrorCode::MessageTooLarge, message: e.to_string() };
+                        if is_too_large(e) {
+                            // A frame over what we read at all (4 MB): the same error as 1-4 MB.
+                            // It bypasses the rate limit: the socket is closed either way.
+                            let message = ServerMessage::Error {
+                                code: ErrorCode::MessageTooLarge,
+                                message: ParseError::TooLarge.to_string(),
+                            };
                             let _ = tx.try_send(Outbound::Text(message.to_json().into()));
-                            close = Some((1009, "message too large"));
+                            break Closing::TooLarge;
                         }
-                        break;
+                        break Closing::Normal;
                     }
                 }
             }
             // A client silent for `pong_wait` is closed then, not at the next ping after it.
             () = tokio::time::sleep_until((last_seen + inner.config.pong_wait).into()) => {
                 tracing::debug!(conn = id, "closing a silent client");
-                close = Some((1001, "heartbeat timeout"));
-                break;
+                break Closing::Silent;
             }
-            _ = heartbeat.tick() => {
-                if tx.try_send(Outbound::Ping).is_err() {
-                    break;
+            _ = heartbeat.tick() => match tx.try_send(Outbound::Ping) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::info!(conn = id, "evicting a client whose outbound queue is full");
+                    svc.evict(id);
+                    break Closing::Evicted;
                 }
-            }
+                // The writer is gone: the socket failed.
+                Err(mpsc::error::TrySendError::Closed(_)) => break Closing::Normal,
+            },
+            // The queue was full when a delivery was made, or the writer timed out.
             () = kill.notified() => {
-                close = Some((1008, "too slow"));
-                break;
+                svc.evict(id);
+                break Closing::Evicted;
             }
-            () = crate::shutdown_signal(inner.shutdown.clone()) => {
-                close = Some((1001, "server shutting down"));
-                break;
-            }
+            () = crate::shutdown_signal(inner.shutdown.clone()) => break Closing::Shutdown,
         }
-    }
+    };
     {
         let mut shared = lock(&inner.shared);
         shared.conns.remove(&id);
     }
     svc.with_registry(|reg, _| reg.disconnect(id));
-    // Let the writer flush what is queued (errors included), then close.
+    // The writer sends what it should and the close frame, within one more `send_timeout`
+    // (it may have started already: after its own send timeout, it closes as evicted).
+    let _ = closing_tx.send(closing);
     drop(tx);
-    let writer_done = tokio::time::timeout(inner.config.send_timeout, writer).await;
-    if let Ok(Ok(Some(mut sink))) = writer_done {
-        let (code, reason) = close.unwrap_or((1000, "bye"));
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
+    if writer.await.unwrap_or(false) {
+        // Take the client's close reply (and pongs still on their way) before dropping the
+        // connection: dropping it with their bytes unread resets it, and a client that answers
+        // the pings queued ahead of our close frame then fails before it reads that frame.
+        let reply = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
         };
-        let _ = tokio::time::timeout(
-            inner.config.send_timeout,
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let _ = tokio::time::timeout(inner.config.send_timeout, reply).await;
     }
+}
+
+/// True for a read error that says the client's frame or message is over our size limit.
+fn is_too_large(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast::<tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)))
 }
 
 type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
 
-/// Sends queued messages until the queue closes; gives the sink back if it is still healthy.
+/// Sends queued messages until the reader says the socket is closing (or a send takes over
+/// `send_timeout`: the socket is then evicted), then closes it; see the module docs. True if
+/// the close frame went out.
 async fn write_loop(
     mut sink: WsSink,
     mut rx: mpsc::Receiver<Outbound>,
+    mut closing: oneshot::Receiver<Closing>,
     send_timeout: Duration,
     kill: Arc<Notify>,
-) -> Option<WsSink> {
-    while let Some(out) = rx.recv().await {
-        let msg = match out {
-            Outbound::Text(text) => Message::Text(text.as_ref().into()),
-            Outbound::Ping => Message::Ping(Default::default()),
+) -> bool {
+    // A dropped sender means the reader is gone without a reason: a normal close.
+    let reason = loop {
+        let out = tokio::select! {
+            biased;
+            reason = &mut closing => break reason.unwrap_or(Closing::Normal),
+            out = rx.recv() => out,
         };
-        match tokio::time::timeout(send_timeout, sink.send(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return None,
-            Err(_) => {
-                tracing::info!(
-                    "evicting a client that took over {send_timeout:?} to accept a message"
-                );
-                kill.notify_one();
-                return None;
-            }
+        let Some(out) = out else {
+            break (&mut closing).await.unwrap_or(Closing::Normal);
+        };
+        tokio::select! {
+            biased;
+            // Closing while a send is stuck: its bytes stay buffered, ahead of the close.
+            reason = &mut closing => break reason.unwrap_or(Closing::Normal),
+            sent = tokio::time::timeout(send_timeout, sink.send(outbound_message(out))) => match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    tracing::info!(
+                        "evicting a client that took over {send_timeout:?} to accept a message"
+                    );
+                    kill.notify_one();
+                    break Closing::Evicted;
+                }
+            },
+        }
+    };
+    let mut last = Vec::new();
+    if reason == Closing::Evicted {
+        let lost = ServerMessage::Error {
+            code: ErrorCode::MembershipLost,
+            message: "too slow: the server removed you from the room".into(),
+        };
+        last.push(Message::Text(lost.to_json().into()));
+    } else {
+        // Whatever was queued before the reason (a `message_too_large` error, say) goes first.
+        while let Ok(out) = rx.try_recv() {
+            last.push(outbound_message(out));
         }
     }
-    Some(sink)
+    let (code, why) = reason.frame();
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: why.into(),
+    }));
+    let finish = async {
+        for msg in last {
+            sink.feed(msg).await?;
+        }
+        sink.send(close).await
+    };
+    tokio::time::timeout(send_timeout, finish)
+        .await
+        .is_ok_and(|sent| sent.is_ok())
+}
+
+fn outbound_message(out: Outbound) -> Message {
+    match out {
+        Outbound::Text(text) => Message::Text(text.as_ref().into()),
+        Outbound::Ping => Message::Ping(Default::default()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_config_is_the_documented_one() {
+        let c = RoomsConfig::default();
+        assert_eq!(c.ping_interval, Duration::from_secs(15));
+        assert_eq!(c.pong_wait, Duration::from_secs(20));
+        assert_eq!(c.outbound_buffer, 64);
+        assert_eq!(c.send_timeout, Duration::from_secs(2));
+        assert_eq!(c.allowed_origins, AllowedOrigins::Any);
+        assert_eq!(
+            (c.limits.max_rooms, c.limits.max_members),
+            (1000, 50),
+            "the registry's own defaults"
+        );
+    }
+
+    #[test]
+    fn close_codes() {
+        assert_eq!(Closing::Evicted.frame().0, 1008);
+        assert_eq!(Closing::TooLarge.frame().0, 1009);
+        assert_eq!(Closing::Silent.frame().0, 1001);
+        assert_eq!(Closing::Shutdown.frame().0, 1001);
+        assert_eq!(Closing::Normal.frame().0, 1000);
+    }
 
     #[test]
     fn origins() {
@@ -434,5 +572,8 @@ mod tests {
         assert!(!list.allows(Some("https://example.com.evil.net")));
         assert!(!list.allows(Some("null")));
         assert!(list.allows(None), "native clients send no Origin");
+        // An empty setting (or only commas and spaces) allows every origin, as `*` does.
+        assert_eq!(AllowedOrigins::parse(""), AllowedOrigins::Any);
+        assert_eq!(AllowedOrigins::parse(" , "), AllowedOrigins::Any);
     }
 }
