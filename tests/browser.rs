@@ -499,6 +499,35 @@ async fn the_browser_client_serves_seed_001s_api() {
     assert_eq!(bad["ok"], false);
     assert_eq!(bad["err"]["code"], "invalid_room");
     assert_eq!(bad["rs"], "idle");
+    let bad = b
+        .eval("web", "const ok = await connect('api-room', 'no spaces!'); return {ok, err: state.lastError, rs: state.roomState}")
+        .await
+        .unwrap();
+    assert_eq!(bad["ok"], false);
+    assert_eq!(bad["err"]["code"], "invalid_id");
+    assert_eq!(bad["rs"], "idle");
+
+    // `?id=` and `?name=` prefill the join form.
+    b.open("prefill", &format!("{base}/r/prefill-room?id=pre&name=Pat"))
+        .await
+        .unwrap();
+    b.eval(
+        "prefill",
+        "document.getElementById('join-form').requestSubmit(); return true",
+    )
+    .await
+    .unwrap();
+    b.wait(
+        "prefill",
+        "return state.roomState === 'joined' && state.myId === 'pre' && state.name === 'Pat' \
+         && state.roomId === 'prefill-room'",
+        10 * SECOND,
+    )
+    .await
+    .unwrap();
+    b.eval("prefill", "disconnect(); return true")
+        .await
+        .unwrap();
 
     // The setRoomState hook sees every change; connect joins.
     b.eval(
@@ -613,6 +642,25 @@ async fn the_browser_client_serves_seed_001s_api() {
             .unwrap(),
         serde_json::json!([false, null])
     );
+    // Ending the share from the browser's own control ends it here too.
+    assert_eq!(
+        b.eval("web", "return startScreenShare()").await.unwrap(),
+        true
+    );
+    b.eval(
+        "web",
+        "const t = state.screenStream.getVideoTracks()[0]; t.stop(); \
+         t.dispatchEvent(new Event('ended')); return true",
+    )
+    .await
+    .unwrap();
+    b.wait(
+        "web",
+        "return state.usingScreen === false && state.screenStream === null",
+        5 * SECOND,
+    )
+    .await
+    .unwrap();
 
     // Recording: a file with the call's video and audio is downloaded.
     assert_eq!(
@@ -681,6 +729,32 @@ async fn the_browser_client_serves_seed_001s_api() {
         b.eval("web", "return sendChat('')").await.unwrap(),
         0,
         "empty chat refused"
+    );
+    assert_eq!(
+        b.eval("web", "return sendChat('x'.repeat(1001))")
+            .await
+            .unwrap(),
+        0,
+        "chat over 1000 characters refused"
+    );
+    // Reading the data channel as the native client does (crates/proto/src/peer.rs): chat
+    // cut at 1000 characters, empty chat ignored, a field of the wrong type ignores the
+    // message.
+    let read = b
+        .eval(
+            "web",
+            "const p = state.peers.get('native'); const feed = (m) => p.dc.onmessage({ data: JSON.stringify(m) }); \
+             const chats = state.chat.length, name = p.name; \
+             feed({ type: 'chat', text: 'é'.repeat(2000) }); feed({ type: 'chat', text: '' }); feed({ type: 'chat' }); \
+             feed({ type: 'state', name: 'Mallory', muted: 'yes' }); \
+             return { added: state.chat.length - chats, last: Array.from(state.chat.at(-1).text).length, \
+               nameKept: p.name === name, muted: p.muted }",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read,
+        serde_json::json!({"added": 1, "last": 1000, "nameKept": true, "muted": false})
     );
 
     // Hang up, call again (the native peer takes the call), hang up everyone.

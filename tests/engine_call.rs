@@ -411,6 +411,7 @@ async fn random(server: &Embedded, name: &str) -> Client {
     let media = Media {
         video: Some(Box::new(SyntheticCamera::new(320, 180, 15.0))),
         audio: Some(Box::new(SyntheticMic::new(Voice::Speech, true))),
+        speaker: None,
     };
     let (handle, events) = random_chat(config(name), &server.matchmaking_url(), media)
         .await
@@ -713,6 +714,7 @@ async fn errors_arrive_as_typed_events() {
         Media {
             video: None,
             audio: None,
+            speaker: None,
         },
     )
     .unwrap();
@@ -756,5 +758,123 @@ async fn errors_arrive_as_typed_events() {
     .await;
     for x in [&a, &b, &c, &nocam, &lost] {
         x.send(Command::Leave).await;
+    }
+}
+
+/// A simulated sound card: takes `FRAME` samples from the ring every `period_us` (read each
+/// time, so the test can change the device's clock), on an absolute schedule like a real
+/// device's, and keeps what it played.
+fn simulated_speaker(
+    mut drain: liveloop_media::audio::SpeakerDrain,
+    period_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    played: std::sync::Arc<std::sync::Mutex<Vec<f32>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let mut next = Instant::now();
+        let mut buf = vec![0.0f32; 960];
+        while !stop.load(Ordering::Relaxed) {
+            next += Duration::from_micros(period_us.load(Ordering::Relaxed));
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            drain.fill(&mut buf);
+            played.lock().unwrap().extend_from_slice(&buf);
+        }
+    })
+}
+
+/// The playout runs on the speaker's clock: what the speaker plays is the call's speech, and
+/// when the device's clock runs faster than the sender's (here 25 % faster, far beyond real
+/// drift, so that it cannot be mistaken for the 20 ms timer) the playout makes frames as fast
+/// as the device takes them, not on a timer of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playout_follows_the_speaker_clock() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let server = server_on(0).await;
+    let url = format!("ws://{}/ws", server.rooms);
+    let (feed, drain) = liveloop_media::audio::speaker_ring(9_600);
+    let period = Arc::new(AtomicU64::new(20_000));
+    let played = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = simulated_speaker(drain, period.clone(), played.clone(), stop.clone());
+    let (handle, events) = liveloop_engine::join_room_with(
+        config("listener"),
+        url.clone(),
+        "clock".into(),
+        "listener".into(),
+        Media {
+            video: None,
+            audio: None,
+            speaker: Some(feed),
+        },
+    )
+    .unwrap();
+    let mut listener = Client {
+        name: "listener".into(),
+        handle,
+        events,
+    };
+    let talker = join(&url, "clock", "talker", SyntheticCamera::new(160, 90, 5.0));
+    listener
+        .until("connected", |e| {
+            matches!(e, EngineEvent::PeerConnected { .. })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // At the device's nominal rate, the speaker plays the talker's speech.
+    played.lock().unwrap().clear();
+    let (loud, _) = loud_frames(&mut listener, "talker", Duration::from_secs(8)).await;
+    let heard = std::mem::take(&mut *played.lock().unwrap());
+    let per_second = speech_correlation(&heard);
+    let mut sorted = per_second.clone();
+    sorted.sort_by(f64::total_cmp);
+    let corr = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "speaker played {:.1} s, {loud} loud frames; speech correlation per second {per_second:.3?}",
+        heard.len() as f64 / 48_000.0
+    );
+    assert!(
+        per_second.len() >= 5,
+        "{} s of speech compared",
+        per_second.len()
+    );
+    assert!(corr >= 0.9, "speech on the speaker: correlation {corr:.3}");
+
+    // A device clock 25 % fast: 960 samples every 16 ms.
+    period.store(16_000, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Count from now: what was played out while the test slept is not in the window.
+    while listener.events.try_recv().is_ok() {}
+    let start = played.lock().unwrap().len();
+    let window = Duration::from_secs(4);
+    let mut frames = 0usize;
+    let end = Instant::now() + window;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(end.into(), listener.events.recv()).await {
+        if matches!(ev, EngineEvent::AudioPlayout { from, .. } if from == "talker") {
+            frames += 1;
+        }
+    }
+    let device_frames = (played.lock().unwrap().len() - start) / 960;
+    let timer_frames = window.as_millis() as usize / 20;
+    eprintln!(
+        "device clock 25% fast: {frames} frames played out while the device took {device_frames} \
+         (a 20 ms timer would make {timer_frames})"
+    );
+    assert!(
+        frames.abs_diff(device_frames) <= device_frames / 20 + 2,
+        "playout made {frames} frames while the device took {device_frames}"
+    );
+    assert!(
+        frames > timer_frames * 11 / 10,
+        "playout made {frames} frames, as a 20 ms timer would ({timer_frames})"
+    );
+    stop.store(true, Ordering::Relaxed);
+    device.join().unwrap();
+    for c in [&listener, &talker] {
+        c.send(Command::Leave).await;
     }
 }

@@ -181,6 +181,48 @@ async fn four_members_form_a_mesh_with_chat_mute_camera_and_leave() {
         )
         .await;
     }
+    // Ann hangs up on ben alone (`hangup` to one member): those two part, dan keeps both
+    // (ben unmuted, so that dan can hear him).
+    clients[1]
+        .handle
+        .send(Command::SetMuted(false))
+        .await
+        .unwrap();
+    clients[0]
+        .handle
+        .send(Command::HangUp(Some("ben".into())))
+        .await
+        .unwrap();
+    until(
+        &mut clients[0],
+        "ben hung up on",
+        |e| matches!(e, EngineEvent::PeerLeft { id } if id == "ben"),
+    )
+    .await;
+    until(
+        &mut clients[1],
+        "ann hung up",
+        |e| matches!(e, EngineEvent::PeerLeft { id } if id == "ann"),
+    )
+    .await;
+    let mut heard: HashMap<String, usize> = HashMap::new();
+    until(
+        &mut clients[3],
+        "speech from ann and ben after the hang-up",
+        |e| {
+            match e {
+                EngineEvent::PeerLeft { id } => panic!("dan lost {id}"),
+                EngineEvent::AudioPlayout { from, pcm } if rms(pcm) > 0.01 => {
+                    *heard.entry(from.clone()).or_default() += 1;
+                }
+                _ => {}
+            }
+            ["ann", "ben"]
+                .iter()
+                .all(|id| heard.get(*id).is_some_and(|n| *n >= 10))
+        },
+    )
+    .await;
     for i in [0, 1, 3] {
         clients[i].handle.send(Command::Leave).await.unwrap();
     }

@@ -1,5 +1,5 @@
 //! The bridge between the UI and the engine: one call at a time. Control events go to the UI
-//! as Tauri events (`call`), frames to the [`VideoHub`], audio to the speaker thread. Nothing
+//! as Tauri events (`call`), frames to the [`VideoHub`]; the engine plays the audio. Nothing
 //! here decides anything about calls; the engine does.
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::AppError;
 pub use crate::devices::Devices;
-use crate::devices::{media, start_speaker, stream_id};
+use crate::devices::{SpeakerGuard, media, start_speaker};
 pub use crate::names::{member_id, new_room_name, recording_file_name};
 use crate::video::VideoHub;
 
@@ -113,7 +113,9 @@ impl Calls {
     ) -> Result<CallStarted, AppError> {
         self.leave().await;
         let mut notes = Vec::new();
-        let media = media(&devices, &mut notes);
+        let mut media = media(&devices, &mut notes);
+        let (feed, speaker) = start_speaker(devices.speaker.clone(), &mut notes);
+        media.speaker = feed;
         let preview = hub.clone();
         let (frames_to_record, audio_to_record) = (self.recording.clone(), self.recording.clone());
         let testing = matches!(start, Start::Test { .. });
@@ -199,7 +201,7 @@ impl Calls {
                 call_id: started.call_id,
             },
             hub,
-            devices.speaker,
+            speaker,
             testing,
             events,
             self.recording.clone(),
@@ -327,12 +329,11 @@ impl Emit {
 async fn forward(
     app: Emit,
     hub: VideoHub,
-    speaker: String,
+    speaker: SpeakerGuard,
     testing: bool,
     mut events: tokio::sync::mpsc::Receiver<EngineEvent>,
     recording: Arc<RecordingSlot>,
 ) {
-    let speaker = start_speaker(speaker);
     // A test call: round trips of our own stamped frames, reported once a second.
     let mut round_trips: Vec<u32> = Vec::new();
     let mut reported = std::time::Instant::now();
@@ -359,12 +360,8 @@ async fn forward(
                 }
                 continue;
             }
-            EngineEvent::AudioPlayout { from, pcm } => {
-                if let Some(s) = &speaker {
-                    let _ = s.send((stream_id(from), pcm.clone()));
-                }
-                continue;
-            }
+            // Played by the engine itself; the speaker closes when the call ends.
+            EngineEvent::AudioPlayout { .. } => continue,
             EngineEvent::PeerLeft { id } => hub.clear(id),
             _ => {}
         }
@@ -373,6 +370,7 @@ async fn forward(
         }
     }
     hub.clear("self");
+    drop(speaker);
 }
 
 #[cfg(test)]

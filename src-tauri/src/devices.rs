@@ -1,5 +1,5 @@
 //! The devices a call uses: the camera and microphone it sends from (or synthetic and file
-//! media, for demos and tests), and the speaker thread that plays everyone's audio.
+//! media, for demos and tests), and the speaker the call's playout writes to.
 
 use liveloop_engine::Media;
 use liveloop_media::{AudioSource, VideoSource};
@@ -42,7 +42,11 @@ pub(crate) fn media(devices: &Devices, notes: &mut Vec<String>) -> Media {
             }
         }
     };
-    Media { video, audio }
+    Media {
+        video,
+        audio,
+        speaker: None,
+    }
 }
 
 /// The devices chosen in Settings (empty ids: the system default).
@@ -57,31 +61,49 @@ fn chosen(id: &str) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
-/// The speaker thread: cpal streams stay on the thread that made them.
-pub(crate) fn start_speaker(id: String) -> Option<std::sync::mpsc::Sender<(u64, Vec<f32>)>> {
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<f32>)>();
-    let spawned = std::thread::Builder::new()
-        .name("speaker".into())
-        .spawn(move || {
-            let speaker = match liveloop_media::device::audio::Speaker::open(chosen(&id)) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "no speaker; call audio is not played");
-                    // Drain so senders never block.
-                    while rx.recv().is_ok() {}
-                    return;
-                }
-            };
-            while let Ok((stream, pcm)) = rx.recv() {
-                speaker.push(stream, &pcm);
-            }
-        });
-    spawned.ok().map(|_| tx)
+/// Keeps the speaker open; dropping it closes the speaker.
+pub(crate) struct SpeakerGuard {
+    _close: std::sync::mpsc::Sender<()>,
 }
 
-/// Stable small numbers for the speaker's per-participant streams.
-pub(crate) fn stream_id(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+/// Opens the chosen speaker on a thread of its own (cpal streams stay on the thread that made
+/// them) and returns the feed the call's playout writes to. `None` with a note when there is no
+/// speaker: the call goes on, unheard.
+pub(crate) fn start_speaker(
+    id: String,
+    notes: &mut Vec<String>,
+) -> (Option<liveloop_media::audio::SpeakerFeed>, SpeakerGuard) {
+    use liveloop_media::device::audio::{LIVE_SPEAKER_RING, Speaker};
+    let (close, closed) = std::sync::mpsc::channel::<()>();
+    let (opened_tx, opened) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("speaker".into())
+        .spawn(
+            move || match Speaker::open(chosen(&id), LIVE_SPEAKER_RING) {
+                Ok((speaker, feed)) => {
+                    let _ = opened_tx.send(Ok(feed));
+                    // Until the call ends (the guard is dropped).
+                    let _ = closed.recv();
+                    drop(speaker);
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+            },
+        );
+    let feed = match spawned {
+        Ok(_) => match opened.recv() {
+            Ok(Ok(feed)) => Some(feed),
+            Ok(Err(e)) => {
+                notes.push(format!("No speaker: {e}. You do not hear the call."));
+                None
+            }
+            Err(_) => None,
+        },
+        Err(e) => {
+            notes.push(format!("No speaker: {e}."));
+            None
+        }
+    };
+    (feed, SpeakerGuard { _close: close })
 }

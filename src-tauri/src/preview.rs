@@ -30,7 +30,7 @@ impl Preview {
     pub fn start(&self, app: AppHandle, hub: VideoHub, devices: &Devices) -> Vec<String> {
         self.stop();
         let mut notes = Vec::new();
-        let liveloop_engine::Media { video, audio } = media(devices, &mut notes);
+        let liveloop_engine::Media { video, audio, .. } = media(devices, &mut notes);
         let stop = Arc::new(AtomicBool::new(false));
         *lock(&self.stop) = Some(stop.clone());
         if let Some(mut video) = video {
@@ -149,9 +149,8 @@ pub fn jpeg_data_url(frame: &VideoFrame) -> Result<String, AppError> {
 /// When the speaker cannot open.
 pub fn speaker_test(speaker: &str) -> Result<(), AppError> {
     let id = (!speaker.is_empty()).then_some(speaker);
-    let out = liveloop_media::device::audio::Speaker::open(id)
+    let (_out, mut feed) = liveloop_media::device::audio::Speaker::open(id, 48_000)
         .map_err(|e| AppError::Call(format!("speaker: {e}")))?;
-    out.set_max_buffered(48_000 * 2);
     let tone: Vec<f32> = (0..48_000)
         .map(|n| {
             let t = n as f32 / 48_000.0;
@@ -160,7 +159,7 @@ pub fn speaker_test(speaker: &str) -> Result<(), AppError> {
             0.3 * fade * (std::f32::consts::TAU * 440.0 * t).sin()
         })
         .collect();
-    out.push(0, &tone);
+    feed.write(&tone);
     std::thread::sleep(Duration::from_millis(1100));
     Ok(())
 }

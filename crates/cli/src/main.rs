@@ -333,6 +333,7 @@ async fn main() -> Result<()> {
             Media {
                 video: video_source(&opts.video)?,
                 audio: audio_source(&opts.audio)?,
+                speaker: None,
             },
             None,
         )

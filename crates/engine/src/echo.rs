@@ -108,6 +108,7 @@ pub fn echo_media(format: VideoFormat) -> (Media, EchoFeed) {
         audio: Some(Box::new(EchoAudio {
             shared: shared.clone(),
         })),
+        speaker: None,
     };
     (media, EchoFeed { shared })
 }

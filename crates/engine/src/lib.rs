@@ -354,10 +354,16 @@ impl EngineHandle {
     }
 }
 
-/// Media to send: a camera (or file, or `None` for no camera) and a microphone.
+/// The call's devices: a camera (or file, or `None` for no camera) and a microphone to send
+/// from, and a speaker to play everyone on.
+#[derive(Default)]
 pub struct Media {
     pub video: Option<Box<dyn VideoSource>>,
     pub audio: Option<Box<dyn AudioSource>>,
+    /// Where the call's mix plays, and the playout's clock
+    /// ([`liveloop_media::device::audio::Speaker::open`]). `None`: a steady 20 ms clock, and
+    /// the audio only as [`EngineEvent::AudioPlayout`].
+    pub speaker: Option<liveloop_media::audio::SpeakerFeed>,
 }
 
 impl std::fmt::Debug for Media {
@@ -365,6 +371,7 @@ impl std::fmt::Debug for Media {
         f.debug_struct("Media")
             .field("video", &self.video.as_ref().map(|v| v.format()))
             .field("audio", &self.audio.is_some())
+            .field("speaker", &self.speaker.is_some())
             .finish()
     }
 }
@@ -389,6 +396,7 @@ pub fn join_room(
         Media {
             video: Some(video),
             audio: Some(audio),
+            speaker: None,
         },
     )
 }

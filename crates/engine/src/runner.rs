@@ -1,4 +1,5 @@
-//! The session task: one loop owns the signaling session, every peer and the playout clock.
+//! The session task: one loop owns the signaling session and every peer; the audio playout
+//! runs on a thread of its own (`playout`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,7 @@ mod peer_events;
 mod playout;
 
 use members::{Member, Playback};
+use playout::{PlayoutThread, Roster, Slot};
 
 use crate::{
     Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State, screen_stream_id,
@@ -71,6 +73,16 @@ pub(crate) fn start(
         flags.clone(),
         events.clone(),
     );
+    let roster = Roster::default();
+    let (speaking, speaking_rx) = tokio::sync::watch::channel(None);
+    let epoch = Instant::now();
+    let playout = playout::start_playout(
+        roster.clone(),
+        epoch,
+        media_in.speaker,
+        events.clone(),
+        speaking,
+    );
     let encoded_audio = media::start_audio(
         media_in.audio,
         audio_swap_rx,
@@ -89,7 +101,8 @@ pub(crate) fn start(
         events,
         members: BTreeMap::new(),
         membership: Membership::new(),
-        speaker: ActiveSpeaker::new(),
+        roster,
+        _playout: playout,
         encoded,
         encoded_audio,
         flags,
@@ -97,13 +110,13 @@ pub(crate) fn start(
         audio_swap,
         has_video,
         state: State::Idle,
-        epoch: Instant::now(),
+        epoch,
         screen: None,
         screen_generation: 0,
         encoded_screen: VideoOut::new(),
         screen_ended: screen_ended_tx,
     };
-    tokio::spawn(runner.run(session_events, command_rx, screen_ended_rx));
+    tokio::spawn(runner.run(session_events, command_rx, screen_ended_rx, speaking_rx));
     (EngineHandle { commands }, event_rx)
 }
 
@@ -120,8 +133,10 @@ struct Runner {
     members: BTreeMap<String, Member>,
     /// Who is present, absent or gone, and their grace timers.
     membership: Membership,
-    /// Who is speaking (from the played-out audio).
-    speaker: ActiveSpeaker,
+    /// The participants the playout thread plays.
+    roster: Roster,
+    /// Plays out while the session runs (`runner::playout`).
+    _playout: PlayoutThread,
     encoded: VideoOut,
     encoded_audio: broadcast::Sender<Bytes>,
     flags: Arc<MediaFlags>,
@@ -158,6 +173,7 @@ impl Runner {
         } else {
             State::Joined
         };
+        self.sync_roster();
         if state != self.state {
             self.state = state;
             self.emit(EngineEvent::State(state)).await;
@@ -186,9 +202,12 @@ impl Runner {
         mut session: mpsc::Receiver<SessionEvent>,
         mut commands: mpsc::Receiver<Command>,
         mut screen_ended: mpsc::UnboundedReceiver<(u64, String)>,
+        mut speaking: tokio::sync::watch::Receiver<Option<String>>,
     ) {
         let (peer_tx, mut peer_rx) = mpsc::channel::<(String, PeerEvent)>(4096);
-        let mut playout = tokio::time::interval(Duration::from_millis(20));
+        // Decoders that lost their way ask for a keyframe through a flag, looked at here.
+        let mut keyframes = tokio::time::interval(Duration::from_millis(20));
+        keyframes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut stats = tokio::time::interval(
             self.config
                 .stats_interval
@@ -210,7 +229,11 @@ impl Runner {
                     Some(Command::Leave) | None => break,
                     Some(cmd) => self.on_command(cmd).await,
                 },
-                _ = playout.tick() => self.play_out().await,
+                _ = keyframes.tick() => self.request_keyframes(),
+                Ok(()) = speaking.changed() => {
+                    let id = speaking.borrow_and_update().clone();
+                    self.emit(EngineEvent::Speaking { id }).await;
+                }
                 _ = stats.tick(), if self.config.stats_interval.is_some() => self.report_stats().await,
                 _ = housekeeping.tick() => self.expire_absent().await,
                 Some((generation, reason)) = screen_ended.recv() => {

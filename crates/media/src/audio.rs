@@ -1,6 +1,8 @@
-//! Resampling to 48 kHz mono and mixing.
+//! Resampling to 48 kHz mono, mixing, and the wait-free ring between the playout and a speaker.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rubato::{FftFixedInOut, Resampler as _};
 
@@ -159,13 +161,113 @@ impl Mixer {
                 *o += x * s.volume;
             }
         }
-        for o in out.iter_mut() {
-            if o.abs() > 0.9 {
-                // Above 0.9, compress smoothly towards 1.0.
-                let excess = o.abs() - 0.9;
-                *o = o.signum() * (0.9 + 0.1 * (excess / 0.1).tanh());
-            }
+        soft_limit(out);
+    }
+}
+
+/// Soft-limits a mix: above 0.9 the level is compressed smoothly towards 1.0, so that loud
+/// overlapping talkers do not wrap or hard-clip.
+pub fn soft_limit(out: &mut [f32]) {
+    for o in out.iter_mut() {
+        if o.abs() > 0.9 {
+            let excess = o.abs() - 0.9;
+            *o = o.signum() * (0.9 + 0.1 * (excess / 0.1).tanh());
         }
+    }
+}
+
+/// Creates the ring between the playout (which writes) and a speaker's real-time callback
+/// (which reads): `capacity` samples of 48 kHz mono. Neither side ever waits or locks.
+#[must_use]
+pub fn speaker_ring(capacity: usize) -> (SpeakerFeed, SpeakerDrain) {
+    let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity.max(1));
+    let counters = Arc::new(RingCounters::default());
+    (
+        SpeakerFeed {
+            producer,
+            counters: counters.clone(),
+        },
+        SpeakerDrain { consumer, counters },
+    )
+}
+
+#[derive(Debug, Default)]
+struct RingCounters {
+    /// Samples the device took.
+    played: AtomicU64,
+    /// Samples the device wanted but the ring did not have (played as silence).
+    missing: AtomicU64,
+}
+
+/// The writing end of a speaker: 48 kHz mono. The device's consumption is the playout clock:
+/// the writer keeps a little queued ([`SpeakerFeed::queued`]) and writes more as it drains.
+#[derive(Debug)]
+pub struct SpeakerFeed {
+    producer: rtrb::Producer<f32>,
+    counters: Arc<RingCounters>,
+}
+
+impl SpeakerFeed {
+    /// Samples written and not yet taken by the device.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.producer.buffer().capacity() - self.producer.slots()
+    }
+
+    /// Writes what fits and returns how many samples that was; a full ring drops the rest (the
+    /// device is not taking audio, so there is no point in queueing latency).
+    pub fn write(&mut self, samples: &[f32]) -> usize {
+        let n = samples.len().min(self.producer.slots());
+        if let Ok(chunk) = self.producer.write_chunk_uninit(n) {
+            chunk.fill_from_iter(samples.iter().copied());
+        }
+        n
+    }
+
+    /// Samples the device has taken since the ring was made.
+    #[must_use]
+    pub fn played(&self) -> u64 {
+        self.counters.played.load(Ordering::Relaxed)
+    }
+
+    /// Samples the device had to play as silence because the ring was empty (underruns).
+    #[must_use]
+    pub fn missing(&self) -> u64 {
+        self.counters.missing.load(Ordering::Relaxed)
+    }
+
+    /// Whether the reading end (the device) is gone.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.producer.is_abandoned()
+    }
+}
+
+/// The reading end of a speaker ring, for a real-time callback (or a test's simulated device).
+#[derive(Debug)]
+pub struct SpeakerDrain {
+    consumer: rtrb::Consumer<f32>,
+    counters: Arc<RingCounters>,
+}
+
+impl SpeakerDrain {
+    /// Fills `out`, with silence for whatever the ring does not have. Wait-free.
+    pub fn fill(&mut self, out: &mut [f32]) {
+        let n = out.len().min(self.consumer.slots());
+        let (head, tail) = out.split_at_mut(n);
+        if let Ok(chunk) = self.consumer.read_chunk(n) {
+            let (first, second) = chunk.as_slices();
+            for (o, s) in head.iter_mut().zip(first.iter().chain(second)) {
+                *o = *s;
+            }
+            chunk.commit_all();
+        }
+        tail.fill(0.0);
+        let missing = tail.len() as u64;
+        self.counters
+            .played
+            .fetch_add(n as u64 + missing, Ordering::Relaxed);
+        self.counters.missing.fetch_add(missing, Ordering::Relaxed);
     }
 }
 
@@ -234,5 +336,31 @@ mod tests {
         m.remove(3);
         assert_eq!(m.buffered(3), 0);
         m.set_volume(1, f32::NAN);
+    }
+    #[test]
+    fn speaker_ring_counts_what_the_device_took_and_missed() {
+        let (mut feed, mut drain) = speaker_ring(100);
+        assert_eq!(feed.write(&[0.5; 60]), 60);
+        assert_eq!(
+            feed.write(&[0.25; 60]),
+            40,
+            "a full ring takes only what fits"
+        );
+        assert_eq!(feed.queued(), 100);
+        let mut out = [1.0f32; 30];
+        drain.fill(&mut out);
+        assert!(out.iter().all(|s| (*s - 0.5).abs() < 1e-6));
+        assert_eq!(feed.queued(), 70);
+        let mut out = [1.0f32; 80];
+        drain.fill(&mut out);
+        assert!((out[29] - 0.5).abs() < 1e-6 && (out[30] - 0.25).abs() < 1e-6);
+        assert!(
+            out[70..].iter().all(|s| *s == 0.0),
+            "an underrun plays silence"
+        );
+        assert_eq!((feed.played(), feed.missing(), feed.queued()), (110, 10, 0));
+        assert!(!feed.is_closed());
+        drop(drain);
+        assert!(feed.is_closed());
     }
 }

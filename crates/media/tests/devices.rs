@@ -40,16 +40,15 @@ fn audio_plays_into_a_null_sink_and_is_captured_from_its_monitor() {
         "{mics:?}"
     );
 
-    let speaker = Speaker::open(None).unwrap();
+    let lead_in = vec![0.0f32; 24_000];
+    let (speaker, mut feed) = Speaker::open(None, lead_in.len() + 3 * 48_000).unwrap();
     let mut mic = Microphone::open(None).unwrap();
     let voice = SyntheticMic::new(Voice::Speech, true);
     let played: Vec<f32> = (0..3 * 48_000).map(|n| voice.sample(n)).collect();
     // Half a second of silence first: both streams start up (and may glitch, on a busy machine)
     // before the clip plays. Queue it all at once, so a delayed test cannot starve playout.
-    let lead_in = vec![0.0f32; 24_000];
-    speaker.set_max_buffered(lead_in.len() + played.len());
-    speaker.push(1, &lead_in);
-    speaker.push(1, &played);
+    assert_eq!(feed.write(&lead_in), lead_in.len());
+    assert_eq!(feed.write(&played), played.len());
     let mut captured = vec![0.0f32; 4 * 48_000 + lead_in.len()];
     for chunk in captured.chunks_mut(960) {
         mic.read(chunk).unwrap();

@@ -48,13 +48,16 @@ fn truncate(s: &mut String, max: usize) {
 }
 
 impl PeerMessage {
-    /// Reads one message; `None` for malformed JSON or an unknown type. Strings are cut to
+    /// Reads one message; `None` for malformed JSON, an unknown type, a field of the wrong type
+    /// or an empty chat message. Strings are cut to
     /// [`MAX_NAME_CHARS`] and [`MAX_CHAT_CHARS`].
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
         let mut msg: Self = serde_json::from_str(text).ok()?;
         match &mut msg {
             Self::State(state) => truncate(&mut state.name, MAX_NAME_CHARS),
+            // An empty chat message says nothing: ignored, as the sender should not send it.
+            Self::Chat { text } if text.is_empty() => return None,
             Self::Chat { text } => truncate(text, MAX_CHAT_CHARS),
             Self::Bye => {}
         }
@@ -130,6 +133,9 @@ mod tests {
             r#"{"type":"dance"}"#,
             r#"{"type":1}"#,
             "{\"type\":\"chat\"",
+            // Nothing to say: ignored.
+            r#"{"type":"chat"}"#,
+            r#"{"type":"chat","text":""}"#,
         ] {
             assert_eq!(PeerMessage::parse(bad), None, "{bad}");
         }

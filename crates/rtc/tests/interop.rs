@@ -33,7 +33,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCSessionDescription,
+    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCSdpType, RTCSessionDescription,
 };
 
 #[derive(Debug)]
@@ -208,12 +208,46 @@ struct Seen {
     chat: Vec<String>,
     chat_open: bool,
     vp8_frames: Vec<(u32, u32)>,
+    /// Our descriptions, in order: (type, SDP).
+    ours: Vec<(String, String)>,
+}
+
+/// The media sections of an SDP: (kind, port, payload types in order of preference).
+fn sections(sdp: &str) -> Vec<(String, u16, Vec<u8>)> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .map(|m| {
+            let mut parts = m.split_whitespace();
+            let kind = parts.next().unwrap_or_default().to_owned();
+            let port = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let pts = parts.skip(1).filter_map(|p| p.parse().ok()).collect();
+            (kind, port, pts)
+        })
+        .collect()
+}
+
+/// The payload type our SDP gives `codec` (e.g. `H264/90000`) in its first video section.
+fn video_pt(sdp: &str, codec: &str) -> Option<u8> {
+    sdp.lines()
+        .skip_while(|l| !l.starts_with("m=video"))
+        .take_while(|l| !l.starts_with("m=") || l.starts_with("m=video"))
+        .find_map(|l| {
+            let rest = l.strip_prefix("a=rtpmap:")?;
+            let (pt, name) = rest.split_once(' ')?;
+            name.starts_with(codec).then(|| pt.parse().ok()).flatten()
+        })
 }
 
 /// LiveLoop's side starts sending at once (the engine does, before any offer), the foreign
 /// offer comes 300 ms later (or LiveLoop offers then, with `we_offer`), and the call runs
 /// for `window`. Video is encoded in the codec LiveLoop's peer reports it is sending as.
-async fn late_offer_call(video: Video, we_offer: bool, window: Duration) -> (Seen, Vec<PeerEvent>) {
+/// With `restart_after`, LiveLoop restarts ICE that long into the call (a new offer of ours).
+async fn late_offer_call(
+    video: Video,
+    we_offer: bool,
+    window: Duration,
+    restart_after: Option<Duration>,
+) -> (Seen, Vec<PeerEvent>) {
     let (tx, mut ours) = mpsc::channel(4096);
     let peer = Arc::new(
         Peer::new(
@@ -279,6 +313,15 @@ async fn late_offer_call(video: Video, we_offer: bool, window: Duration) -> (See
             .expect("LiveLoop takes the offer");
     }
 
+    let restart = restart_after.map(|after| {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            peer.restart_ice()
+                .await
+                .expect("an ICE restart offers again");
+        })
+    });
     let mut seen = Seen::default();
     let mut events = Vec::new();
     let end = Instant::now() + window;
@@ -292,8 +335,10 @@ async fn late_offer_call(video: Video, we_offer: bool, window: Duration) -> (See
             ev = ours.recv() => match ev.expect("peer events") {
                 PeerEvent::LocalDescription(desc) => {
                     let desc: RTCSessionDescription = serde_json::from_value(desc).unwrap();
+                    let offer = desc.sdp_type == RTCSdpType::Offer;
+                    seen.ours.push((desc.sdp_type.to_string(), desc.sdp.clone()));
                     foreign.set_remote_description(desc).await.unwrap();
-                    if we_offer {
+                    if offer {
                         let answer = foreign.create_answer(None).await.unwrap();
                         foreign.set_local_description(answer.clone()).await.unwrap();
                         peer.handle_description(&serde_json::to_value(&answer).unwrap())
@@ -339,6 +384,9 @@ async fn late_offer_call(video: Video, we_offer: bool, window: Duration) -> (See
         }
     }
     send.abort();
+    if let Some(r) = restart {
+        r.abort();
+    }
     let _ = peer.close().await;
     let _ = foreign.close().await;
     (seen, events)
@@ -350,6 +398,7 @@ async fn a_late_offer_with_other_payload_types_gets_video_and_audio_in_its_numbe
         Video::H264AndVp8,
         false,
         Duration::from_secs(3),
+        None,
     ))
     .await;
     eprintln!(
@@ -381,6 +430,7 @@ async fn vp8_only(we_offer: bool) {
         Video::Vp8Only,
         we_offer,
         Duration::from_secs(3),
+        None,
     ))
     .await;
     eprintln!(
@@ -413,6 +463,22 @@ async fn vp8_only(we_offer: bool) {
     assert!(events.contains(&PeerEvent::SendVideoAs(VideoCodec::Vp8)));
     assert!(!events.iter().any(|e| matches!(e, PeerEvent::NoVideoCodec)));
     assert!(seen.chat.iter().any(|t| t == "hello from liveloop"));
+    if we_offer {
+        // Our offer: audio first, then the camera, then the screen (and the data channel);
+        // H.264 before VP8.
+        let (kind, offer) = seen.ours.first().expect("our offer");
+        assert_eq!(kind, "offer");
+        let all = sections(offer);
+        let kinds: Vec<&str> = all.iter().map(|(k, ..)| k.as_str()).collect();
+        assert_eq!(kinds, ["audio", "video", "video", "application"], "{offer}");
+        let (h264, vp8) = (video_pt(offer, "H264/"), video_pt(offer, "VP8/"));
+        let order = &all[1].2;
+        let at = |pt: Option<u8>| pt.and_then(|pt| order.iter().position(|p| *p == pt));
+        assert!(
+            matches!((at(h264), at(vp8)), (Some(h), Some(v)) if h < v),
+            "H.264 ({h264:?}) before VP8 ({vp8:?}) in {order:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,7 +496,8 @@ async fn an_offer_without_a_video_codec_of_ours_gets_audio_and_chat_and_a_reason
     let (seen, events) = Box::pin(late_offer_call(
         Video::Vp9Only,
         false,
-        Duration::from_secs(3),
+        Duration::from_secs(4),
+        Some(Duration::from_secs(2)),
     ))
     .await;
     eprintln!(
@@ -454,6 +521,35 @@ async fn an_offer_without_a_video_codec_of_ours_gets_audio_and_chat_and_a_reason
         1,
         "told once why there is no video: {events:?}"
     );
+    // Our answer rejected both video sections, and so does our offer of the ICE restart
+    // later: a rejected section never comes back to poison the negotiation.
+    let kinds = |sdp: &str| -> Vec<(String, u16)> {
+        sections(sdp)
+            .into_iter()
+            .map(|(k, port, _)| (k, port))
+            .collect()
+    };
+    assert!(
+        seen.ours.len() >= 2,
+        "an answer and a restart offer: {:?}",
+        seen.ours.len()
+    );
+    for (kind, sdp) in &seen.ours {
+        let video: Vec<u16> = kinds(sdp)
+            .into_iter()
+            .filter(|(k, _)| k == "video")
+            .map(|(_, p)| p)
+            .collect();
+        assert!(
+            !video.is_empty() && video.iter().all(|p| *p == 0),
+            "{kind}: video sections {video:?} in {sdp}"
+        );
+        assert!(
+            kinds(sdp).iter().any(|(k, p)| k == "audio" && *p != 0),
+            "{kind}: audio kept"
+        );
+    }
+    assert_eq!(seen.ours.last().map(|(k, _)| k.as_str()), Some("offer"));
     assert!(
         events
             .iter()

@@ -14,13 +14,15 @@ var rtc = (() => {
   }
 
   /// Prefers H.264 constrained baseline with packetization-mode 1 (what the app sends and
-  /// decodes), then any other H.264, then the rest.
+  /// decodes), then any other H.264, then VP8 (which the app also sends and decodes), then the
+  /// rest.
   function preferH264(transceiver) {
     if (!transceiver.setCodecPreferences || !RTCRtpReceiver.getCapabilities) return;
     const caps = RTCRtpReceiver.getCapabilities("video");
     if (!caps) return;
     const rank = (c) => {
-      if (c.mimeType !== H264) return 2;
+      if (c.mimeType === "video/VP8") return 2;
+      if (c.mimeType !== H264) return 3;
       const f = c.sdpFmtpLine || "";
       return /profile-level-id=42e0/i.test(f) && /packetization-mode=1/.test(f) ? 0 : 1;
     };
@@ -180,11 +182,16 @@ var rtc = (() => {
         return;
       }
       if (!msg || typeof msg !== "object") return;
-      if (msg.type === "chat" && typeof msg.text === "string" && msg.text.length <= 4000) {
-        state.chat.push({ from: peer.id, name: displayName(peer.id), text: msg.text, at: Date.now(), mine: false });
+      // Read as the native client reads (crates/proto/src/peer.rs): chat cut at 1000
+      // characters, empty chat ignored, a field of the wrong type makes the message ignored.
+      if (msg.type === "chat" && typeof msg.text === "string" && msg.text.length > 0) {
+        const text = Array.from(msg.text).slice(0, 1000).join("");
+        state.chat.push({ from: peer.id, name: displayName(peer.id), text, at: Date.now(), mine: false });
         ui.renderChat(true);
       } else if (msg.type === "state") {
-        if (typeof msg.name === "string") peer.name = msg.name.slice(0, 64);
+        const typed = (k, t) => msg[k] === undefined || typeof msg[k] === t;
+        if (!typed("name", "string") || !["muted", "cameraOff", "screen"].every((k) => typed(k, "boolean"))) return;
+        peer.name = Array.from(msg.name ?? "").slice(0, 64).join("");
         peer.muted = msg.muted === true;
         peer.cameraOff = msg.cameraOff === true;
         peer.screen = msg.screen === true;
@@ -258,10 +265,27 @@ var rtc = (() => {
         await pc.setLocalDescription();
         checkVideoCodec(peer, from, pc.localDescription.sdp);
         sendSignal({ type: "answer", to: from, sdp: pc.localDescription.toJSON() });
+        if (collision) watchGathering(peer);
       }
     } catch (e) {
       reportError("negotiation", `Could not set up the call with ${displayName(from)}: ${e.message}`);
     }
+  }
+
+  /// Chromium sometimes gathers no candidate at all after rolling back an offer it was still
+  /// gathering for (seen in CI: an answer sent, gathering "gathering", nothing found 20 s
+  /// later), so the call never connects. After a collision, a side that has found nothing in
+  /// 2 s restarts ICE, which gathers afresh.
+  function watchGathering(peer) {
+    const sent = peer.candidatesSent;
+    setTimeout(() => {
+      const pc = peer.pc;
+      if (state.peers.get(peer.id) !== peer || peer.candidatesSent > sent) return;
+      if (pc.connectionState === "connected" || pc.iceGatheringState === "complete") return;
+      console.warn("no ICE candidates after an offer collision; restarting ICE");
+      peer.call = true;
+      pc.restartIce();
+    }, 2000);
   }
 
   async function onCandidate(from, candidate) {

@@ -29,7 +29,8 @@ pub(super) struct Member {
     pub(super) sync: Arc<SyncState>,
     pub(super) keyframe_needed: Arc<AtomicBool>,
     pub(super) video_losses: AtomicU64,
-    pub(super) playback: Mutex<Playback>,
+    /// What the playout thread plays of this participant (also in the roster).
+    pub(super) slot: Arc<Slot>,
     pub(super) tasks: Vec<JoinHandle<()>>,
     pub(super) last: (Instant, Snapshot),
 }
@@ -107,6 +108,15 @@ impl Runner {
             self.error(ErrorKind::Signaling, format!("offer to {other}: {e}"))
                 .await;
         }
+        let slot = Arc::new(Slot {
+            playback: Mutex::new(Playback {
+                jitter: JitterBuffer::new(48_000, Duration::from_millis(20)),
+                opus: OpusDecoder::new().ok(),
+            }),
+            sync: sync.clone(),
+            connected: AtomicBool::new(false),
+        });
+        lock(&self.roster).insert(other.clone(), slot.clone());
         self.members.insert(
             other,
             Member {
@@ -122,10 +132,7 @@ impl Runner {
                 sync,
                 keyframe_needed,
                 video_losses: AtomicU64::new(0),
-                playback: Mutex::new(Playback {
-                    jitter: JitterBuffer::new(48_000, Duration::from_millis(20)),
-                    opus: OpusDecoder::new().ok(),
-                }),
+                slot,
                 tasks,
                 last: (Instant::now(), Snapshot::default()),
             },
@@ -135,9 +142,8 @@ impl Runner {
     /// Closes a participant's connection and ends every task and thread it had.
     pub(super) async fn remove_member(&mut self, id: &str) {
         self.membership.remove(id);
-        if let Some(change) = self.speaker.left(id) {
-            let _ = self.events.try_send(EngineEvent::Speaking { id: change });
-        }
+        // The playout thread notices, and tells if that participant was speaking.
+        lock(&self.roster).remove(id);
         if let Some(m) = self.members.remove(id) {
             for task in m.tasks.iter().chain(&m.video_tasks) {
                 task.abort();

@@ -117,7 +117,7 @@ impl Runner {
             } => {
                 let now = self.epoch.elapsed();
                 if let Some(m) = self.members.get(from) {
-                    lock(&m.playback)
+                    lock(&m.slot.playback)
                         .jitter
                         .push(rtp_timestamp, now, (rtp_timestamp, packet));
                 }

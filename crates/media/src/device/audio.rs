@@ -3,7 +3,8 @@
 //!
 //! Capture converts whatever the device delivers to 48 kHz mono in the callback and keeps at
 //! most one second in a ring, dropping the oldest: audio never blocks the capture thread.
-//! Playout pulls 48 kHz mono from a [`Mixer`] and copies it to every output channel.
+//! Playout: the callback takes 48 kHz mono from a wait-free ring ([`SpeakerFeed`]) and copies it
+//! to every output channel; its consumption is the playout clock.
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -13,7 +14,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{BufferSize, ErrorKind, StreamConfig};
 
 use super::DeviceEvent;
-use crate::audio::{Mixer, StreamId, ToMono48k};
+use crate::audio::{SpeakerFeed, ToMono48k, speaker_ring};
 use crate::{AudioSource, DeviceInfo, MediaError, SAMPLE_RATE};
 
 fn err(kind: &'static str, e: impl std::fmt::Display) -> MediaError {
@@ -275,10 +276,9 @@ impl AudioSource for Microphone {
     }
 }
 
-/// An open speaker playing a [`Mixer`].
+/// An open speaker, playing what its [`SpeakerFeed`] is given.
 pub struct Speaker {
     _stream: cpal::Stream,
-    mixer: Arc<Mutex<Mixer>>,
     events: Receiver<DeviceEvent>,
     name: String,
 }
@@ -291,13 +291,19 @@ impl std::fmt::Debug for Speaker {
     }
 }
 
+/// The speaker ring for live calls: 200 ms (the playout keeps about 20-40 ms in it).
+pub const LIVE_SPEAKER_RING: usize = SAMPLE_RATE as usize / 5;
+
 impl Speaker {
     /// Opens speaker `id` (from [`list_speakers`]) or the default one at 48 kHz, in 20 ms
-    /// buffers.
+    /// buffers, and returns it with the feed that writes to it: a ring of `ring` samples
+    /// ([`LIVE_SPEAKER_RING`] for calls; more for a clip queued at once). The callback only
+    /// reads the ring: no lock, no allocation. The stream stays on the thread that opened it
+    /// (cpal streams are not `Send` everywhere); the feed can go anywhere.
     ///
     /// # Errors
     /// [`MediaError::NoDevice`], [`MediaError::UnknownDevice`], [`MediaError::DeviceBusy`].
-    pub fn open(id: Option<&str>) -> Result<Self, MediaError> {
+    pub fn open(id: Option<&str>, ring: usize) -> Result<(Self, SpeakerFeed), MediaError> {
         const KIND: &str = "speaker";
         let (device, name) = find(false, id)?;
         let channels = device
@@ -310,18 +316,18 @@ impl Speaker {
             sample_rate: SAMPLE_RATE,
             buffer_size: BufferSize::Fixed(960),
         };
-        let mixer = Arc::new(Mutex::new(Mixer::default()));
+        let (feed, mut drain) = speaker_ring(ring);
         let (tx, events) = channel();
         let lost = Arc::new((Mutex::new(false), Condvar::new()));
-        let mixer_cb = mixer.clone();
-        let mut mono = Vec::new();
         let ch = usize::from(channels);
+        // Sized for a large device buffer up front, so the callback does not allocate.
+        let mut mono = Vec::with_capacity(SAMPLE_RATE as usize / 10);
         let stream = device
             .build_output_stream::<f32, _, _>(
                 config,
                 move |data: &mut [f32], _| {
                     mono.resize(data.len() / ch, 0.0);
-                    lock(&mixer_cb).mix(&mut mono);
+                    drain.fill(&mut mono);
                     for (frame, s) in data.chunks_mut(ch).zip(&mono) {
                         frame.fill(*s);
                     }
@@ -337,34 +343,14 @@ impl Speaker {
                 _ => err(KIND, e),
             })?;
         stream.play().map_err(|e| err(KIND, e))?;
-        Ok(Self {
-            _stream: stream,
-            mixer,
-            events,
-            name,
-        })
-    }
-
-    /// Queues 48 kHz mono samples of stream `id` for playout.
-    pub fn push(&self, id: StreamId, samples: &[f32]) {
-        lock(&self.mixer).push(id, samples);
-    }
-
-    /// How much each stream may queue (default 200 ms): a latency bound for live calls; file
-    /// playback and tests queue more.
-    pub fn set_max_buffered(&self, samples: usize) {
-        lock(&self.mixer).set_max_buffered(samples);
-    }
-
-    /// Per-stream volume (0-2).
-    pub fn set_volume(&self, id: StreamId, volume: f32) {
-        lock(&self.mixer).set_volume(id, volume);
-    }
-
-    /// Samples still queued for `id`.
-    #[must_use]
-    pub fn buffered(&self, id: StreamId) -> usize {
-        lock(&self.mixer).buffered(id)
+        Ok((
+            Self {
+                _stream: stream,
+                events,
+                name,
+            },
+            feed,
+        ))
     }
 
     /// Device events (lost, rerouted, errors).
