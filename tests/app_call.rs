@@ -451,6 +451,22 @@ async fn a_link_starts_the_app_in_the_room_and_a_second_link_goes_to_the_running
     })
     .unwrap();
     assert!(status.success(), "second launch: {status}");
+    // A link never ends the running call without asking.
+    let prompt = wait_for("the link prompt", Duration::from_secs(20), || {
+        let p = js(
+            &s,
+            "const p = document.getElementById('link-prompt'); \
+             return p.hidden ? null : [document.getElementById('link-prompt-title').textContent, \
+               document.getElementById('link-prompt-text').textContent]",
+        );
+        (!p.is_null()).then_some(p)
+    })
+    .unwrap();
+    let host = server.rooms.to_string();
+    assert_eq!(prompt[0], format!("Join room “second” on {host}?"));
+    assert_eq!(prompt[1], "Joining ends your current call.", "{prompt}");
+    shot(&s, "app-link-prompt.png");
+    click(&s, "#link-join");
     wait_for(
         "the running app to switch rooms",
         Duration::from_secs(20),
@@ -477,4 +493,50 @@ async fn a_link_starts_the_app_in_the_room_and_a_second_link_goes_to_the_running
         "the first room was left"
     );
     shot(&s, "app-opened-by-link.png");
+
+    // A link to a server this app has not set up (another port) names it and asks; declining
+    // keeps the call.
+    let foreign = "liveloop://join/elsewhere?server=ws://127.0.0.1:9/ws";
+    let mut launch = Command::new(workspace_bin("liveloop").unwrap());
+    launch
+        .arg(foreign)
+        .env("LIVELOOP_CONFIG_DIR", &config_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut guard = ChildGuard::spawn("third liveloop", &mut launch).unwrap();
+    wait_for("the third launch to exit", Duration::from_secs(20), || {
+        guard.child.try_wait().ok().flatten()
+    })
+    .unwrap();
+    let text = wait_for("the foreign-server prompt", Duration::from_secs(20), || {
+        let p = js(
+            &s,
+            "const p = document.getElementById('link-prompt'); \
+             return p.hidden ? null : document.getElementById('link-prompt').textContent",
+        );
+        p.as_str().map(str::to_owned)
+    })
+    .unwrap();
+    assert!(
+        text.contains("Join room “elsewhere” on 127.0.0.1:9?")
+            && text.contains("a server you have not set up")
+            && text.contains("ends your current call"),
+        "{text}"
+    );
+    click(&s, "#link-cancel");
+    let frames =
+        |s: &Session| js(s, "return window.__liveloop.tiles()")["cli-two"]["frames"].as_u64();
+    let before = frames(&s).unwrap_or(0);
+    wait_for("the call to go on", Duration::from_secs(20), || {
+        (frames(&s)? > before + 10).then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        js(
+            &s,
+            "return [document.getElementById('link-prompt').hidden, \
+               document.getElementById('call-title').textContent]"
+        ),
+        json!([true, "Room second"])
+    );
 }

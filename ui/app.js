@@ -394,6 +394,45 @@ function onCallEvent(ev) {
 }
 
 let starting = false;
+let linkChoice = null;
+let linkPending = null;
+
+/// Opens a room link. A link to a server you have not set up, or one that would end the call in
+/// progress, asks first and shows the server (a link can come from any web page).
+async function openLink(link) {
+  let info;
+  try {
+    info = await invoke("link_check", { link });
+  } catch (e) {
+    toast(errorText(e), true);
+    return;
+  }
+  if (!info.foreign && !call.active) {
+    await startCall("call_join", { link });
+    return;
+  }
+  // The same link twice (a second launch and the OS's deep-link event can both deliver it)
+  // is one question; a different one replaces an unanswered prompt.
+  if (linkPending === link) return;
+  linkChoice?.(false);
+  linkPending = link;
+  $("link-prompt-title").textContent = `Join room “${info.room}” on ${info.host}?`;
+  const lines = [];
+  if (info.foreign) {
+    lines.push(`This link is for ${info.host}, a server you have not set up. Join only if you trust whoever sent it: your camera and microphone go on.`);
+  }
+  if (call.active) lines.push("Joining ends your current call.");
+  $("link-prompt-text").textContent = lines.join(" ");
+  $("link-prompt").hidden = false;
+  $("link-join").focus();
+  const join = await new Promise((resolve) => { linkChoice = resolve; });
+  if (linkPending !== link) return; // replaced by a newer link, which owns the prompt now
+  linkChoice = null;
+  linkPending = null;
+  $("link-prompt").hidden = true;
+  if (join) await startCall("call_join", { link });
+}
+
 async function startCall(command, args = {}) {
   // A double click (or a link arriving meanwhile) must not start a second call over the first.
   if (starting) return;
@@ -640,7 +679,7 @@ function bindCall() {
   const listening = [
     tauri?.event?.listen("call", (e) => onCallEvent(e.payload)),
     // Links opened while the app runs (deep links, a second launch) arrive here.
-    tauri?.event?.listen("open-link", (e) => startCall("call_join", { link: e.payload })),
+    tauri?.event?.listen("open-link", (e) => openLink(e.payload)),
   ];
   Promise.all(listening).catch((e) => {
     window.__liveloop.listenError = errorText(e);
@@ -671,6 +710,8 @@ async function start() {
   });
   bindCall();
   bindCheck();
+  $("link-join").addEventListener("click", () => linkChoice?.(true));
+  $("link-cancel").addEventListener("click", () => linkChoice?.(false));
   showView("home");
   try {
     settings = await invoke("get_settings");
@@ -681,7 +722,7 @@ async function start() {
     const el = $("server-status");
     el.className = "ok";
     el.textContent = `Ready — ${where}: matchmaking ${s.matchmakingUrl}, rooms ${s.roomsUrl} (v${status.version})`;
-    if (status.openLink) startCall("call_join", { link: status.openLink });
+    if (status.openLink) openLink(status.openLink);
   } catch (e) {
     const el = $("server-status");
     el.className = "bad";

@@ -74,6 +74,32 @@ async fn start(app: AppHandle, state: &AppState, how: Start) -> Result<CallStart
         .await
 }
 
+/// What a link would do, for the UI to ask about before it ends a call or joins a server the
+/// user has not set up.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkCheck {
+    pub room: String,
+    /// The room server's `host:port`.
+    pub host: String,
+    /// The link names a server other than the configured (or built-in) one.
+    pub foreign: bool,
+}
+
+#[tauri::command]
+pub fn link_check(state: State<'_, AppState>, link: String) -> Result<LinkCheck, AppError> {
+    let link = call::parse_link(&link)?;
+    let ours = call::rooms_ws_url(&state.servers.rooms_url);
+    let server = link.server.unwrap_or_else(|| ours.clone());
+    Ok(LinkCheck {
+        room: link.room,
+        host: liveloop_proto::link::server_host(&server)
+            .unwrap_or(&server)
+            .to_owned(),
+        foreign: !liveloop_proto::link::same_server(&server, &ours),
+    })
+}
+
 /// Joins a room by link (or by name on our room server).
 #[tauri::command]
 pub async fn call_join(

@@ -95,7 +95,11 @@ pub(crate) fn start_speaker(
         Ok(_) => match opened.recv() {
             Ok(Ok(feed)) => Some(feed),
             Ok(Err(e)) => {
-                notes.push(format!("No speaker: {e}. You do not hear the call."));
+                let e = e.to_string();
+                notes.push(format!(
+                    "No speaker: {}. You do not hear the call.",
+                    e.trim_end_matches('.')
+                ));
                 None
             }
             Err(_) => None,

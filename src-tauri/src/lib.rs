@@ -92,6 +92,7 @@ pub fn run() -> anyhow::Result<()> {
             commands::preview_stop,
             commands::preview_snapshot,
             commands::speaker_test,
+            commands::link_check,
         ])
         .setup(|app| {
             let state = init_state(app.handle())?;

@@ -51,6 +51,8 @@ struct Args {
     out: PathBuf,
     /// Run only the scenarios whose name contains this.
     only: Option<String>,
+    /// Skip Chromium (repeated native runs, for the spread).
+    native_only: bool,
 }
 
 impl Args {
@@ -66,11 +68,16 @@ fn parse_args() -> Result<Args> {
         impair_seconds: 30,
         out: PathBuf::from("target/quality"),
         only: None,
+        native_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--quick" {
             (a.calls, a.seconds, a.impair_seconds) = (3, 15, 25);
+            continue;
+        }
+        if flag == "--native-only" {
+            a.native_only = true;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -1389,11 +1396,13 @@ async fn main() -> Result<()> {
             Stack::Native,
             &setup_native(&env, args.calls).await?,
         );
-        record(
-            "setup",
-            Stack::Chromium,
-            &setup_chromium(&env, args.calls).await?,
-        );
+        if !args.native_only {
+            record(
+                "setup",
+                Stack::Chromium,
+                &setup_chromium(&env, args.calls).await?,
+            );
+        }
     }
 
     let one = Scenario {
@@ -1419,7 +1428,9 @@ async fn main() -> Result<()> {
     for s in [&one, &mesh].into_iter().filter(|s| args.wants(s.name)) {
         eprintln!("{}", s.name);
         record(s.name, Stack::Native, &run_native(&env, s).await?);
-        record(s.name, Stack::Chromium, &run_chromium(&env, s).await?);
+        if !args.native_only {
+            record(s.name, Stack::Chromium, &run_chromium(&env, s).await?);
+        }
     }
     let net = |name: &'static str, imp: Impairment| Scenario {
         name,
@@ -1475,7 +1486,9 @@ async fn main() -> Result<()> {
     for s in impaired.iter().filter(|s| args.wants(s.name)) {
         eprintln!("{}", s.name);
         record(s.name, Stack::Native, &run_native(&env, s).await?);
-        record(s.name, Stack::Chromium, &run_chromium(&env, s).await?);
+        if !args.native_only {
+            record(s.name, Stack::Chromium, &run_chromium(&env, s).await?);
+        }
     }
 
     let machine = machine_line();

@@ -570,10 +570,10 @@ mod tests {
     #[test]
     fn links() {
         let (server, room) =
-            parse_link("liveloop://join/team-42?server=ws://h:8080/ws").unwrap_or_default();
+            parse_link("liveloop://join/team-42?server=ws://10.0.0.5:8080/ws").unwrap_or_default();
         assert_eq!(
             (server.as_deref(), room.as_str()),
-            (Some("ws://h:8080/ws"), "team-42")
+            (Some("ws://10.0.0.5:8080/ws"), "team-42")
         );
         assert_eq!(
             parse_link("https://x/r/a").ok(),

@@ -4,6 +4,12 @@
 //! - `liveloop://join/<room>?server=<ws url>` (the app's own scheme);
 //! - `http(s)://host/r/<room>` (served by a room server: the browser client);
 //! - a bare room name (on the configured server).
+//!
+//! A plain `ws://` server is accepted only on this computer or the local network (loopback,
+//! private and link-local addresses, `localhost`, mDNS `.local` names): anywhere else a link
+//! must say `wss://`, so that what a web page hands over cannot send a call in the clear.
+
+use std::net::IpAddr;
 
 use crate::is_valid_id;
 
@@ -27,6 +33,69 @@ pub enum LinkError {
     NoRoom(String),
     #[error("not a LiveLoop link or room name: {0}")]
     Unknown(String),
+    #[error(
+        "a ws:// (unencrypted) server must be on this computer or your local network; \
+         elsewhere the link must use wss:// (or https://): {0}"
+    )]
+    Insecure(String),
+}
+
+/// The `host:port` of a `ws://` or `wss://` URL (what a prompt shows), or `None` for anything
+/// else.
+#[must_use]
+pub fn server_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("wss://")
+        .or_else(|| url.strip_prefix("ws://"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    (!host.is_empty()).then_some(host)
+}
+
+/// Whether `host` (`name`, `name:port`, `1.2.3.4:5`, `[::1]:5`) is this computer or the local
+/// network: a loopback, private (RFC 1918, IPv6 unique local) or link-local address,
+/// `localhost`, or an mDNS `.local` name.
+#[must_use]
+pub fn is_local_host(host: &str) -> bool {
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else if host.matches(':').count() == 1 {
+        host.split(':').next().unwrap_or_default()
+    } else {
+        host
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    match name.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(IpAddr::V6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || first & 0xfe00 == 0xfc00
+                || first & 0xffc0 == 0xfe80
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+        }
+        Err(_) => name == "localhost" || name.ends_with(".localhost") || name.ends_with(".local"),
+    }
+}
+
+/// Whether two room-server URLs name the same server (scheme, host and port), so that a link
+/// to another one can be asked about first.
+#[must_use]
+pub fn same_server(a: &str, b: &str) -> bool {
+    let key = |u: &str| {
+        let secure = u.starts_with("wss://");
+        server_host(u).map(|h| (secure, h.to_ascii_lowercase()))
+    };
+    key(a).is_some() && key(a) == key(b)
+}
+
+/// Refuses a `ws://` server that is not local (see the module).
+fn check_server(server: &str, text: &str) -> Result<(), LinkError> {
+    if server.starts_with("ws://") && !server_host(server).is_some_and(is_local_host) {
+        return Err(LinkError::Insecure(text.to_owned()));
+    }
+    Ok(())
 }
 
 /// Parses a room link in any of the forms above (surrounding white space is ignored).
@@ -50,6 +119,9 @@ pub fn parse_link(text: &str) -> Result<RoomLink, LinkError> {
         {
             return Err(LinkError::BadServer(text.to_owned()));
         }
+        if let Some(s) = &server {
+            check_server(s, text)?;
+        }
         return Ok(RoomLink {
             room: room.to_owned(),
             server,
@@ -72,9 +144,11 @@ pub fn parse_link(text: &str) -> Result<RoomLink, LinkError> {
             if !is_valid_id(room) {
                 return Err(LinkError::BadRoom(text.to_owned()));
             }
+            let server = format!("{ws}{host}/ws");
+            check_server(&server, text)?;
             return Ok(RoomLink {
                 room: room.to_owned(),
-                server: Some(format!("{ws}{host}/ws")),
+                server: Some(server),
             });
         }
     }
@@ -151,10 +225,10 @@ mod tests {
     #[test]
     fn links_in_every_form() {
         assert_eq!(
-            parse_link("liveloop://join/team-42?server=ws://h:8080/ws"),
+            parse_link("liveloop://join/team-42?server=ws://192.168.1.20:8080/ws"),
             Ok(RoomLink {
                 room: "team-42".into(),
-                server: Some("ws://h:8080/ws".into())
+                server: Some("ws://192.168.1.20:8080/ws".into())
             })
         );
         assert_eq!(
@@ -175,6 +249,11 @@ mod tests {
             ("liveloop://join/x?server=http://h", "ws:// or wss://"),
             ("https://host/other/x", "ends in /r/<room>"),
             ("two words", "not a LiveLoop link"),
+            // In the clear to the internet: refused, whichever form.
+            ("liveloop://join/x?server=ws://calls.example/ws", "wss://"),
+            ("liveloop://join/x?server=ws://8.8.8.8:80/ws", "wss://"),
+            ("http://calls.example/r/x", "wss://"),
+            ("http://[2001:db8::1]:8080/r/x", "wss://"),
         ] {
             let e = parse_link(bad).expect_err(bad);
             assert!(e.to_string().contains(why), "{bad:?}: {e}");
@@ -189,5 +268,49 @@ mod tests {
         );
         assert_eq!(rooms_ws_url("https://x.example/"), "wss://x.example/ws");
         assert_eq!(rooms_ws_url("ws://h/ws"), "ws://h/ws");
+    }
+
+    #[test]
+    fn plain_ws_only_stays_local() {
+        for local in [
+            "127.0.0.1:8080",
+            "localhost:1",
+            "LAPTOP.local",
+            "10.1.2.3",
+            "172.16.0.9:443",
+            "192.168.0.2:8080",
+            "169.254.3.4:9",
+            "[::1]:8080",
+            "[fd12:3456::1]:80",
+            "[fe80::1]:80",
+            "[::ffff:192.168.1.1]:80",
+        ] {
+            assert!(is_local_host(local), "{local}");
+        }
+        for remote in [
+            "calls.example",
+            "calls.example:8080",
+            "8.8.8.8:53",
+            "100.64.0.1",
+            "172.32.0.1",
+            "[2001:db8::1]:80",
+            "[::ffff:8.8.8.8]:80",
+            "localhost.evil.example",
+        ] {
+            assert!(!is_local_host(remote), "{remote}");
+        }
+        assert_eq!(
+            server_host("wss://a.example:8443/ws?x"),
+            Some("a.example:8443")
+        );
+        assert_eq!(server_host("ws://[::1]:9/ws"), Some("[::1]:9"));
+        assert_eq!(server_host("http://a/ws"), None);
+        assert!(same_server("ws://127.0.0.1:5/ws", "ws://127.0.0.1:5/other"));
+        assert!(!same_server("ws://127.0.0.1:5/ws", "ws://127.0.0.1:6/ws"));
+        assert!(!same_server("ws://h:5/ws", "wss://h:5/ws"));
+        assert!(!same_server("nonsense", "nonsense"));
+        // wss:// goes anywhere.
+        assert!(parse_link("liveloop://join/x?server=wss://calls.example/ws").is_ok());
+        assert!(parse_link("https://calls.example/r/x").is_ok());
     }
 }

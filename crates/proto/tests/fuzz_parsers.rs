@@ -47,6 +47,8 @@ const SEEDS: &[&str] = &[
     r#"{"type":"bye"}"#,
     "liveloop://join/team-42?server=wss://calls.example/ws",
     "https://calls.example/r/standup?x=1",
+    "liveloop://join/lan?server=ws://192.168.1.20:8080/ws",
+    "http://10.0.0.2:8080/r/team",
 ];
 
 const TOKENS: &[&str] = &[
@@ -128,6 +130,15 @@ fn check(input: &str) {
     }
     if let Ok(link) = liveloop_proto::link::parse_link(input) {
         assert!(liveloop_proto::is_valid_id(&link.room), "{input:?}");
+        // Never a call in the clear beyond the local network.
+        if let Some(server) = &link.server {
+            assert!(
+                server.starts_with("wss://")
+                    || liveloop_proto::link::server_host(server)
+                        .is_some_and(liveloop_proto::link::is_local_host),
+                "{input:?} → {server}"
+            );
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod connection;
+mod events;
 mod handler;
 mod keyframe;
 mod negotiation;
@@ -144,7 +145,8 @@ pub enum PeerEvent {
 }
 
 struct Shared {
-    events: mpsc::Sender<PeerEvent>,
+    /// Control, chat and media events, each in a bounded queue of its own (`events.rs`).
+    events: events::Queues,
     negotiation: Mutex<negotiation::Negotiation<RTCIceCandidateInit>>,
     chat: Mutex<Option<Arc<dyn DataChannel>>>,
     remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
@@ -183,10 +185,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Queues an event for the owner: media and chat are dropped (and counted) when their
+    /// queues are full; control events have a queue of their own (`events.rs`).
     fn emit(&self, event: PeerEvent) {
-        if self.events.try_send(event).is_err() && !self.closed.load(Ordering::Relaxed) {
-            tracing::warn!("peer event queue full or closed; an event was dropped");
-        }
+        let _ = self.events.push(event);
     }
 
     fn watch_chat(self: &Arc<Self>, dc: Arc<dyn DataChannel>) {
@@ -244,8 +246,10 @@ impl std::fmt::Debug for Peer {
 pub const SCREEN_TRACK: &str = "screen";
 
 impl Peer {
-    /// Builds a peer with H.264 and Opus send tracks; events go to `events`. The impolite side
-    /// also creates the chat channel (the polite side receives it).
+    /// Builds a peer with H.264 and Opus send tracks; events go to `events`, which is written
+    /// to with backpressure (control first, then chat, then media; media and chat that find
+    /// their own bounded queue full are dropped, control never waits behind them). The
+    /// impolite side also creates the chat channel (the polite side receives it).
     ///
     /// # Errors
     /// When webrtc-rs refuses the configuration or cannot bind sockets.
@@ -254,7 +258,7 @@ impl Peer {
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<Self, RtcError> {
         let shared = Arc::new(Shared {
-            events,
+            events: events::Queues::start(events),
             negotiation: Mutex::new(negotiation::Negotiation::new(options.polite)),
             chat: Mutex::new(None),
             remote_video: Mutex::new(None),
