@@ -51,14 +51,18 @@ impl Meter {
 
     /// Every process and its parent (pid, parent, name), for finding a process tree.
     pub fn processes(&mut self) -> Vec<(u32, Option<u32>, String)> {
+        // Without threads: sysinfo lists each thread (Linux task) as a process of its own,
+        // child of its process and with the whole process's memory and CPU, which made every
+        // client count about seven times over.
         self.system.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
-            ProcessRefreshKind::nothing(),
+            ProcessRefreshKind::nothing().without_tasks(),
         );
         self.system
             .processes()
             .iter()
+            .filter(|(_, p)| p.thread_kind().is_none())
             .map(|(pid, p)| {
                 (
                     pid.as_u32(),
@@ -153,6 +157,19 @@ impl OwnUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_tree_holds_processes_not_threads() {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = stopped.recv();
+        });
+        let me = std::process::id();
+        let tree = Meter::new().tree(me, false);
+        let _ = stop.send(());
+        let _ = thread.join();
+        assert_eq!(tree, vec![me], "this test process has threads, no children");
+    }
 
     #[test]
     fn this_process_is_measured_and_a_missing_one_is_none() {
