@@ -11,6 +11,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio_tungstenite::tungstenite::Message;
+
 use anyhow::{Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use liveloop_core::rooms::Limits;
@@ -35,7 +37,6 @@ async fn server(config: RoomsConfig) -> Result<(Embedded, SocketAddr)> {
 /// Reads a socket that stopped reading until the server's close frame: the error codes it was
 /// sent on the way (other messages are skipped) and the close code (`None`: no close frame).
 async fn codes_until_close(c: &mut RoomClient) -> Result<(Vec<String>, Option<u16>)> {
-    use tokio_tungstenite::tungstenite::Message;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut codes = Vec::new();
     loop {
@@ -160,10 +161,19 @@ async fn join_relay_leave_follow_the_seed() -> Result<()> {
     let mut bob = RoomClient::connect(addr, None).await?;
     bob.send(&json!({"type":"join","room":"r1","from":"bob"}))
         .await?;
-    assert_eq!(
-        bob.next().await?,
-        json!({"type":"joined","room":"r1","from":"bob"})
+    let mut joined = bob.next().await?;
+    // LiveLoop's extension: `joined` carries the id's resume secret.
+    let secret = joined
+        .as_object_mut()
+        .and_then(|o| o.remove("secret"))
+        .context("joined without a secret")?;
+    assert!(
+        secret
+            .as_str()
+            .is_some_and(liveloop_proto::rooms::is_valid_secret),
+        "{secret}"
     );
+    assert_eq!(joined, json!({"type":"joined","room":"r1","from":"bob"}));
     assert_eq!(
         bob.next().await?,
         json!({"type":"room_members","room":"r1","members":["bob"]})
@@ -460,26 +470,31 @@ async fn a_silent_client_is_dropped_after_pong_wait_not_at_the_next_ping() -> Re
 async fn a_slow_reader_is_evicted_and_the_room_goes_on() -> Result<()> {
     // The slow socket is evicted after 1 s of a stuck send, and has 1 s more to take the rest
     // and the close frame.
+    // A queue far larger than what is sent: only the send timeout can evict here.
     let config = RoomsConfig {
         send_timeout: Duration::from_secs(1),
+        outbound_buffer: 1024,
         ..RoomsConfig::default()
     };
     let (_e, addr) = server(config).await?;
     let mut sender = RoomClient::join(addr, "r", "sender").await?;
     let mut slow = RoomClient::join(addr, "r", "slow").await?; // stops reading
     let mut other = RoomClient::join(addr, "r", "other").await?;
-    sender.expect("room_members").await?;
-    sender.expect("room_members").await?;
-    // 40 offers of 900 KB: far more than socket buffers hold, so sends to `slow` stall (and
-    // fewer than its queue of 64 holds: this is the send timeout, not a full queue).
-    let sdp = json!({"type":"offer","sdp":"a".repeat(900 * 1024)});
-    for _ in 0..40 {
-        sender
-            .send(&json!({"type":"offer","to":"slow","sdp":sdp}))
-            .await?;
+    let mut helpers = Vec::new();
+    for id in ["sender2", "sender3"] {
+        helpers.push(RoomClient::join(addr, "r", id).await?);
+    }
+    // 135 offers of 60 KB (8 MB, each sender within its burst of 50 and its share of the
+    // queue): far more than socket buffers hold, so sends to `slow` stall.
+    let sdp = json!({"type":"offer","sdp":"a".repeat(60 * 1024)});
+    let offer = json!({"type":"offer","to":"slow","sdp":sdp});
+    for c in std::iter::once(&mut sender).chain(helpers.iter_mut()) {
+        for _ in 0..45 {
+            c.send(&offer).await?;
+        }
     }
     // `other` keeps getting service and sees `slow` evicted.
-    until_members(&mut other, json!(["other", "sender"])).await?;
+    until_members(&mut other, json!(["other", "sender", "sender2", "sender3"])).await?;
     sender.send(&json!({"type":"hangup","to":"other"})).await?;
     assert_eq!(other.expect("hangup").await?["from"], "sender");
     // `slow`, reading again at once, finds the rest of what was on its way, then why it was
@@ -491,36 +506,43 @@ async fn a_slow_reader_is_evicted_and_the_room_goes_on() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_member_whose_queue_is_full_is_evicted_with_1008() -> Result<()> {
-    // A queue of 2 and a send timeout that never fires: only the full queue can evict.
+async fn a_member_too_slow_for_many_senders_is_evicted_with_1008() -> Result<()> {
+    // The default queue of 64 and a send timeout that never fires: only the full queue can
+    // evict. Six senders each stay within their share (half the queue), so it is the
+    // receiver that is too slow, not a sender that floods it.
     let config = RoomsConfig {
-        outbound_buffer: 2,
         send_timeout: Duration::from_secs(30),
         ..RoomsConfig::default()
     };
     let (e, addr) = server(config).await?;
-    let mut sender = RoomClient::join(addr, "r", "sender").await?;
     let mut slow = RoomClient::join(addr, "r", "slow").await?; // stops reading
     let mut other = RoomClient::join(addr, "r", "other").await?;
-    sender.expect("room_members").await?;
-    sender.expect("room_members").await?;
-    slow.expect("room_members").await?;
-    // Until `slow`'s socket buffers are full its writer keeps up; then two more fill the queue.
-    let sdp = json!({"type":"offer","sdp":"a".repeat(900 * 1024)});
-    for _ in 0..40 {
-        sender
-            .send(&json!({"type":"offer","to":"slow","sdp":sdp}))
-            .await?;
+    let mut senders = Vec::new();
+    for i in 0..6 {
+        senders.push(RoomClient::join(addr, "r", &format!("s{i}")).await?);
     }
-    until_members(&mut other, json!(["other", "sender"])).await?;
-    until_members(&mut sender, json!(["other", "sender"])).await?;
-    assert_eq!(e.rooms_service.stats().members, 2);
+    slow.expect("room_members").await?;
+    // Until `slow`'s socket buffers are full its writer keeps up; then the queue fills.
+    // 6 x 30 offers of 60 KB: 11 MB, far more than socket buffers (about 4 MB were seen) and
+    // the queue hold.
+    let sdp = json!({"type":"offer","sdp":"a".repeat(60 * 1024)});
+    let offer = json!({"type":"offer","to":"slow","sdp":sdp});
+    for s in &mut senders {
+        for _ in 0..30 {
+            s.send(&offer).await?;
+        }
+    }
+    let rest = json!(["other", "s0", "s1", "s2", "s3", "s4", "s5"]);
+    until_members(&mut other, rest.clone()).await?;
+    let sender = senders.first_mut().context("a sender")?;
+    until_members(sender, rest).await?;
+    assert_eq!(e.rooms_service.stats().members, 7);
     let (codes, close) = codes_until_close(&mut slow).await?;
     assert_eq!(codes, ["membership_lost"]);
     assert_eq!(close, Some(1008));
     // The room goes on.
     sender.send(&json!({"type":"hangup","to":"other"})).await?;
-    assert_eq!(other.expect("hangup").await?["from"], "sender");
+    assert_eq!(other.expect("hangup").await?["from"], "s0");
     Ok(())
 }
 
@@ -583,5 +605,278 @@ async fn shutting_down_closes_every_socket_with_1001() -> Result<()> {
     e.shutdown();
     assert_eq!(a.closed_with().await?, Some(1001));
     assert_eq!(idle.closed_with().await?, Some(1001));
+    Ok(())
+}
+
+/// Connects and joins `room` as `id`: the client (past `joined` and the first `room_members`)
+/// and the resume secret `joined` gave.
+async fn join_with_secret(addr: SocketAddr, room: &str, id: &str) -> Result<(RoomClient, String)> {
+    let mut c = RoomClient::connect(addr, None).await?;
+    c.send(&json!({"type":"join","room":room,"from":id}))
+        .await?;
+    let joined = c.expect("joined").await?;
+    c.expect("room_members").await?;
+    let secret = joined["secret"]
+        .as_str()
+        .context("joined without a secret")?
+        .to_owned();
+    assert!(liveloop_proto::rooms::is_valid_secret(&secret), "{secret}");
+    Ok((c, secret))
+}
+
+/// A new connection's join: what the server answers first (`joined` or an error).
+async fn try_join(addr: SocketAddr, frame: Value) -> Result<(RoomClient, Value)> {
+    let mut c = RoomClient::connect(addr, None).await?;
+    c.send(&frame).await?;
+    let answer = c.next().await?;
+    Ok((c, answer))
+}
+
+/// Issue 20: a member floods another with big relays to overflow its queue, get it evicted and
+/// join under its id. The flood evicts the flooder instead, and the id cannot be taken.
+#[tokio::test]
+async fn a_flood_evicts_the_flooder_and_the_victims_id_cannot_be_taken() -> Result<()> {
+    // A send timeout out of reach: the victim stops reading for the length of the flood, and
+    // only a full queue (or a sender over its share) may evict anyone here.
+    let config = RoomsConfig {
+        send_timeout: Duration::from_secs(30),
+        ..RoomsConfig::default()
+    };
+    let (e, addr) = server(config).await?;
+    let (mut victim, secret) = join_with_secret(addr, "r", "victim").await?;
+    let mut witness = RoomClient::join(addr, "r", "witness").await?;
+    let attacker = RoomClient::join(addr, "r", "attacker").await?;
+    until_members(&mut witness, json!(["attacker", "victim", "witness"])).await?;
+
+    // The attacker relays 60 KB offers to the victim as fast as the rate allows (its burst of
+    // 50, then just under 30 a second) until the server closes it. The victim reads nothing
+    // meanwhile, so its socket buffers fill and its queue holds what the attacker sent.
+    let (mut sink, mut stream) = attacker.ws.split();
+    let reader = tokio::spawn(async move {
+        let mut codes = Vec::new();
+        while let Some(Ok(frame)) = stream.next().await {
+            match frame {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                    if v["type"] == "error" {
+                        codes.push(v["code"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                Message::Close(frame) => return (codes, frame.map(|f| u16::from(f.code))),
+                _ => {}
+            }
+        }
+        (codes, None)
+    });
+    let sdp = json!({"type":"offer","sdp":"a".repeat(60 * 1024)});
+    let offer = json!({"type":"offer","to":"victim","sdp":sdp}).to_string();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut sent = 0u32;
+    while !reader.is_finished() && tokio::time::Instant::now() < give_up {
+        let send = sink.send(Message::Text(offer.clone().into()));
+        match tokio::time::timeout(Duration::from_secs(2), send).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break, // the server closed the attacker
+        }
+        if sent >= 49 {
+            tokio::time::sleep(Duration::from_millis(35)).await;
+        }
+    }
+    let (codes, close) = tokio::time::timeout(Duration::from_secs(10), reader).await??;
+    eprintln!("the attacker sent {sent} offers before it was evicted: {codes:?}");
+    assert!(codes.contains(&"membership_lost".to_owned()), "{codes:?}");
+    assert_eq!(
+        close,
+        Some(1008),
+        "the flooder is evicted like a slow socket"
+    );
+
+    // The victim stays: still listed, and (reading again) still receiving.
+    until_members(&mut witness, json!(["victim", "witness"])).await?;
+    until_members(&mut victim, json!(["victim", "witness"])).await?;
+    witness
+        .send(&json!({"type":"hangup","to":"victim"}))
+        .await?;
+    assert_eq!(victim.expect("hangup").await?["from"], "witness");
+    assert_eq!(e.rooms_service.stats().members, 2);
+
+    // The attacker, on a new connection, cannot join as the victim: not without the secret,
+    // not with a guessed one.
+    let (_c, answer) = try_join(addr, json!({"type":"join","room":"r","from":"victim"})).await?;
+    assert_eq!(answer["code"], "duplicate_id", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secret"),
+        "the refusal says why: {answer}"
+    );
+    let guess = "0".repeat(32);
+    assert_ne!(guess, secret);
+    let (_c, answer) = try_join(
+        addr,
+        json!({"type":"join","room":"r","from":"victim","secret":guess}),
+    )
+    .await?;
+    assert_eq!(answer["code"], "duplicate_id", "{answer}");
+    // Nothing changed for the victim.
+    witness
+        .send(&json!({"type":"hangup","to":"victim"}))
+        .await?;
+    assert_eq!(victim.expect("hangup").await?["from"], "witness");
+    witness.expect_silence(Duration::from_millis(200)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_that_drops_gets_its_id_back_only_with_its_secret() -> Result<()> {
+    let (e, addr) = server(RoomsConfig::default()).await?;
+    let (victim, secret) = join_with_secret(addr, "r", "victim").await?;
+    let mut witness = RoomClient::join(addr, "r", "witness").await?;
+    // The connection drops without `leave` (as in a network outage): the others see it go...
+    drop(victim);
+    until_members(&mut witness, json!(["witness"])).await?;
+    assert_eq!(e.rooms_service.stats().reserved, 1);
+    // ...but for 60 s the id is its own: refused without the secret, saying why...
+    let (_c, answer) = try_join(addr, json!({"type":"join","room":"r","from":"victim"})).await?;
+    assert_eq!(answer["code"], "duplicate_id", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reserved"),
+        "{answer}"
+    );
+    // ...and with a wrong one.
+    let (_c, answer) = try_join(
+        addr,
+        json!({"type":"join","room":"r","from":"victim","secret":"f".repeat(32)}),
+    )
+    .await?;
+    assert_eq!(answer["code"], "duplicate_id", "{answer}");
+    // The victim's rejoin with its secret gets the id back, with the same secret.
+    let (mut back, answer) = try_join(
+        addr,
+        json!({"type":"join","room":"r","from":"victim","secret":secret}),
+    )
+    .await?;
+    assert_eq!(answer["type"], "joined", "{answer}");
+    assert_eq!(
+        (&answer["from"], &answer["secret"]),
+        (&json!("victim"), &json!(secret))
+    );
+    until_members(&mut witness, json!(["victim", "witness"])).await?;
+    witness
+        .send(&json!({"type":"hangup","to":"victim"}))
+        .await?;
+    assert_eq!(back.expect("hangup").await?["from"], "witness");
+    assert_eq!(e.rooms_service.stats().reserved, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_secret_takes_the_id_from_a_connection_that_still_looks_live() -> Result<()> {
+    let (_e, addr) = server(RoomsConfig::default()).await?;
+    // `old` stops reading, as a half-open connection would.
+    let (mut old, secret) = join_with_secret(addr, "r", "victim").await?;
+    let mut witness = RoomClient::join(addr, "r", "witness").await?;
+    let (mut new, answer) = try_join(
+        addr,
+        json!({"type":"join","room":"r","from":"victim","secret":secret}),
+    )
+    .await?;
+    assert_eq!(answer["type"], "joined", "{answer}");
+    assert_eq!(answer["secret"], json!(secret));
+    // The old connection is told why and closed with 4000; the member list is unchanged.
+    let (codes, close) = codes_until_close(&mut old).await?;
+    assert_eq!(codes, ["replaced"]);
+    assert_eq!(close, Some(4000));
+    until_members(&mut witness, json!(["victim", "witness"])).await?;
+    witness
+        .send(&json!({"type":"hangup","to":"victim"}))
+        .await?;
+    assert_eq!(new.expect("hangup").await?["from"], "witness");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leave_frees_the_id_at_once_and_a_reservation_runs_out() -> Result<()> {
+    // A short reservation stands in for 60 s (the core's unit tests use the real one).
+    let limits = Limits {
+        reservation: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (e, addr) = server(RoomsConfig {
+        limits,
+        ..RoomsConfig::default()
+    })
+    .await?;
+    let mut a = RoomClient::join(addr, "r", "a").await?;
+    a.send(&json!({"type":"leave"})).await?;
+    a.send(&json!({"type":"ping"})).await?;
+    a.expect("pong").await?;
+    let (_c, answer) = try_join(addr, json!({"type":"join","room":"r","from":"a"})).await?;
+    assert_eq!(
+        answer["type"], "joined",
+        "a leave releases the id: {answer}"
+    );
+
+    let (b, secret) = join_with_secret(addr, "r", "b").await?;
+    drop(b);
+    let noticed = tokio::time::Instant::now() + Duration::from_secs(5);
+    while e.rooms_service.stats().reserved == 0 {
+        assert!(
+            tokio::time::Instant::now() < noticed,
+            "the drop was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_c, answer) = try_join(addr, json!({"type":"join","room":"r","from":"b"})).await?;
+    assert_eq!(answer["code"], "duplicate_id", "still reserved: {answer}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_taker, answer) = try_join(addr, json!({"type":"join","room":"r","from":"b"})).await?;
+    assert_eq!(
+        answer["type"], "joined",
+        "the reservation ran out: {answer}"
+    );
+    assert_ne!(
+        answer["secret"],
+        json!(secret),
+        "a new holder, a new secret"
+    );
+    // The old secret no longer brings the id back.
+    let (_c, answer) = try_join(
+        addr,
+        json!({"type":"join","room":"r","from":"b","secret":secret}),
+    )
+    .await?;
+    assert_eq!(answer["code"], "duplicate_id", "{answer}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_relay_over_64_kib_is_refused_and_the_socket_stays_open() -> Result<()> {
+    let (_e, addr) = server(RoomsConfig::default()).await?;
+    let mut a = RoomClient::join(addr, "r", "a").await?;
+    let mut b = RoomClient::join(addr, "r", "b").await?;
+    a.expect("room_members").await?;
+    let big = json!({"type":"offer","to":"b","sdp":{"type":"offer","sdp":"a".repeat(65 * 1024)}});
+    a.send(&big).await?;
+    let refused = a.expect_error("message_too_large").await?;
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("65536"),
+        "{refused}"
+    );
+    // Still open: the socket answers and relays, and b never got the big offer.
+    a.send(&json!({"type":"ping"})).await?;
+    assert_eq!(a.next().await?, json!({"type":"pong"}));
+    let fits = json!({"type":"offer","to":"b","sdp":{"type":"offer","sdp":"a".repeat(60 * 1024)}});
+    a.send(&fits).await?;
+    let offer = b.expect("offer").await?;
+    assert_eq!(offer["sdp"]["sdp"].as_str().map(str::len), Some(60 * 1024));
+    b.expect_silence(Duration::from_millis(200)).await?;
     Ok(())
 }

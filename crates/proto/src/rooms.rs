@@ -9,8 +9,13 @@
 //!   server assigns a random id. `joined` echoes the room and carries the member's id in `from`.
 //! - Relayed `offer`/`answer`/`candidate`/`hangup` keep `to`, and get `from` and `room` set by the
 //!   server; whatever `from` the sender wrote is discarded.
-//! - Two codes are LiveLoop additions: `invalid_message` (not JSON, not an object, wrong field
-//!   types, missing `sdp`/`candidate`) and `message_too_large` (over 1 MB; the socket is closed).
+//! - Three codes are LiveLoop additions: `invalid_message` (not JSON, not an object, wrong field
+//!   types, missing `sdp`/`candidate`), `message_too_large` (over 1 MB: the socket is closed; a
+//!   relayed message over 64 KiB: refused, the socket stays open) and `replaced` (another
+//!   connection resumed this member's id with its secret).
+//! - Resume secrets (a LiveLoop extension): `joined` carries `secret`, 32 lowercase hex
+//!   characters (128 random bits); a `join` may carry it back as `secret` to take its id over
+//!   from a connection that is still live or ended less than 60 s ago (docs/signaling.md).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +24,22 @@ use crate::is_valid_id;
 
 /// Largest text frame the server accepts.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Largest relayed message (`offer`, `answer`, `candidate`, `hangup`), as a text frame; a
+/// larger one is refused with `message_too_large` and the socket stays open.
+pub const MAX_RELAY_BYTES: usize = 64 * 1024;
+
+/// Length of a resume secret on the wire: 32 lowercase hex characters (128 bits).
+pub const SECRET_HEX_LEN: usize = 32;
+
+/// True for a well-formed resume secret (32 lowercase hex characters).
+#[must_use]
+pub fn is_valid_secret(secret: &str) -> bool {
+    secret.len() == SECRET_HEX_LEN
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// The flat wire shape of every room-dialect message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,6 +68,9 @@ pub struct WireMessage {
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// LiveLoop's resume secret: sent by the server in `joined`, by a client in `join`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// A field that is present, `null` included.
@@ -80,10 +104,12 @@ impl RelayKind {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ClientMessage {
-    /// Join `room` as `id` (`None`: the server picks an id).
+    /// Join `room` as `id` (`None`: the server picks an id), with the secret `joined` gave that
+    /// id when it is resumed (LiveLoop's extension).
     Join {
         room: String,
         id: Option<String>,
+        secret: Option<String>,
     },
     Leave,
     Ping,
@@ -100,9 +126,11 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ServerMessage {
+    /// `secret`: the id's resume secret (`None` only from servers without the extension).
     Joined {
         room: String,
         id: String,
+        secret: Option<String>,
     },
     RoomMembers {
         room: String,
@@ -123,7 +151,7 @@ pub enum ServerMessage {
     },
 }
 
-/// Every error code of the room dialect (seeds/README.md plus LiveLoop's two additions).
+/// Every error code of the room dialect (seeds/README.md plus LiveLoop's three additions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -144,10 +172,11 @@ pub enum ErrorCode {
     RateLimited,
     InvalidMessage,
     MessageTooLarge,
+    Replaced,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::InvalidId,
         Self::DuplicateId,
         Self::IdentityLocked,
@@ -165,6 +194,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::InvalidMessage,
         Self::MessageTooLarge,
+        Self::Replaced,
     ];
 
     /// The code as it appears on the wire.
@@ -188,6 +218,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::InvalidMessage => "invalid_message",
             Self::MessageTooLarge => "message_too_large",
+            Self::Replaced => "replaced",
         }
     }
 
@@ -210,6 +241,8 @@ impl std::fmt::Display for ErrorCode {
 pub enum ParseError {
     #[error("message is larger than {MAX_MESSAGE_BYTES} bytes")]
     TooLarge,
+    #[error("{0} is larger than {MAX_RELAY_BYTES} bytes, the limit for relayed messages")]
+    RelayTooLarge(&'static str),
     #[error("message is not a JSON object of the room protocol: {0}")]
     Malformed(String),
     #[error("unknown message type {0:?}")]
@@ -220,8 +253,12 @@ pub enum ParseError {
     InvalidRoom,
     #[error("client id must be 1-64 characters of A-Z a-z 0-9 _ . : -")]
     InvalidId,
-    #[error("join carries only room and from")]
+    #[error("join carries only room, from and secret")]
     InvalidJoin,
+    #[error(
+        "secret must be the {SECRET_HEX_LEN} lowercase hex characters `joined` gave, with `from`"
+    )]
+    InvalidSecret,
     #[error("{0} needs a valid `to`")]
     InvalidTarget(&'static str),
     #[error("{0} needs `{1}`")]
@@ -233,20 +270,22 @@ impl ParseError {
     #[must_use]
     pub const fn code(&self) -> ErrorCode {
         match self {
-            Self::TooLarge => ErrorCode::MessageTooLarge,
+            Self::TooLarge | Self::RelayTooLarge(_) => ErrorCode::MessageTooLarge,
             Self::Malformed(_) | Self::MissingPayload(..) => ErrorCode::InvalidMessage,
             Self::UnknownType(_) => ErrorCode::UnknownType,
             Self::RoomMissing => ErrorCode::RoomMissing,
             Self::InvalidRoom => ErrorCode::InvalidRoom,
             Self::InvalidId => ErrorCode::InvalidId,
-            Self::InvalidJoin => ErrorCode::InvalidJoin,
+            Self::InvalidJoin | Self::InvalidSecret => ErrorCode::InvalidJoin,
             Self::InvalidTarget(_) => ErrorCode::InvalidTarget,
         }
     }
 }
 
 impl ClientMessage {
-    /// Parses and validates one text frame from a client.
+    /// Parses and validates one text frame from a client. A relayed message (`offer`,
+    /// `answer`, `candidate`, `hangup`) over [`MAX_RELAY_BYTES`] is
+    /// [`ParseError::RelayTooLarge`].
     ///
     /// # Errors
     /// A [`ParseError`] naming what is wrong; it never panics, whatever the input.
@@ -256,7 +295,13 @@ impl ClientMessage {
         }
         let wire: WireMessage =
             serde_json::from_str(text).map_err(|e| ParseError::Malformed(e.to_string()))?;
-        Self::from_wire(wire)
+        let msg = Self::from_wire(wire)?;
+        match &msg {
+            Self::Relay { kind, .. } if text.len() > MAX_RELAY_BYTES => {
+                Err(ParseError::RelayTooLarge(kind.as_str()))
+            }
+            _ => Ok(msg),
+        }
     }
 
     /// Validates an already decoded wire message.
@@ -305,9 +350,16 @@ impl ClientMessage {
                 {
                     return Err(ParseError::InvalidId);
                 }
+                // A secret resumes a named id: without `from` it has nothing to resume.
+                if let Some(secret) = &wire.secret
+                    && (!is_valid_secret(secret) || wire.from.is_none())
+                {
+                    return Err(ParseError::InvalidSecret);
+                }
                 Ok(Self::Join {
                     room,
                     id: wire.from,
+                    secret: wire.secret,
                 })
             }
             "leave" => Ok(Self::Leave),
@@ -325,10 +377,11 @@ impl ClientMessage {
     #[must_use]
     pub fn to_wire(&self) -> WireMessage {
         match self {
-            Self::Join { room, id } => WireMessage {
+            Self::Join { room, id, secret } => WireMessage {
                 kind: "join".into(),
                 room: Some(room.clone()),
                 from: id.clone(),
+                secret: secret.clone(),
                 ..WireMessage::default()
             },
             Self::Leave => WireMessage {
@@ -377,10 +430,11 @@ impl ServerMessage {
     #[must_use]
     pub fn to_wire(&self) -> WireMessage {
         match self {
-            Self::Joined { room, id } => WireMessage {
+            Self::Joined { room, id, secret } => WireMessage {
                 kind: "joined".into(),
                 room: Some(room.clone()),
                 from: Some(id.clone()),
+                secret: secret.clone(),
                 ..WireMessage::default()
             },
             Self::RoomMembers { room, members } => WireMessage {
@@ -449,6 +503,8 @@ impl ServerMessage {
             "joined" => Ok(Self::Joined {
                 room: wire.room.clone().ok_or_else(|| missing("room"))?,
                 id: wire.from.clone().ok_or_else(|| missing("from"))?,
+                // A secret we could not send back is no secret: drop a malformed one.
+                secret: wire.secret.clone().filter(|s| is_valid_secret(s)),
             }),
             "room_members" => Ok(Self::RoomMembers {
                 room: wire.room.clone().unwrap_or_default(),
@@ -490,6 +546,7 @@ mod tests {
                 ClientMessage::Join {
                     room: "r1".into(),
                     id: Some("alice".into()),
+                    secret: None,
                 },
             ),
             (
@@ -497,6 +554,15 @@ mod tests {
                 ClientMessage::Join {
                     room: "r1".into(),
                     id: None,
+                    secret: None,
+                },
+            ),
+            (
+                json!({"type":"join","room":"r1","from":"alice","secret":"0123456789abcdef0123456789abcdef"}),
+                ClientMessage::Join {
+                    room: "r1".into(),
+                    id: Some("alice".into()),
+                    secret: Some("0123456789abcdef0123456789abcdef".into()),
                 },
             ),
             (json!({"type":"leave"}), ClientMessage::Leave),
@@ -563,6 +629,23 @@ mod tests {
                 r#"{"type":"join","room":"a","to":"b"}"#,
                 ErrorCode::InvalidJoin,
             ),
+            // A secret is exactly 32 lowercase hex characters, and goes with `from`.
+            (
+                r#"{"type":"join","room":"a","from":"b","secret":"0123"}"#,
+                ErrorCode::InvalidJoin,
+            ),
+            (
+                r#"{"type":"join","room":"a","from":"b","secret":"0123456789ABCDEF0123456789ABCDEF"}"#,
+                ErrorCode::InvalidJoin,
+            ),
+            (
+                r#"{"type":"join","room":"a","secret":"0123456789abcdef0123456789abcdef"}"#,
+                ErrorCode::InvalidJoin,
+            ),
+            (
+                r#"{"type":"join","room":"a","from":"b","secret":7}"#,
+                ErrorCode::InvalidMessage,
+            ),
             (r#"{"type":"offer","sdp":{}}"#, ErrorCode::InvalidTarget),
             // A missing or invalid `to` is invalid_target, checked before the payload; a `to`
             // that is not a string is not the protocol's shape at all.
@@ -601,6 +684,12 @@ mod tests {
             ServerMessage::Joined {
                 room: "r".into(),
                 id: "me".into(),
+                secret: Some("00112233445566778899aabbccddeeff".into()),
+            },
+            ServerMessage::Joined {
+                room: "r".into(),
+                id: "me".into(),
+                secret: None,
             },
             ServerMessage::RoomMembers {
                 room: "r".into(),
@@ -637,9 +726,58 @@ mod tests {
     }
 
     #[test]
+    fn relayed_messages_over_64_kib_are_too_large_others_up_to_1_mb_are_not() {
+        let offer = |pad: usize| {
+            json!({"type":"offer","to":"b","sdp":{"type":"offer","sdp":"a".repeat(pad)}})
+                .to_string()
+        };
+        let overhead = offer(0).len();
+        assert!(ClientMessage::parse(&offer(MAX_RELAY_BYTES - overhead)).is_ok());
+        let big = ClientMessage::parse(&offer(MAX_RELAY_BYTES - overhead + 1));
+        assert_eq!(big, Err(ParseError::RelayTooLarge("offer")));
+        assert_eq!(
+            big.err().map(|e| e.code()),
+            Some(ErrorCode::MessageTooLarge)
+        );
+        let candidate =
+            json!({"type":"candidate","to":"b","candidate":{"candidate":"c".repeat(70_000)}});
+        assert_eq!(
+            ClientMessage::parse(&candidate.to_string()),
+            Err(ParseError::RelayTooLarge("candidate"))
+        );
+        // The relay limit is for relays: a join padded past it is still a join.
+        let join = format!(
+            r#"{{"type":"join","room":"r","pad":"{}"}}"#,
+            "a".repeat(MAX_RELAY_BYTES)
+        );
+        assert!(matches!(
+            ClientMessage::parse(&join),
+            Ok(ClientMessage::Join { .. })
+        ));
+    }
+
+    #[test]
+    fn joined_keeps_only_a_well_formed_secret() {
+        let parsed =
+            ServerMessage::parse(r#"{"type":"joined","room":"r","from":"a","secret":"<script>"}"#);
+        assert_eq!(
+            parsed,
+            Ok(ServerMessage::Joined {
+                room: "r".into(),
+                id: "a".into(),
+                secret: None
+            })
+        );
+        assert!(is_valid_secret("0123456789abcdef0123456789abcdef"));
+        assert!(!is_valid_secret("0123456789abcdef0123456789abcde"));
+        assert!(!is_valid_secret("0123456789abcdef0123456789abcdeg"));
+    }
+
+    #[test]
     fn codes_are_unique_and_parse_back() {
         for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }
+        assert_eq!(ErrorCode::parse("replaced"), Some(ErrorCode::Replaced));
     }
 }

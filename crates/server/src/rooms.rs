@@ -6,6 +6,13 @@
 //! limited to 2 s). Deliveries are queued with `try_send`, never awaited, so one slow socket never
 //! delays a room: when its queue is full or a send times out it is evicted and closed.
 //!
+//! Fairness: each queue counts the relayed messages in it per sender
+//! ([`liveloop_core::rooms::QueueShares`], each place given back by a `Ticket` when the message
+//! has been sent or dropped). A relay that would give one sender more than half of a receiver's queue
+//! evicts the sender instead (`membership_lost`, 1008), so a flood aimed at one member never
+//! evicts that member. A member whose id another connection resumed with its secret is closed
+//! with `replaced` and 4000.
+//!
 //! Closing is the writer's job, told by the reader why ([`Closing`]): it sends what is still
 //! queued (not for an eviction: an evicted socket gets `membership_lost` instead), then the
 //! close frame, all within one more `send_timeout`. A send still stuck is not abandoned: its
@@ -15,7 +22,7 @@
 //! client's close reply before the connection is dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +34,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use liveloop_core::rooms::{ConnId, Limits, RoomRegistry};
+use liveloop_core::rooms::{ConnId, Limits, QueueShares, RoomRegistry};
 use liveloop_proto::rooms::{
     ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, ParseError, ServerMessage,
 };
@@ -123,8 +130,34 @@ impl Default for RoomsConfig {
 /// What the writer task sends.
 #[derive(Debug)]
 enum Outbound {
-    Text(Arc<str>),
+    /// A relayed message carries its sender's [`Ticket`].
+    Text(Arc<str>, Option<Ticket>),
     Ping,
+}
+
+/// One relayed message counted against its sender's share of a receiver's queue; dropping it
+/// (once the message is sent, or thrown away) gives the place back.
+#[derive(Debug)]
+struct Ticket {
+    shares: Arc<Mutex<QueueShares>>,
+    sender: ConnId,
+}
+
+impl Ticket {
+    /// Counts a relay from `sender`, or `None` if the sender already has its share queued.
+    fn take(shares: &Arc<Mutex<QueueShares>>, sender: ConnId) -> Option<Self> {
+        lock(shares).admit(sender).ok()?;
+        Some(Self {
+            shares: shares.clone(),
+            sender,
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        lock(&self.shares).release(self.sender);
+    }
 }
 
 /// Why a socket is being closed; each reason has its close code.
@@ -138,8 +171,11 @@ enum Closing {
     Silent,
     /// The server is shutting down.
     Shutdown,
-    /// Too slow (outbound queue full, or a send over `send_timeout`): removed from its room.
+    /// Too slow (outbound queue full, or a send over `send_timeout`), or over its share of
+    /// another member's queue: removed from its room.
     Evicted,
+    /// Another connection took this member's id with its secret.
+    Replaced,
 }
 
 impl Closing {
@@ -150,14 +186,23 @@ impl Closing {
             Self::Silent => (1001, "heartbeat timeout"),
             Self::Shutdown => (1001, "server shutting down"),
             Self::Evicted => (1008, "too slow"),
+            Self::Replaced => (REPLACED_CLOSE_CODE, "replaced"),
         }
     }
 }
 
+/// The close code of a member whose id another connection resumed with its secret (the
+/// application range, 4000-4999; a client should not reconnect on it).
+pub const REPLACED_CLOSE_CODE: u16 = 4000;
+
 #[derive(Debug)]
 struct ConnHandle {
     tx: mpsc::Sender<Outbound>,
+    /// Tells the reader to close the socket: evicted, or `replaced` if that is set.
     kill: Arc<Notify>,
+    replaced: Arc<AtomicBool>,
+    /// The relayed messages in `tx`'s queue, per sender.
+    shares: Arc<Mutex<QueueShares>>,
 }
 
 #[derive(Debug)]
@@ -186,7 +231,11 @@ impl RoomsService {
     pub fn new(config: RoomsConfig, shutdown: watch::Receiver<bool>) -> Self {
         let json = serde_json::to_string(&config.rtc_config).unwrap_or_else(|_| "{}".into());
         let config_js = format!("window.RTC_CONFIG = {json};\n");
-        let registry = RoomRegistry::new(config.limits.clone());
+        // The resume secrets' randomness: rand's thread generator (ChaCha, seeded and reseeded
+        // by the operating system).
+        let registry = RoomRegistry::new(config.limits.clone(), |bytes| {
+            rand::RngCore::fill_bytes(&mut rand::rng(), bytes);
+        });
         Self(Arc::new(Inner {
             config,
             config_js,
@@ -231,48 +280,79 @@ impl RoomsService {
         let now = self.now();
         let mut shared = lock(&self.0.shared);
         f(&mut shared.registry, now);
-        Self::deliver(&mut shared);
+        Self::deliver(&mut shared, now);
     }
 
     /// Evicts a socket that is too slow: its room hears it is gone, its reader is told to
     /// close it (1008).
     fn evict(&self, id: ConnId) {
+        let now = self.now();
         let mut shared = lock(&self.0.shared);
-        Self::evict_locked(&mut shared, id);
-        Self::deliver(&mut shared);
+        Self::evict_locked(&mut shared, id, now);
+        Self::deliver(&mut shared, now);
     }
 
-    fn evict_locked(shared: &mut Shared, id: ConnId) {
+    fn evict_locked(shared: &mut Shared, id: ConnId, now: Duration) {
         if let Some(conn) = shared.conns.remove(&id) {
             conn.kill.notify_one();
         }
-        shared.registry.evict(id);
+        shared.registry.evict(now, id);
     }
 
-    /// Drains the registry's output into the sockets' queues.
-    fn deliver(shared: &mut Shared) {
+    /// Drains the registry's output into the sockets' queues, and closes the members it
+    /// replaced.
+    fn deliver(shared: &mut Shared, now: Duration) {
+        while let Some(id) = shared.registry.poll_replaced() {
+            if let Some(conn) = shared.conns.remove(&id) {
+                tracing::info!(conn = id, "closing a member whose id was resumed elsewhere");
+                conn.replaced.store(true, Ordering::Release);
+                conn.kill.notify_one();
+            }
+        }
         // Evicting a slow socket tells its room, which can find another slow socket: repeat
         // until nothing is left to deliver.
         loop {
             let mut slow = Vec::new();
+            let mut unfair = Vec::new();
             while let Some(d) = shared.registry.poll_output() {
                 let Some(conn) = shared.conns.get(&d.to) else {
                     continue;
                 };
+                let ticket = match d.sender {
+                    Some(sender) => match Ticket::take(&conn.shares, sender) {
+                        Some(ticket) => Some(ticket),
+                        None => {
+                            // Over its share: the sender goes, this relay with it.
+                            unfair.push(sender);
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                // A refused message hands its ticket back as it is dropped.
                 if conn
                     .tx
-                    .try_send(Outbound::Text(d.msg.to_json().into()))
+                    .try_send(Outbound::Text(d.msg.to_json().into(), ticket))
                     .is_err()
                 {
                     slow.push(d.to);
                 }
             }
-            if slow.is_empty() {
+            if slow.is_empty() && unfair.is_empty() {
                 break;
+            }
+            unfair.sort_unstable();
+            unfair.dedup();
+            for id in unfair {
+                tracing::info!(
+                    conn = id,
+                    "evicting a client over its share of another member's outbound queue"
+                );
+                Self::evict_locked(shared, id, now);
             }
             for id in slow {
                 tracing::info!(conn = id, "evicting a client whose outbound queue is full");
-                Self::evict_locked(shared, id);
+                Self::evict_locked(shared, id, now);
             }
         }
     }
@@ -337,8 +417,10 @@ async fn ws_handler(
 async fn run_connection(svc: RoomsService, socket: WebSocket) {
     let inner = &svc.0;
     let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(inner.config.outbound_buffer.max(1));
+    let capacity = inner.config.outbound_buffer.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
     let kill = Arc::new(Notify::new());
+    let replaced = Arc::new(AtomicBool::new(false));
     {
         let mut shared = lock(&inner.shared);
         shared.conns.insert(
@@ -346,6 +428,8 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
             ConnHandle {
                 tx: tx.clone(),
                 kill: kill.clone(),
+                replaced: replaced.clone(),
+                shares: Arc::new(Mutex::new(QueueShares::new(capacity))),
             },
         );
     }
@@ -396,7 +480,7 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
                                 code: ErrorCode::MessageTooLarge,
                                 message: ParseError::TooLarge.to_string(),
                             };
-                            let _ = tx.try_send(Outbound::Text(message.to_json().into()));
+                            let _ = tx.try_send(Outbound::Text(message.to_json().into(), None));
                             break Closing::TooLarge;
                         }
                         break Closing::Normal;
@@ -418,8 +502,12 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
                 // The writer is gone: the socket failed.
                 Err(mpsc::error::TrySendError::Closed(_)) => break Closing::Normal,
             },
-            // The queue was full when a delivery was made, or the writer timed out.
+            // The queue was full when a delivery was made, the socket went over its share of
+            // another's queue, the writer timed out, or another connection took its id.
             () = kill.notified() => {
+                if replaced.load(Ordering::Acquire) {
+                    break Closing::Replaced;
+                }
                 svc.evict(id);
                 break Closing::Evicted;
             }
@@ -430,7 +518,7 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
         let mut shared = lock(&inner.shared);
         shared.conns.remove(&id);
     }
-    svc.with_registry(|reg, _| reg.disconnect(id));
+    svc.with_registry(|reg, now| reg.disconnect(now, id));
     // The writer sends what it should and the close frame, within one more `send_timeout`
     // (it may have started already: after its own send timeout, it closes as evicted).
     let _ = closing_tx.send(closing);
@@ -479,11 +567,13 @@ async fn write_loop(
         let Some(out) = out else {
             break (&mut closing).await.unwrap_or(Closing::Normal);
         };
+        // The ticket (a relay's place in its sender's share) is given back once the send is done.
+        let (message, _ticket) = outbound_message(out);
         tokio::select! {
             biased;
             // Closing while a send is stuck: its bytes stay buffered, ahead of the close.
             reason = &mut closing => break reason.unwrap_or(Closing::Normal),
-            sent = tokio::time::timeout(send_timeout, sink.send(outbound_message(out))) => match sent {
+            sent = tokio::time::timeout(send_timeout, sink.send(message)) => match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return false,
                 Err(_) => {
@@ -497,18 +587,35 @@ async fn write_loop(
         }
     };
     let mut last = Vec::new();
-    if reason == Closing::Evicted {
-        let lost = ServerMessage::Error {
-            code: ErrorCode::MembershipLost,
-            message: "too slow: the server removed you from the room".into(),
-        };
-        last.push(Message::Text(lost.to_json().into()));
-    } else {
-        // Whatever was queued before the reason (a `message_too_large` error, say) goes first.
-        while let Ok(out) = rx.try_recv() {
-            last.push(outbound_message(out));
+    match reason {
+        Closing::Evicted => {
+            let lost = ServerMessage::Error {
+                code: ErrorCode::MembershipLost,
+                message: "the server removed you from the room: too slow, or sending more than \
+                          your share to one member"
+                    .into(),
+            };
+            last.push(Message::Text(lost.to_json().into()));
+        }
+        Closing::Replaced => {
+            // What was queued was for the member this socket no longer is.
+            let replaced = ServerMessage::Error {
+                code: ErrorCode::Replaced,
+                message: "another connection resumed your id with its secret; this one is closed"
+                    .into(),
+            };
+            last.push(Message::Text(replaced.to_json().into()));
+        }
+        Closing::Normal | Closing::TooLarge | Closing::Silent | Closing::Shutdown => {
+            // Whatever was queued before the reason (a `message_too_large` error, say) goes
+            // first.
+            while let Ok(out) = rx.try_recv() {
+                last.push(outbound_message(out).0);
+            }
         }
     }
+    // What is left in the queue is dropped with it, tickets included.
+    drop(rx);
     let (code, why) = reason.frame();
     let close = Message::Close(Some(CloseFrame {
         code,
@@ -525,10 +632,10 @@ async fn write_loop(
         .is_ok_and(|sent| sent.is_ok())
 }
 
-fn outbound_message(out: Outbound) -> Message {
+fn outbound_message(out: Outbound) -> (Message, Option<Ticket>) {
     match out {
-        Outbound::Text(text) => Message::Text(text.as_ref().into()),
-        Outbound::Ping => Message::Ping(Default::default()),
+        Outbound::Text(text, ticket) => (Message::Text(text.as_ref().into()), ticket),
+        Outbound::Ping => (Message::Ping(Default::default()), None),
     }
 }
 
@@ -558,6 +665,24 @@ mod tests {
         assert_eq!(Closing::Silent.frame().0, 1001);
         assert_eq!(Closing::Shutdown.frame().0, 1001);
         assert_eq!(Closing::Normal.frame().0, 1000);
+        assert_eq!(Closing::Replaced.frame(), (4000, "replaced"));
+    }
+
+    #[test]
+    fn a_ticket_gives_its_place_back_when_dropped() {
+        let shares = Arc::new(Mutex::new(QueueShares::new(4)));
+        let first = Ticket::take(&shares, 1);
+        let second = Ticket::take(&shares, 1);
+        assert!(first.is_some() && second.is_some());
+        assert!(Ticket::take(&shares, 1).is_none(), "half of 4 is 2");
+        assert!(Ticket::take(&shares, 2).is_some(), "another sender's share");
+        drop(first);
+        assert!(Ticket::take(&shares, 1).is_some());
+        assert_eq!(
+            lock(&shares).queued(2),
+            0,
+            "the temporary ticket was dropped"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ var state = {
   members: [],
   chat: [], // {from, name, text, at, mine}
   lastError: null, // {code, message}
+  secret: null, // the resume secret of our id, from `joined`; sent when we rejoin after a drop
   lastRecording: null, // {name, size, type}
   videoConstraints: null, // getUserMedia video constraints; null: up to 1280x720 at 30 fps
   hungUp: new Set(), // members we hung up on or who hung up on us: not called again on their own
@@ -115,6 +116,7 @@ async function connect(roomId, myId) {
   state.roomId = roomId;
   state.myId = myId;
   state.joined = false;
+  state.secret = null; // a new join: our last leave released the old id
   state.lastError = null;
   state.hungUp.clear();
   if (location.pathname !== `/r/${roomId}`) {
@@ -132,7 +134,11 @@ function openSocket() {
   ws.onopen = () => {
     if (state.ws !== ws) return;
     reconnectAttempt = 0;
-    ws.send(JSON.stringify({ type: "join", room: state.roomId, from: state.myId }));
+    const join = { type: "join", room: state.roomId, from: state.myId };
+    // A rejoin carries the id's secret: the server keeps the id for it for 60 s after a drop,
+    // and gives it to no one else.
+    if (state.secret) join.secret = state.secret;
+    ws.send(JSON.stringify(join));
   };
   ws.onmessage = (event) => {
     if (state.ws !== ws) return;
@@ -167,6 +173,9 @@ function onSignal(msg) {
     case "joined":
       state.joined = true;
       if (validId(msg.from)) state.myId = msg.from;
+      if (typeof msg.secret === "string" && /^[0-9a-f]{32}$/.test(msg.secret)) {
+        state.secret = msg.secret;
+      }
       updateRoomState();
       break;
     case "room_members":
@@ -187,13 +196,22 @@ function onSignal(msg) {
         updateRoomState();
       }
       break;
-    case "error":
-      reportError(msg.code, msg.error || msg.code);
-      if (JOIN_ERRORS.has(msg.code) && !state.joined) {
+    case "error": {
+      let message = msg.error || msg.code;
+      if (msg.code === "duplicate_id" && state.secret && !state.joined) {
+        message = `Could not rejoin ${state.roomId} as ${state.myId}: while you were away the id ` +
+          `went to someone else, and your resume secret no longer holds it (${message})`;
+      } else if (msg.code === "replaced") {
+        message = `Another connection took over ${state.myId} with this page's secret (${message})`;
+      }
+      reportError(msg.code, message);
+      // `replaced`: the id is someone else's now; reconnecting would take it back from them.
+      if ((JOIN_ERRORS.has(msg.code) && !state.joined) || msg.code === "replaced") {
         disconnect(false);
-        state.lastError = { code: msg.code, message: msg.error || msg.code };
+        state.lastError = { code: msg.code, message };
       }
       break;
+    }
     default:
       break; // pong, and types from newer servers
   }
