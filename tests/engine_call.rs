@@ -878,3 +878,54 @@ async fn playout_follows_the_speaker_clock() {
         c.send(Command::Leave).await;
     }
 }
+
+/// A participant that comes back under its id from another peer connection (its app
+/// restarted: a new DTLS certificate) is a new call, never the old one: the engine ends the
+/// old call and takes the new one, whose media then flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_id_with_another_dtls_fingerprint_is_a_new_call() {
+    use liveloop_e2e::cli_peer::CliPeer;
+    let port = free_port().unwrap();
+    let server = server_on(port).await;
+    let url = format!("ws://{}/ws", server.rooms);
+    // "bob" sorts first: it is the impolite side and offers to "zed" whenever it joins.
+    let mut zed = join(&url, "again", "zed", SyntheticCamera::new(320, 180, 15.0));
+    let args = ["--video", "synthetic:320x180@15", "--seconds", "60"];
+    let mut bob = CliPeer::join(&url, "again", "bob", &args);
+    zed.until(
+        "bob connected",
+        |e| matches!(e, EngineEvent::PeerConnected { id } if id == "bob"),
+    )
+    .await;
+    // Bob's app dies (no goodbye), and while the room server restarts (so that the id is free
+    // again) a new bob, with a new certificate, takes its place.
+    bob.kill();
+    server.shutdown();
+    drop(server);
+    let _server = server_on(port).await;
+    let mut bob_again = CliPeer::join(&url, "again", "bob", &args);
+    let mut left = false;
+    zed.until(
+        "the old call ended and the new one connected",
+        |e| match e {
+            EngineEvent::PeerLeft { id } if id == "bob" => {
+                left = true;
+                false
+            }
+            EngineEvent::PeerConnected { id } if id == "bob" => left,
+            _ => false,
+        },
+    )
+    .await;
+    bob_again
+        .next("connected to zed", Duration::from_secs(20), |e| {
+            e["event"] == "peer_connected"
+        })
+        .await;
+    let (loud, frames) = loud_frames(&mut zed, "bob", Duration::from_secs(2)).await;
+    assert!(
+        loud > 20 && frames > 10,
+        "the new call's media: {loud} speech frames, {frames} frames"
+    );
+    zed.send(Command::Leave).await;
+}

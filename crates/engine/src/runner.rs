@@ -180,6 +180,13 @@ impl Runner {
         }
     }
 
+    /// Whether a description from `id` with this DTLS fingerprint comes from another peer
+    /// connection than the call we have with `id`.
+    fn is_another_peer(&self, id: &str, fingerprint: Option<&str>) -> bool {
+        let known = self.members.get(id).and_then(|m| m.fingerprint.as_deref());
+        matches!((known, fingerprint), (Some(a), Some(b)) if a != b)
+    }
+
     fn state_message(&self) -> String {
         PeerMessage::State(PeerState {
             name: self.config.name.clone(),
@@ -304,6 +311,26 @@ impl Runner {
             }
             SessionEvent::Description { from, payload } => {
                 let is_offer = payload.get("type").and_then(|t| t.as_str()) == Some("offer");
+                let fingerprint = liveloop_rtc::dtls_fingerprint(&payload);
+                if self.is_another_peer(&from, fingerprint.as_deref()) {
+                    // The same id from another peer connection (it restarted, or someone else
+                    // has the id now): that call is over, and this is a new one.
+                    tracing::info!(%from, "another DTLS fingerprint: a new call");
+                    let polite = self.members.get(&from).is_some_and(|m| m.polite);
+                    self.remove_member(&from).await;
+                    self.emit(EngineEvent::PeerLeft { id: from.clone() }).await;
+                    if !is_offer {
+                        // An answer to an offer it never had: call it afresh.
+                        self.emit(EngineEvent::PeerJoined {
+                            id: from.clone(),
+                            name: None,
+                        })
+                        .await;
+                        self.add_member(from, polite, !polite, peer_tx).await;
+                        self.update_state().await;
+                        return;
+                    }
+                }
                 if !self.members.contains_key(&from)
                     && is_offer
                     && self.mode == Mode::Room
@@ -329,6 +356,10 @@ impl Runner {
                         format!("description from {from}: {e}"),
                     )
                     .await;
+                } else if let Some(m) = self.members.get_mut(&from)
+                    && m.fingerprint.is_none()
+                {
+                    m.fingerprint = fingerprint;
                 }
             }
             SessionEvent::Candidate { from, payload } => {

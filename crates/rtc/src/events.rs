@@ -63,7 +63,7 @@ pub(crate) struct Queues {
 
 impl Queues {
     /// Makes the queues and starts the task that forwards them to `out`; it ends when the
-    /// queues are dropped or `out` is closed.
+    /// queues are dropped or `out`'s receiver is.
     pub(crate) fn start(out: mpsc::Sender<PeerEvent>) -> Self {
         let (control, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (chat, mut chat_rx) = mpsc::channel(CHAT_QUEUE);
@@ -72,6 +72,8 @@ impl Queues {
             loop {
                 let event = tokio::select! {
                     biased;
+                    // The owner is gone (the call ended): so is this task, at once.
+                    () = out.closed() => return,
                     Some(e) = control_rx.recv() => e,
                     Some(e) = chat_rx.recv() => e,
                     Some(e) = media_rx.recv() => e,
@@ -133,6 +135,18 @@ mod tests {
             sequence: n,
             rtp_timestamp: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn the_forwarder_ends_when_the_owner_is_gone() {
+        let (out, rx) = mpsc::channel(4);
+        let queues = Queues::start(out);
+        assert!(queues.push(audio(1)));
+        drop(rx);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Its queues' receivers went with it.
+        assert!(!queues.push(audio(2)));
+        assert!(!queues.push(PeerEvent::ChatOpen));
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ mod stats;
 mod types;
 mod video;
 
+pub use negotiation::dtls_fingerprint;
 pub use stats::PeerStats;
 pub use types::{ConnectionState, IceServer, PeerEvent, PeerOptions, RtcError};
 pub use video::VideoCodec;

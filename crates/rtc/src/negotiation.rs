@@ -10,6 +10,27 @@
 /// and counted.
 pub(crate) const MAX_PENDING_CANDIDATES: usize = 128;
 
+/// The DTLS certificate fingerprint a description (`{type, sdp}` JSON) names: the first
+/// `a=fingerprint:` line, session or media level, as `"<hash> <HEX:…>"` with the hex in upper
+/// case. Two descriptions with different fingerprints come from different peer connections:
+/// a participant that restarted, or someone else under its id, never the call we have.
+#[must_use]
+pub fn dtls_fingerprint(description: &serde_json::Value) -> Option<String> {
+    let sdp = description.get("sdp")?.as_str()?;
+    let line = sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))?;
+    let (hash, value) = line.trim().split_once(' ')?;
+    let value = value.trim();
+    (!hash.is_empty() && !value.is_empty()).then(|| {
+        format!(
+            "{} {}",
+            hash.to_ascii_lowercase(),
+            value.to_ascii_uppercase()
+        )
+    })
+}
+
 /// What to do with a remote description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Remote {
@@ -127,6 +148,27 @@ impl<C> Negotiation<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_read_from_the_first_line_and_normalised() {
+        let desc = |sdp: &str| serde_json::json!({"type": "offer", "sdp": sdp});
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:SHA-256 ab:CD:01\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=fingerprint:sha-256 FF:FF\r\n";
+        assert_eq!(
+            dtls_fingerprint(&desc(sdp)).as_deref(),
+            Some("sha-256 AB:CD:01")
+        );
+        assert_eq!(dtls_fingerprint(&desc("v=0\r\nm=audio 9 x 111\r\n")), None);
+        assert_eq!(dtls_fingerprint(&desc("a=fingerprint:sha-256\r\n")), None);
+        assert_eq!(
+            dtls_fingerprint(&serde_json::json!({"type": "offer"})),
+            None
+        );
+        assert_ne!(
+            dtls_fingerprint(&desc("a=fingerprint:sha-256 AA:01")),
+            dtls_fingerprint(&desc("a=fingerprint:sha-256 AA:02"))
+        );
+    }
 
     #[test]
     fn a_plain_offer_answer_exchange() {

@@ -274,17 +274,20 @@ var rtc = (() => {
 
   /// Chromium sometimes gathers no candidate at all after rolling back an offer it was still
   /// gathering for (seen in CI: an answer sent, gathering "gathering", nothing found 20 s
-  /// later), so the call never connects. After a collision, a side that has found nothing in
-  /// 2 s restarts ICE, which gathers afresh.
+  /// later, and an ICE restart on the same connection found nothing either), so the call
+  /// never connects. After a collision, a side that has found nothing in 2 s hangs up and
+  /// calls again on a new connection: the other side sees a hang-up, then a new call.
   function watchGathering(peer) {
     const sent = peer.candidatesSent;
     setTimeout(() => {
       const pc = peer.pc;
       if (state.peers.get(peer.id) !== peer || peer.candidatesSent > sent) return;
       if (pc.connectionState === "connected" || pc.iceGatheringState === "complete") return;
-      console.warn("no ICE candidates after an offer collision; restarting ICE");
-      peer.call = true;
-      pc.restartIce();
+      console.warn("no ICE candidates after an offer collision; calling again on a new connection");
+      const { id, collisions } = peer;
+      sendSignal({ type: "hangup", to: id });
+      close(id);
+      open(id, { call: true }).collisions = collisions;
     }, 2000);
   }
 

@@ -31,6 +31,9 @@ pub(super) struct Member {
     pub(super) video_losses: AtomicU64,
     /// What the playout thread plays of this participant (also in the roster).
     pub(super) slot: Arc<Slot>,
+    /// The DTLS fingerprint of this participant's first description: one with another is
+    /// another peer connection under the same id, never this call.
+    pub(super) fingerprint: Option<String>,
     pub(super) tasks: Vec<JoinHandle<()>>,
     pub(super) last: (Instant, Snapshot),
 }
@@ -133,6 +136,7 @@ impl Runner {
                 keyframe_needed,
                 video_losses: AtomicU64::new(0),
                 slot,
+                fingerprint: None,
                 tasks,
                 last: (Instant::now(), Snapshot::default()),
             },
