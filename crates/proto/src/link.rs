@@ -41,13 +41,15 @@ pub enum LinkError {
 }
 
 /// The `host:port` of a `ws://` or `wss://` URL (what a prompt shows), or `None` for anything
-/// else.
+/// else. User information (`user:pass@`) is not part of it: the socket connects to what
+/// follows the last `@`, as the WebSocket client reads the URL.
 #[must_use]
 pub fn server_host(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("wss://")
         .or_else(|| url.strip_prefix("ws://"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
     (!host.is_empty()).then_some(host)
 }
 
@@ -131,6 +133,9 @@ pub fn parse_link(text: &str) -> Result<RoomLink, LinkError> {
         if let Some(rest) = text.strip_prefix(scheme) {
             let (host, path) = rest
                 .split_once('/')
+                // A `?` or `#` ends the host, and what follows is no path (found by the
+                // room_link fuzz target).
+                .filter(|(host, _)| !host.contains(['?', '#']))
                 .ok_or_else(|| LinkError::NoRoom(text.to_owned()))?;
             let room = path
                 .strip_prefix("r/")
@@ -166,14 +171,14 @@ pub fn parse_link(text: &str) -> Result<RoomLink, LinkError> {
 /// the LiveLoop app") and the app accepts it too; `liveloop://join/…` otherwise.
 #[must_use]
 pub fn share_link(ws_url: &str, room: &str) -> String {
-    let web = ws_url
-        .strip_suffix("/ws")
-        .and_then(|base| {
-            base.strip_prefix("wss://")
-                .map(|h| format!("https://{h}"))
-                .or_else(|| base.strip_prefix("ws://").map(|h| format!("http://{h}")))
-        })
-        .filter(|base| !base.contains(['?', '#']));
+    let web = ws_url.strip_suffix("/ws").and_then(|base| {
+        let (scheme, host) = match base.strip_prefix("wss://") {
+            Some(host) => ("https", host),
+            None => ("http", base.strip_prefix("ws://")?),
+        };
+        // Only for a server at the root: `parse_link` reads `/r/<room>` right after the host.
+        (!host.contains(['/', '?', '#'])).then(|| format!("{scheme}://{host}"))
+    });
     match web {
         Some(base) => format!("{base}/r/{room}"),
         None => format!("liveloop://join/{room}?server={ws_url}"),
@@ -210,6 +215,12 @@ mod tests {
             (
                 "wss://calls.example/signal",
                 "liveloop://join/team?server=wss://calls.example/signal",
+            ),
+            // Under a path: `/r/<room>` would not be right after the host (found by the
+            // room_link fuzz target).
+            (
+                "wss://calls.example/liveloop/ws",
+                "liveloop://join/team?server=wss://calls.example/liveloop/ws",
             ),
         ] {
             let link = share_link(ws, "team");
@@ -248,12 +259,22 @@ mod tests {
             ("liveloop://join/a b", "not a room name"),
             ("liveloop://join/x?server=http://h", "ws:// or wss://"),
             ("https://host/other/x", "ends in /r/<room>"),
+            ("https://host?q=1/r/x", "ends in /r/<room>"),
+            ("https://host#top/r/x", "ends in /r/<room>"),
             ("two words", "not a LiveLoop link"),
             // In the clear to the internet: refused, whichever form.
             ("liveloop://join/x?server=ws://calls.example/ws", "wss://"),
             ("liveloop://join/x?server=ws://8.8.8.8:80/ws", "wss://"),
             ("http://calls.example/r/x", "wss://"),
             ("http://[2001:db8::1]:8080/r/x", "wss://"),
+            // A local address as user information is not where the socket goes (found by
+            // the room_link fuzz target).
+            (
+                "liveloop://join/x?server=ws://127.0.0.1:8080@calls.example/ws",
+                "wss://",
+            ),
+            ("http://192.168.1.2:80@calls.example/r/x", "wss://"),
+            ("http://[::1]@calls.example/r/x", "wss://"),
         ] {
             let e = parse_link(bad).expect_err(bad);
             assert!(e.to_string().contains(why), "{bad:?}: {e}");
@@ -305,6 +326,13 @@ mod tests {
         );
         assert_eq!(server_host("ws://[::1]:9/ws"), Some("[::1]:9"));
         assert_eq!(server_host("http://a/ws"), None);
+        // What a prompt shows is the host the socket reaches, not user information.
+        assert_eq!(
+            server_host("wss://127.0.0.1:8080@calls.example/ws"),
+            Some("calls.example")
+        );
+        assert_eq!(server_host("ws://me@[::1]:9/ws"), Some("[::1]:9"));
+        assert_eq!(server_host("wss://me@/ws"), None);
         assert!(same_server("ws://127.0.0.1:5/ws", "ws://127.0.0.1:5/other"));
         assert!(!same_server("ws://127.0.0.1:5/ws", "ws://127.0.0.1:6/ws"));
         assert!(!same_server("ws://h:5/ws", "wss://h:5/ws"));
