@@ -220,13 +220,13 @@ struct RandomParticipant {
     client: Arc<MatchClient>,
     peer: Arc<Peer>,
     media: mpsc::Receiver<PeerEvent>,
-    events: mpsc::UnboundedReceiver<MatchEvent>,
+    events: mpsc::Receiver<MatchEvent>,
 }
 
 async fn random_chat(url: &str, name: &str) -> RandomParticipant {
     let (client, mut events) = MatchClient::connect(url).await.unwrap();
     let client = Arc::new(client);
-    let (fwd_tx, fwd_events) = mpsc::unbounded_channel();
+    let (fwd_tx, fwd_events) = mpsc::channel(1024);
     let (media_tx, media) = mpsc::channel(4096);
     let (peer_tx, mut peer_rx) = mpsc::channel(4096);
     // The peer is made when the match is known: polite unless this side offers.
@@ -255,7 +255,7 @@ async fn random_chat(url: &str, name: &str) -> RandomParticipant {
                 }
                 _ => {}
             }
-            let _ = fwd_tx.send(ev);
+            let _ = fwd_tx.send(ev).await;
         }
     });
     tokio::spawn(async move {
@@ -304,7 +304,7 @@ async fn next_peer_event(
 }
 
 async fn next_match_event(
-    rx: &mut mpsc::UnboundedReceiver<MatchEvent>,
+    rx: &mut mpsc::Receiver<MatchEvent>,
     pred: impl Fn(&MatchEvent) -> bool,
 ) -> MatchEvent {
     next_event(rx, "a matchmaking event", Duration::from_secs(10), pred).await

@@ -19,11 +19,17 @@ use liveloop_server::matchmaking::MatchmakingConfig;
 use liveloop_server::rooms::RoomsConfig;
 use serde_json::{Value, json};
 
+/// A matchmaking service that lists who is waiting in `/api/status` (`status_names`), so
+/// that the tests can see who was queued.
 async fn server(matcher: Config) -> Result<(Embedded, String)> {
     let e = embedded::start(
         [127, 0, 0, 1].into(),
         (0, 0),
-        MatchmakingConfig { matcher },
+        MatchmakingConfig {
+            matcher,
+            status_names: true,
+            ..MatchmakingConfig::default()
+        },
         RoomsConfig::default(),
     )
     .await?;
@@ -91,14 +97,25 @@ async fn matched_pair(url: &str) -> Result<Pair> {
 
 #[tokio::test]
 async fn http_status_endpoints() -> Result<()> {
-    let (_e, url) = server(Config::default()).await?;
+    let e = embedded::start(
+        [127, 0, 0, 1].into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        RoomsConfig::default(),
+    )
+    .await?;
+    let url = e.matchmaking_url();
     let root = get_json(format!("{url}/")).await?;
     assert_eq!(root["status"], "OK");
     assert!(root["message"].is_string());
     let waiting = SioClient::connect(&url).await?;
     waiting.emit("request-room", request("Wanda")).await?;
     let status = wait_status(&url, |s| s["queue"]["size"] == 1).await?;
-    assert_eq!(status["queue"]["users"], json!(["Wanda"]));
+    assert_eq!(
+        status["queue"],
+        json!({"size": 1}),
+        "counts, never who is waiting"
+    );
     assert_eq!(status["rooms"], json!({"active": 0, "total": 0}));
     let ts = status["timestamp"].as_str().unwrap_or_default();
     assert!(
@@ -204,7 +221,12 @@ async fn a_full_call_offer_answer_ice_chat_stop() -> Result<()> {
 // happen to run in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_sockets_events_arrive_in_the_order_it_sent_them() -> Result<()> {
-    let (_e, url) = server(Config::default()).await?;
+    // A burst larger than the default (200), so that all 301 relays pass the rate limit.
+    let (_e, url) = server(Config {
+        relay_burst: 400,
+        ..Config::default()
+    })
+    .await?;
     let Pair {
         a,
         mut b,
@@ -575,7 +597,8 @@ async fn rate_limits_and_queue_full() -> Result<()> {
     a.emit("newMessage", json!({"message": "m10"})).await?;
     let e = a.expect_error("rate_limited").await?;
     assert!(e["retryAfterMs"].as_u64().is_some_and(|ms| ms > 1000));
-    // ICE is not limited: 200 candidates in a burst all arrive.
+    // Offers, answers and candidates share one limit: 50 a second with bursts of 200, so the
+    // candidates a call's start trickles all arrive...
     for i in 0..200 {
         a.emit(
             "send-new-ice-candidates",
@@ -589,6 +612,210 @@ async fn rate_limits_and_queue_full() -> Result<()> {
             format!("c{i}")
         );
     }
+    // ...and a flood is cut to the rate, with one rate_limited a second (not one per refusal).
+    let started = std::time::Instant::now();
+    for i in 0..1000 {
+        a.emit(
+            "send-new-ice-candidates",
+            json!({"to": b_sock, "candidate": {"candidate": format!("f{i}")}}),
+        )
+        .await?;
+    }
+    let mut errors = 0;
+    let mut candidates = 0;
+    while let Ok(Ok((event, payload))) = tokio::time::timeout(Duration::from_millis(700), async {
+        tokio::select! {
+            got = a.next() => got,
+            got = b.next() => got,
+        }
+    })
+    .await
+    {
+        match event.as_str() {
+            "error" if payload["code"] == "rate_limited" => errors += 1,
+            "new-ice-candidates" => candidates += 1,
+            _ => {}
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("flood of 1000 over {secs:.2} s: {candidates} forwarded, {errors} rate_limited");
+    let allowed = 50.0f64.mul_add(secs, 5.0);
+    assert!(
+        f64::from(candidates) <= allowed,
+        "{candidates} candidates forwarded in {secs:.2} s (allowed about {allowed:.0})"
+    );
+    assert!(
+        errors >= 1 && f64::from(errors) <= secs + 1.0,
+        "{errors} rate_limited errors in {secs:.2} s"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_names_only_when_asked() -> Result<()> {
+    let e = embedded::start(
+        [127, 0, 0, 1].into(),
+        (0, 0),
+        MatchmakingConfig {
+            status_names: true,
+            ..MatchmakingConfig::default()
+        },
+        RoomsConfig::default(),
+    )
+    .await?;
+    let url = e.matchmaking_url();
+    let waiting = SioClient::connect(&url).await?;
+    waiting.emit("request-room", request("Wanda")).await?;
+    let status = wait_status(&url, |s| s["queue"]["size"] == 1).await?;
+    assert_eq!(status["queue"]["users"], json!(["Wanda"]));
+    Ok(())
+}
+
+/// One engine.io long-polling exchange on `stream`: the body of the response.
+async fn polling(
+    stream: &mut tokio::net::TcpStream,
+    port: u16,
+    method: &str,
+    query: &str,
+    body: &str,
+) -> Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let request = format!(
+        "{method} /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .context("no response")??;
+        anyhow::ensure!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .context("no content-length")?;
+        if rest.len() >= length {
+            return Ok(rest[..length].to_owned());
+        }
+    }
+}
+
+/// Opens a socket.io connection by long-polling from the local address `src`: `Ok(true)` when
+/// the namespace accepted it, `Ok(false)` when it was refused (`connect_error`).
+async fn sio_connect_from(
+    port: u16,
+    src: std::net::IpAddr,
+) -> Result<(bool, tokio::net::TcpStream, String)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(src, 0))?;
+    let mut stream = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await?;
+    let open = polling(&mut stream, port, "GET", "", "").await?;
+    let handshake: Value = serde_json::from_str(open.strip_prefix('0').context("open")?)?;
+    let sid = handshake["sid"].as_str().context("sid")?.to_owned();
+    let query = format!("&sid={sid}");
+    polling(&mut stream, port, "POST", &query, "40").await?;
+    // The reply may carry other packets too (a ping), separated by 0x1e.
+    let reply = polling(&mut stream, port, "GET", &query, "").await?;
+    for packet in reply.split('\u{1e}') {
+        if packet.starts_with("40") {
+            return Ok((true, stream, sid));
+        }
+        if packet.starts_with("44") {
+            assert!(packet.contains("too many connections"), "{packet}");
+            return Ok((false, stream, sid));
+        }
+    }
+    anyhow::bail!("unexpected reply {reply}")
+}
+
+#[tokio::test]
+async fn a_socket_flood_from_one_address_is_capped_while_another_connects() -> Result<()> {
+    const CAP: usize = 10;
+    let e = embedded::start(
+        [127, 0, 0, 1].into(),
+        (0, 0),
+        MatchmakingConfig {
+            max_connections_per_ip: CAP,
+            ..MatchmakingConfig::default()
+        },
+        RoomsConfig::default(),
+    )
+    .await?;
+    let port = e.matchmaking.port();
+    let flooder: std::net::IpAddr = [127, 0, 0, 1].into();
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        let (accepted, stream, sid) = sio_connect_from(port, flooder).await?;
+        assert!(accepted);
+        held.push((stream, sid));
+    }
+    let before = liveloop_e2e::rss_bytes()?;
+    for _ in 0..200 {
+        let (accepted, _, _) = sio_connect_from(port, flooder).await?;
+        assert!(!accepted, "over the cap");
+    }
+    let after = liveloop_e2e::rss_bytes()?;
+    let grown = after.saturating_sub(before);
+    eprintln!("RSS {before} -> {after} bytes after 200 refused sockets (+{grown})");
+    assert!(grown < 8 * 1024 * 1024, "RSS grew by {grown} bytes");
+    // Another address still gets in, with the real client too.
+    let (accepted, _other, _) = sio_connect_from(port, [127, 0, 0, 2].into()).await?;
+    assert!(accepted, "another address is not capped");
+    // A socket that leaves gives its place back.
+    let (mut stream, sid) = held.pop().context("held")?;
+    polling(&mut stream, port, "POST", &format!("&sid={sid}"), "41").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (accepted, _, _) = sio_connect_from(port, flooder).await?;
+        if accepted {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_relay_over_64_kib_is_refused_and_the_call_goes_on() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair {
+        mut a,
+        mut b,
+        b_sock,
+        ..
+    } = matched_pair(&url).await?;
+    let big = json!({"to": b_sock, "candidate": {"candidate": "c".repeat(70 * 1024)}});
+    a.emit("send-new-ice-candidates", big).await?;
+    let err = a.expect_error("invalid_payload").await?;
+    assert_eq!(err["event"], "send-new-ice-candidates");
+    b.expect_silence(Duration::from_millis(300)).await?;
+    a.emit(
+        "send-new-ice-candidates",
+        json!({"to": b_sock, "candidate": {"candidate": "ok"}}),
+    )
+    .await?;
+    assert_eq!(
+        b.expect("new-ice-candidates").await?["candidate"]["candidate"],
+        "ok"
+    );
     Ok(())
 }
 

@@ -90,6 +90,21 @@ pub fn temp_dir(label: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// This process's resident memory in bytes (`VmRSS`; nextest runs each test in a process of
+/// its own, so it is the test's).
+///
+/// # Errors
+/// Where `/proc/self/status` is missing or unreadable (not Linux).
+pub fn rss_bytes() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kib * 1024)
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 ///
 /// # Errors

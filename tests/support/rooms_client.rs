@@ -33,6 +33,28 @@ impl RoomClient {
         Ok(Self { ws })
     }
 
+    /// As [`RoomClient::connect`], from the local address `src` (any 127.x.y.z on loopback, so
+    /// that one test can be several client addresses).
+    ///
+    /// # Errors
+    /// When the connection or the handshake fails (the error includes the HTTP status).
+    pub async fn connect_from(
+        addr: std::net::SocketAddr,
+        src: std::net::IpAddr,
+        origin: Option<&str>,
+    ) -> Result<Self> {
+        let mut request = format!("ws://{addr}/ws").into_client_request()?;
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse()?);
+        }
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(src, 0))?;
+        let stream = socket.connect(addr).await?;
+        let (ws, _) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Self { ws })
+    }
+
     /// Connects and joins `room` as `id`, consuming `joined` and the first `room_members`.
     ///
     /// # Errors

@@ -2,6 +2,7 @@
 
 pub mod avsync;
 pub mod backoff;
+pub mod conn_limit;
 pub mod jitter;
 pub mod keyframe;
 pub mod matchmaker;

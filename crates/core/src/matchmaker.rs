@@ -29,6 +29,10 @@ pub struct Config {
     pub request_interval: Duration,
     /// `newMessage`: this many per minute.
     pub messages_per_minute: u32,
+    /// Offers, answers and ICE candidates together: this many per second...
+    pub relays_per_sec: u32,
+    /// ...with bursts of this many (a call's start trickles dozens of candidates at once).
+    pub relay_burst: u32,
     /// Two users who just left each other are paired again only when nobody else has come
     /// along for this long (someone pressing Next expects a new face).
     pub rematch_grace: Duration,
@@ -40,6 +44,8 @@ impl Default for Config {
             queue_capacity: 10_000,
             request_interval: Duration::from_secs(5),
             messages_per_minute: 10,
+            relays_per_sec: 50,
+            relay_burst: 200,
             rematch_grace: Duration::from_secs(3),
         }
     }
@@ -78,6 +84,12 @@ struct User {
     last_peer: Option<String>,
     requests: TokenBucket,
     messages: TokenBucket,
+    /// Offers, answers and candidates.
+    relays: TokenBucket,
+    /// When this user was last told a relay was refused for its rate: at most one such
+    /// `rate_limited` a second, however many relays are refused (one per refusal would let a
+    /// flood fill its own outbound buffer with errors).
+    relay_refusal_told: Option<Duration>,
 }
 
 /// The queue, the calls and every connected user.
@@ -147,6 +159,11 @@ impl Matchmaker {
             Duration::from_secs(60),
             now,
         );
+        let relays = TokenBucket::new(
+            self.config.relay_burst,
+            self.config.relays_per_sec as f32,
+            now,
+        );
         let user = User {
             name: String::new(),
             image: String::new(),
@@ -154,6 +171,8 @@ impl Matchmaker {
             last_peer: None,
             requests,
             messages,
+            relays,
+            relay_refusal_told: None,
         };
         self.users.insert(socket.to_owned(), user);
     }
@@ -176,19 +195,68 @@ impl Matchmaker {
         self.finish(socket, mm::EV_REQUEST_ROOM, outcome);
     }
 
-    pub fn handle_offer(&mut self, socket: &str, payload: Option<OfferIn>) {
-        let outcome = self.offer(socket, payload);
-        self.finish(socket, mm::EV_OFFER, outcome);
+    /// `negotiation-call-offer`. Offers, answers and candidates share one rate limit per socket
+    /// ([`Config::relays_per_sec`], [`Config::relay_burst`]).
+    pub fn handle_offer(&mut self, now: Duration, socket: &str, payload: Option<OfferIn>) {
+        let outcome = self
+            .relay_allowed(now, socket)
+            .and_then(|()| self.offer(socket, payload));
+        self.finish_relay(now, socket, mm::EV_OFFER, outcome);
     }
 
-    pub fn handle_answer(&mut self, socket: &str, payload: Option<Answer>) {
-        let outcome = self.answer(socket, payload);
-        self.finish(socket, mm::EV_ANSWER, outcome);
+    /// `negotiation-call-answer` (rate limited as [`Matchmaker::handle_offer`]).
+    pub fn handle_answer(&mut self, now: Duration, socket: &str, payload: Option<Answer>) {
+        let outcome = self
+            .relay_allowed(now, socket)
+            .and_then(|()| self.answer(socket, payload));
+        self.finish_relay(now, socket, mm::EV_ANSWER, outcome);
     }
 
-    pub fn handle_ice(&mut self, socket: &str, payload: Option<IceIn>) {
-        let outcome = self.ice(socket, payload);
-        self.finish(socket, mm::EV_SEND_ICE, outcome);
+    /// `send-new-ice-candidates` (rate limited as [`Matchmaker::handle_offer`]).
+    pub fn handle_ice(&mut self, now: Duration, socket: &str, payload: Option<IceIn>) {
+        let outcome = self
+            .relay_allowed(now, socket)
+            .and_then(|()| self.ice(socket, payload));
+        self.finish_relay(now, socket, mm::EV_SEND_ICE, outcome);
+    }
+
+    /// Takes a relay token, or refuses with `rate_limited`.
+    fn relay_allowed(&mut self, now: Duration, socket: &str) -> Outcome {
+        let per_sec = self.config.relays_per_sec;
+        let burst = self.config.relay_burst;
+        let Some(user) = self.users.get_mut(socket) else {
+            // Unknown sockets are refused by the handler itself (`not_in_call`).
+            return Ok(());
+        };
+        user.relays.try_take(now).map_err(|wait| Reject {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "offers, answers and candidates are limited to {per_sec} per second \
+                 (bursts of {burst})"
+            ),
+            retry_after: Some(wait),
+        })
+    }
+
+    /// As [`Matchmaker::finish`], but a `rate_limited` refusal is told at most once a second.
+    fn finish_relay(&mut self, now: Duration, socket: &str, event: &'static str, outcome: Outcome) {
+        if let Err(Reject {
+            code: ErrorCode::RateLimited,
+            ..
+        }) = &outcome
+        {
+            let Some(user) = self.users.get_mut(socket) else {
+                return;
+            };
+            let told_recently = user
+                .relay_refusal_told
+                .is_some_and(|t| now.saturating_sub(t) < Duration::from_secs(1));
+            if told_recently {
+                return;
+            }
+            user.relay_refusal_told = Some(now);
+        }
+        self.finish(socket, event, outcome);
     }
 
     pub fn handle_message(&mut self, now: Duration, socket: &str, payload: Option<NewMessage>) {
@@ -659,6 +727,7 @@ mod tests {
         f.request("b", "Bob");
         f.request("c", "Cy");
         f.mm.handle_offer(
+            f.now,
             "a",
             Some(OfferIn {
                 offer: json!({"type":"offer","sdp":"v=0"}),
@@ -677,6 +746,7 @@ mod tests {
         );
         // A third socket cannot inject an offer into a's call, naming it or not.
         f.mm.handle_offer(
+            f.now,
             "c",
             Some(OfferIn {
                 offer: json!({}),
@@ -687,6 +757,7 @@ mod tests {
         );
         assert_eq!(codes(&f.drain()), vec!["not_in_call"]);
         f.mm.handle_ice(
+            f.now,
             "c",
             Some(IceIn {
                 to: "a".into(),
@@ -696,6 +767,7 @@ mod tests {
         assert_eq!(codes(&f.drain()), vec!["not_in_call"]);
         // Inside a call, a wrong room or target is refused and nothing is forwarded.
         f.mm.handle_answer(
+            f.now,
             "b",
             Some(Answer {
                 ans: json!({}),
@@ -706,6 +778,7 @@ mod tests {
         );
         assert_eq!(codes(&f.drain()), vec!["invalid_target"]);
         f.mm.handle_ice(
+            f.now,
             "b",
             Some(IceIn {
                 to: "c".into(),
@@ -716,6 +789,7 @@ mod tests {
         assert_eq!(codes(&out), vec!["invalid_target"]);
         assert!(out.iter().all(|(to, _, _)| to == "b"));
         f.mm.handle_ice(
+            f.now,
             "b",
             Some(IceIn {
                 to: "a".into(),
@@ -730,7 +804,7 @@ mod tests {
                 json!({"candidate":{"candidate":"x"},"from":"b"})
             )]
         );
-        f.mm.handle_offer("a", None);
+        f.mm.handle_offer(f.now, "a", None);
         assert_eq!(codes(&f.drain()), vec!["invalid_payload"]);
     }
 
@@ -941,5 +1015,56 @@ mod tests {
         assert_eq!(codes(&small.request("q", "Q")), vec!["queue_full"]);
         f.mm.handle_unknown("a", "weird");
         assert_eq!(codes(&f.drain()), vec!["unknown_event"]);
+    }
+
+    #[test]
+    fn relays_share_a_rate_limit_told_once_a_second() {
+        let mut f = Fixture::new();
+        f.request("a", "Ada");
+        f.request("b", "Bob");
+        f.drain();
+        let ice = |i: u32| IceIn {
+            to: "b".into(),
+            candidate: json!({"candidate": format!("c{i}")}),
+        };
+        // The default burst (200) passes at one instant; the 201st is refused, and of 100 more
+        // refusals in the same second only the first is told.
+        for i in 0..200 {
+            f.mm.handle_ice(f.now, "a", Some(ice(i)));
+        }
+        let out = f.drain();
+        assert_eq!(out.len(), 200);
+        assert!(
+            out.iter()
+                .all(|(to, e, _)| to == "b" && *e == mm::EV_NEW_ICE)
+        );
+        for i in 0..100 {
+            f.mm.handle_ice(f.now, "a", Some(ice(i)));
+        }
+        let out = f.drain();
+        assert_eq!(codes(&out), vec!["rate_limited"]);
+        assert_eq!(out.len(), 1, "nothing forwarded past the burst");
+        assert!(out[0].2["retryAfterMs"].as_u64().is_some_and(|ms| ms <= 20));
+        // Offers and answers draw on the same tokens.
+        f.mm.handle_answer(
+            f.now,
+            "b",
+            Some(Answer {
+                ans: json!({}),
+                room_id: "room-1".into(),
+                name: "Bob".into(),
+                remote_socket_id: "a".into(),
+            }),
+        );
+        assert_eq!(f.drain().len(), 1, "b has its own tokens");
+        // A second later 50 more have come; the refusal is told again.
+        f.now += Duration::from_secs(1);
+        for i in 0..60 {
+            f.mm.handle_ice(f.now, "a", Some(ice(i)));
+        }
+        let out = f.drain();
+        let forwarded = out.iter().filter(|(to, _, _)| to == "b").count();
+        assert_eq!(forwarded, 50);
+        assert_eq!(codes(&out), vec!["rate_limited"]);
     }
 }

@@ -29,6 +29,15 @@ pub const MAX_IMAGE_BYTES: usize = 64 * 1024;
 /// the largest legitimate event is `request-room` with a 64 KB image). Larger events are
 /// refused with `invalid_payload` and never forwarded.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Largest offer, answer, candidate or chat message, in bytes of its encoded packet (as the
+/// room service's relays: an SDP is a few KB). Larger ones get `invalid_payload`.
+pub const MAX_RELAY_BYTES: usize = 64 * 1024;
+
+/// True for the events the server forwards to the peer ([`MAX_RELAY_BYTES`] applies).
+#[must_use]
+pub fn is_relayed(event: &str) -> bool {
+    [EV_OFFER, EV_ANSWER, EV_SEND_ICE, EV_NEW_MESSAGE].contains(&event)
+}
 /// Longest chat message, in characters.
 pub const MAX_CHAT_CHARS: usize = 1000;
 

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::matchmaking::{self, MatchmakingConfig};
-use crate::rooms::{RoomsConfig, RoomsService};
+use crate::rooms::{AllowedOrigins, RoomsConfig, RoomsService};
 
 /// Running embedded services; dropping this (or calling [`Embedded::shutdown`]) stops them.
 #[derive(Debug)]
@@ -61,17 +61,23 @@ pub async fn start(
     let rooms_router = rooms_service.router();
     let rx = watch_rx.clone();
     tokio::spawn(async move {
-        let served = axum::serve(mm_listener, mm_router)
-            .with_graceful_shutdown(crate::shutdown_signal(rx))
-            .await;
+        let served = axum::serve(
+            mm_listener,
+            mm_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(crate::shutdown_signal(rx))
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "embedded matchmaking service stopped");
         }
     });
     tokio::spawn(async move {
-        let served = axum::serve(rooms_listener, rooms_router)
-            .with_graceful_shutdown(crate::shutdown_signal(watch_rx))
-            .await;
+        let served = axum::serve(
+            rooms_listener,
+            rooms_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(crate::shutdown_signal(watch_rx))
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "embedded room service stopped");
         }
@@ -85,7 +91,9 @@ pub async fn start(
     })
 }
 
-/// Both services on 127.0.0.1 with OS-chosen ports and default settings.
+/// Both services on 127.0.0.1 with OS-chosen ports and default settings, except that
+/// browsers may connect only from the pages these servers serve themselves
+/// ([`AllowedOrigins::SameHost`]): a web page elsewhere cannot join their rooms or queue.
 ///
 /// # Errors
 /// When loopback ports cannot be bound.
@@ -93,8 +101,14 @@ pub async fn start_loopback() -> std::io::Result<Embedded> {
     start(
         std::net::Ipv4Addr::LOCALHOST.into(),
         (0, 0),
-        MatchmakingConfig::default(),
-        RoomsConfig::default(),
+        MatchmakingConfig {
+            allowed_origins: AllowedOrigins::SameHost,
+            ..MatchmakingConfig::default()
+        },
+        RoomsConfig {
+            allowed_origins: AllowedOrigins::SameHost,
+            ..RoomsConfig::default()
+        },
     )
     .await
 }

@@ -2,6 +2,7 @@
 
 pub mod addr;
 pub mod embedded;
+pub mod limits;
 pub mod matchmaking;
 pub mod rooms;
 pub mod web;

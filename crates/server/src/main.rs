@@ -37,9 +37,10 @@ struct Args {
     #[arg(long, env = "ADDR", default_value = ":8080")]
     rooms_addr: ListenAddr,
 
-    /// Browser origins allowed to open the room WebSocket: comma-separated host names
+    /// Browser origins allowed to connect to either service: comma-separated host names
     /// (localhost,example.com) or full origins (https://app.example.com); * allows all.
-    /// Requests from other origins get 403; native clients send no Origin and are allowed.
+    /// Room WebSockets from other origins get 403, matchmaking sockets a connect_error; native
+    /// clients send no Origin and are allowed.
     #[arg(long, env = "WS_ALLOWED_ORIGINS", default_value = "*")]
     allowed_origins: String,
 
@@ -52,6 +53,18 @@ struct Args {
     /// Users the matchmaking queue holds at most; more get a queue_full error.
     #[arg(long, default_value_t = 10_000)]
     queue_capacity: usize,
+
+    /// Open connections per client address (an IPv4 address or an IPv6 /64) and service; more
+    /// are refused (room WebSockets with 429). 0: no cap. Behind a reverse proxy on TCP every
+    /// client has the proxy's address: cap at the proxy instead, or listen on unix:/path
+    /// (not counted).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = liveloop_server::limits::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    max_connections_per_ip: usize,
+
+    /// List the waiting users' names in the matchmaking service's /api/status (default:
+    /// counts only).
+    #[arg(long)]
+    status_names: bool,
 
     /// Seconds between WebSocket pings to room clients.
     #[arg(long, default_value_t = 15)]
@@ -75,6 +88,7 @@ async fn main() -> Result<()> {
         Some(json) => RtcConfig::parse(json).context("RTC_CONFIG_JSON is invalid")?,
         None => RtcConfig::default(),
     };
+    let allowed_origins = AllowedOrigins::parse(&args.allowed_origins);
     let services = if args.only.is_empty() {
         vec![Service::Matchmaking, Service::Rooms]
     } else {
@@ -89,6 +103,9 @@ async fn main() -> Result<()> {
                 queue_capacity: args.queue_capacity,
                 ..MatcherConfig::default()
             },
+            allowed_origins: allowed_origins.clone(),
+            max_connections_per_ip: args.max_connections_per_ip,
+            status_names: args.status_names,
         };
         let router = matchmaking::router(config);
         let listener = bind(&args.matchmaking_addr)
@@ -99,8 +116,9 @@ async fn main() -> Result<()> {
     }
     if services.contains(&Service::Rooms) {
         let config = RoomsConfig {
-            allowed_origins: AllowedOrigins::parse(&args.allowed_origins),
+            allowed_origins,
             rtc_config,
+            max_connections_per_ip: args.max_connections_per_ip,
             ping_interval: Duration::from_secs(args.ping_interval_secs.max(1)),
             pong_wait: Duration::from_secs(args.pong_wait_secs.max(1)),
             ..RoomsConfig::default()
@@ -169,10 +187,14 @@ async fn serve(
 ) -> Result<()> {
     let signal = liveloop_server::shutdown_signal(shutdown);
     match listener {
+        // The peer's address is what connections are counted by (`limits`).
         Listener::Tcp(l) => {
-            axum::serve(l, router)
-                .with_graceful_shutdown(signal)
-                .await?
+            axum::serve(
+                l,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(signal)
+            .await?
         }
         Listener::Unix(l) => {
             axum::serve(l, router)

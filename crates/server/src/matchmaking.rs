@@ -1,14 +1,17 @@
 //! The matchmaking service (seed 000): socket.io v4 via socketioxide, driving
 //! [`liveloop_core::matchmaker::Matchmaker`], plus `GET /` and `GET /api/status`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::header;
 use axum::response::Json;
 use axum::routing::get;
+use liveloop_core::conn_limit::TooManyConnections;
 use liveloop_core::matchmaker::{Config, Matchmaker};
 use liveloop_proto::matchmaking as mm;
 use serde::de::DeserializeOwned;
@@ -19,18 +22,52 @@ use socketioxide::extract::{Event, SocketRef, State as IoState, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value as RawValue};
 use socketioxide::socket::{DisconnectReason, Sid, Socket};
 
+use crate::limits::{IpPermit, PerIpLimit};
 use crate::lock;
+use crate::rooms::AllowedOrigins;
 
 /// Everything the matchmaking service can be configured with.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MatchmakingConfig {
     pub matcher: Config,
+    /// Which browser origins may connect (as the room service's `WS_ALLOWED_ORIGINS`).
+    pub allowed_origins: AllowedOrigins,
+    /// Open socket.io connections per client address; more are refused (`connect_error`).
+    /// `0`: no cap.
+    pub max_connections_per_ip: usize,
+    /// `/api/status` lists the waiting users' names (off: counts only).
+    pub status_names: bool,
+}
+
+impl Default for MatchmakingConfig {
+    fn default() -> Self {
+        Self {
+            matcher: Config::default(),
+            allowed_origins: AllowedOrigins::Any,
+            max_connections_per_ip: crate::limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            status_names: false,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
     epoch: Instant,
     matcher: Mutex<Matchmaker>,
+    allowed_origins: AllowedOrigins,
+    status_names: bool,
+    per_ip: PerIpLimit,
+    /// Each connected socket's count against [`Inner::per_ip`], given back at disconnect.
+    permits: Mutex<HashMap<Sid, IpPermit>>,
+}
+
+/// Why a connection is refused before it is registered (socket.io's `connect_error`).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("origin not allowed")]
+    Origin,
+    #[error(transparent)]
+    TooMany(#[from] TooManyConnections),
 }
 
 type Shared = Arc<Inner>;
@@ -74,12 +111,19 @@ pub fn router(config: MatchmakingConfig) -> Router {
     let inner: Shared = Arc::new(Inner {
         epoch: Instant::now(),
         matcher: Mutex::new(Matchmaker::new(config.matcher)),
+        allowed_origins: config.allowed_origins,
+        status_names: config.status_names,
+        per_ip: PerIpLimit::new(config.max_connections_per_ip),
+        permits: Mutex::new(HashMap::new()),
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(256 * 1024)
         // Room for a burst of trickled ICE candidates to a peer that reads a little late
         // (the default of 128 packets dropped some in a 200-candidate burst).
         .max_buffer_size(1024)
+        // An engine.io session that connects no namespace (or was refused one: over the
+        // per-address cap, or from a foreign origin) is closed after this, not the default 45 s.
+        .connect_timeout(Duration::from_secs(10))
         .with_state(inner.clone())
         .build_layer();
     io.ns("/", connected.with(register));
@@ -108,8 +152,14 @@ async fn status(State(inner): State<Shared>) -> Json<Value> {
     let timestamp = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
+    // Who is waiting is nobody else's business: names only when the operator asked for them.
+    let queue = if inner.status_names {
+        json!({"size": s.queue.len(), "users": s.queue})
+    } else {
+        json!({"size": s.queue.len()})
+    };
     Json(json!({
-        "queue": {"size": s.queue.len(), "users": s.queue},
+        "queue": queue,
         "rooms": {"active": s.active_rooms, "total": s.total_rooms},
         "timestamp": timestamp,
     }))
@@ -124,8 +174,9 @@ async fn connected(socket: SocketRef) {
 /// socket's events came in. socketioxide's own async handlers are each spawned as a task, so
 /// two events of one socket could be handled in either order: a candidate overtook the offer
 /// before it, chat arrived shuffled. Our handlers only lock the matchmaker and queue emits
-/// (nothing awaits), so they can run inline.
-struct InOrder<F>(F);
+/// (nothing awaits), so they can run inline. The second field is the largest packet the event
+/// may have ([`mm::MAX_EVENT_BYTES`], or [`mm::MAX_RELAY_BYTES`] for what is relayed).
+struct InOrder<F>(F, usize);
 
 /// The `T` of [`InOrder`]'s [`MessageHandler`] implementation.
 #[derive(Debug)]
@@ -151,7 +202,7 @@ where
     fn call(&self, s: Arc<Socket>, mut v: RawValue, ack_id: Option<i64>) {
         let Ok(socket) = SocketRef::from_message_parts(&s, &mut v, &ack_id);
         let Ok(io) = SocketIo::from_message_parts(&s, &mut v, &ack_id);
-        let payload = if v.len() > mm::MAX_EVENT_BYTES {
+        let payload = if v.len() > self.1 {
             Payload::TooLarge
         } else {
             let Ok(TryData(data)) = TryData::<Value>::from_message_parts(&s, &mut v, &ack_id);
@@ -185,31 +236,61 @@ fn decode<T: DeserializeOwned>(payload: Payload) -> Option<T> {
 /// Registers the socket and its event handlers. This runs as connect *middleware*, which
 /// socketioxide awaits before acknowledging the connection; the connect handler itself is
 /// spawned, so an event sent right after connecting could otherwise find no handler yet.
+///
+/// A page from a disallowed origin, or an address with the most connections open, is refused
+/// here (`connect_error` with the reason) and never registered.
 async fn register(
     socket: SocketRef,
     io: SocketIo,
     IoState(inner): IoState<Shared>,
-) -> Result<(), std::convert::Infallible> {
+) -> Result<(), Refused> {
+    let parts = socket.req_parts();
+    let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if !inner
+        .allowed_origins
+        .allows_request(header(header::ORIGIN), header(header::HOST))
+    {
+        tracing::info!(origin = ?header(header::ORIGIN), "refused a matchmaking socket from a disallowed origin");
+        return Err(Refused::Origin);
+    }
+    let permit = inner.per_ip.acquire_for(&parts.extensions).inspect_err(|e| {
+        tracing::info!(ip = ?crate::limits::peer_ip(&parts.extensions), "refused a matchmaking socket: {e}");
+    })?;
+    if let Some(permit) = permit {
+        lock(&inner.permits).insert(socket.id, permit);
+    }
     let sid = socket.id.to_string();
     inner.drive(&io, |m, now| m.connect(now, &sid));
 
     let on = |event: &'static str, f: fn(&mut Matchmaker, Duration, &str, Payload)| {
         let inner = inner.clone();
+        let limit = if mm::is_relayed(event) {
+            mm::MAX_RELAY_BYTES
+        } else {
+            mm::MAX_EVENT_BYTES
+        };
         socket.on(
             event,
-            InOrder(move |s: &SocketRef, io: &SocketIo, payload: Payload| {
-                inner.drive(io, |m, now| f(m, now, s.id.as_str(), payload));
-            }),
+            InOrder(
+                move |s: &SocketRef, io: &SocketIo, payload: Payload| {
+                    inner.drive(io, |m, now| f(m, now, s.id.as_str(), payload));
+                },
+                limit,
+            ),
         );
     };
     on(mm::EV_REQUEST_ROOM, |m, now, sid, p| {
         m.handle_request_room(now, sid, decode(p));
     });
-    on(mm::EV_OFFER, |m, _, sid, p| m.handle_offer(sid, decode(p)));
-    on(mm::EV_ANSWER, |m, _, sid, p| {
-        m.handle_answer(sid, decode(p))
+    on(mm::EV_OFFER, |m, now, sid, p| {
+        m.handle_offer(now, sid, decode(p))
     });
-    on(mm::EV_SEND_ICE, |m, _, sid, p| m.handle_ice(sid, decode(p)));
+    on(mm::EV_ANSWER, |m, now, sid, p| {
+        m.handle_answer(now, sid, decode(p));
+    });
+    on(mm::EV_SEND_ICE, |m, now, sid, p| {
+        m.handle_ice(now, sid, decode(p))
+    });
     on(mm::EV_NEW_MESSAGE, |m, now, sid, p| {
         m.handle_message(now, sid, decode(p));
     });
@@ -235,6 +316,7 @@ async fn register(
                reason: DisconnectReason| {
             tracing::debug!(sid = %s.id, ?reason, "matchmaking socket left");
             inner.drive(&io, |m, now| m.disconnect(now, s.id.as_str()));
+            lock(&inner.permits).remove(&s.id);
         },
     );
     Ok(())

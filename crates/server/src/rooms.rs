@@ -30,7 +30,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -42,12 +42,16 @@ use liveloop_proto::rtc_config::RtcConfig;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite;
 
+use crate::limits::PerIpLimit;
 use crate::lock;
 
 /// Which browser origins may open `/ws` (`WS_ALLOWED_ORIGINS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedOrigins {
     Any,
+    /// Only pages this server served: the `Origin`'s host and port must be the request's
+    /// `Host` (the built-in servers, which serve their own browser client).
+    SameHost,
     /// Entries are host names (`example.com`, matching any scheme and port) or full origins
     /// (`https://example.com:8443`).
     List(Vec<String>),
@@ -73,8 +77,29 @@ impl AllowedOrigins {
     /// one on WebSocket upgrades) and is allowed.
     #[must_use]
     pub fn allows(&self, origin: Option<&str>) -> bool {
-        let (Self::List(list), Some(origin)) = (self, origin) else {
+        self.allows_request(origin, None)
+    }
+
+    /// As [`AllowedOrigins::allows`], for a request to `host` (its `Host` header), which
+    /// [`AllowedOrigins::SameHost`] compares the origin with (no `Host`: refused).
+    #[must_use]
+    pub fn allows_request(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
             return true;
+        };
+        let list = match self {
+            Self::Any => return true,
+            Self::SameHost => {
+                let authority = origin
+                    .trim()
+                    .split_once("://")
+                    .map_or("", |(_, rest)| rest)
+                    .trim_end_matches('/');
+                return host.is_some_and(|h| {
+                    !authority.is_empty() && h.trim().eq_ignore_ascii_case(authority)
+                });
+            }
+            Self::List(list) => list,
         };
         let origin = origin.trim().to_ascii_lowercase();
         let host = origin
@@ -103,6 +128,9 @@ pub struct RoomsConfig {
     pub allowed_origins: AllowedOrigins,
     pub rtc_config: RtcConfig,
     pub limits: Limits,
+    /// Open WebSockets per client address (an IPv4 address or an IPv6 /64); more get 429.
+    /// `0`: no cap.
+    pub max_connections_per_ip: usize,
     /// A WebSocket ping goes out this often...
     pub ping_interval: Duration,
     /// ...and a socket silent for this long is closed.
@@ -119,6 +147,7 @@ impl Default for RoomsConfig {
             allowed_origins: AllowedOrigins::Any,
             rtc_config: RtcConfig::default(),
             limits: Limits::default(),
+            max_connections_per_ip: crate::limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
             ping_interval: Duration::from_secs(15),
             pong_wait: Duration::from_secs(20),
             outbound_buffer: 64,
@@ -219,6 +248,7 @@ struct Inner {
     next_conn: AtomicU64,
     shared: Mutex<Shared>,
     shutdown: watch::Receiver<bool>,
+    per_ip: PerIpLimit,
 }
 
 /// The room service; clone it freely (it is a handle).
@@ -236,6 +266,7 @@ impl RoomsService {
         let registry = RoomRegistry::new(config.limits.clone(), |bytes| {
             rand::RngCore::fill_bytes(&mut rand::rng(), bytes);
         });
+        let per_ip = PerIpLimit::new(config.max_connections_per_ip);
         Self(Arc::new(Inner {
             config,
             config_js,
@@ -246,6 +277,7 @@ impl RoomsService {
                 conns: HashMap::new(),
             }),
             shutdown,
+            per_ip,
         }))
     }
 
@@ -384,10 +416,12 @@ async fn stats(State(svc): State<RoomsService>) -> Response {
 async fn ws_handler(
     State(svc): State<RoomsService>,
     headers: HeaderMap,
+    extensions: Extensions,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !svc.0.config.allowed_origins.allows(origin) {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !svc.0.config.allowed_origins.allows_request(origin, host) {
         tracing::info!(?origin, "refused a WebSocket from a disallowed origin");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
@@ -405,13 +439,28 @@ async fn ws_handler(
             return response;
         }
     };
-    // Small buffers: an idle client should cost a few KB, not the 128 KB defaults. Frames up
-    // to 4 MB are read so that 1-4 MB messages get a clear `message_too_large` error.
+    // Counted before the upgrade, so that a refused connection costs no WebSocket.
+    let permit = match svc.0.per_ip.acquire_for(&extensions) {
+        Ok(permit) => permit,
+        Err(e) => {
+            tracing::info!(ip = ?crate::limits::peer_ip(&extensions), "refused a WebSocket: {e}");
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, e.to_string()).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
+    };
+    // Small buffers: an idle client should cost a few KB, not the 128 KB defaults. Nothing
+    // over the seed's 1 MB is read: a larger frame or message gets `message_too_large`, 1009.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_message_size(4 * MAX_MESSAGE_BYTES)
-        .max_frame_size(4 * MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run_connection(svc, socket))
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            run_connection(svc, socket).await;
+            drop(permit);
+        })
 }
 
 async fn run_connection(svc: RoomsService, socket: WebSocket) {
@@ -474,7 +523,7 @@ async fn run_connection(svc: RoomsService, socket: WebSocket) {
                     Some(Err(e)) => {
                         tracing::debug!(conn = id, error = %e, "WebSocket read failed");
                         if is_too_large(e) {
-                            // A frame over what we read at all (4 MB): the same error as 1-4 MB.
+                            // A frame or message over 1 MB, refused while it was read.
                             // It bypasses the rate limit: the socket is closed either way.
                             let message = ServerMessage::Error {
                                 code: ErrorCode::MessageTooLarge,

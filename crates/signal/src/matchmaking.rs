@@ -155,6 +155,27 @@ impl std::fmt::Debug for MatchClient {
     }
 }
 
+/// Events waiting for the application. rust_socketio awaits each callback before it reads the
+/// next packet, so a full queue stops the reading: the server's buffer for this socket fills
+/// and it drops the connection, and nothing is lost in between (no event is ever dropped
+/// here, and memory stays bounded by this cap).
+pub const EVENT_QUEUE: usize = 256;
+
+/// The callback's future: queues `events` in order, waiting while the queue is full.
+fn forward(
+    tx: mpsc::Sender<MatchEvent>,
+    events: Vec<MatchEvent>,
+) -> futures_util::future::BoxFuture<'static, ()> {
+    async move {
+        for ev in events {
+            if tx.send(ev).await.is_err() {
+                return; // The application dropped the receiver: nobody is listening.
+            }
+        }
+    }
+    .boxed()
+}
+
 fn first(payload: Payload) -> Value {
     match payload {
         Payload::Text(mut v) if !v.is_empty() => v.swap_remove(0),
@@ -168,10 +189,8 @@ impl MatchClient {
     ///
     /// # Errors
     /// [`SignalError::Invalid`] when the server cannot be reached.
-    pub async fn connect(
-        url: &str,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<MatchEvent>), SignalError> {
-        let (tx, events) = mpsc::unbounded_channel();
+    pub async fn connect(url: &str) -> Result<(Self, mpsc::Receiver<MatchEvent>), SignalError> {
+        let (tx, events) = mpsc::channel(EVENT_QUEUE);
         let state = Arc::new(Mutex::new(CallState::default()));
         let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
         let ready_tx = Mutex::new(Some(ready_tx));
@@ -183,21 +202,21 @@ impl MatchClient {
             .reconnect_delay(1_000, 5_000)
             .on_any(move |event: Event, payload: Payload, _| {
                 let name = String::from(event);
-                let mut st = st_any.lock().unwrap_or_else(PoisonError::into_inner);
-                for ev in translate(&mut st, &name, &first(payload)) {
-                    let _ = tx_any.send(ev);
-                }
-                async {}.boxed()
+                let evs = {
+                    let mut st = st_any.lock().unwrap_or_else(PoisonError::into_inner);
+                    translate(&mut st, &name, &first(payload))
+                };
+                forward(tx_any.clone(), evs)
             })
             .on(Event::Error, move |payload: Payload, _| {
                 let payload = first(payload);
-                if payload.is_object() {
+                let evs = if payload.is_object() {
                     let mut st = st_err.lock().unwrap_or_else(PoisonError::into_inner);
-                    for ev in translate(&mut st, mm::EV_ERROR, &payload) {
-                        let _ = tx_err.send(ev);
-                    }
-                }
-                async {}.boxed()
+                    translate(&mut st, mm::EV_ERROR, &payload)
+                } else {
+                    Vec::new()
+                };
+                forward(tx_err.clone(), evs)
             })
             .on(Event::Connect, move |_, _| {
                 if let Some(tx) = ready_tx.lock().ok().and_then(|mut t| t.take()) {
