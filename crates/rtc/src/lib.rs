@@ -17,6 +17,11 @@ pub use stats::PeerStats;
 pub use types::{ConnectionState, IceServer, PeerEvent, PeerOptions, RtcError};
 pub use video::VideoCodec;
 
+/// The most text a remote ICE candidate may carry (its `candidate`, `sdpMid` and
+/// `usernameFragment` together): a real one is under 200 bytes, and the queue of candidates
+/// waiting for the remote description then holds at most 128 × 2 KiB.
+pub const MAX_CANDIDATE_BYTES: usize = 2048;
+
 use send::{CachedRoute, Outgoing};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -361,7 +366,8 @@ impl Peer {
     }
 
     /// A remote ICE candidate (`RTCIceCandidateInit` JSON); queued until the remote description
-    /// is set. Candidates for an offer this side ignored are dropped.
+    /// is set (at most 128; past it, dropped and counted). Candidates for an offer this side
+    /// ignored are dropped. One over [`MAX_CANDIDATE_BYTES`] is refused.
     ///
     /// # Errors
     /// For a malformed candidate or a WebRTC error.
@@ -371,6 +377,14 @@ impl Peer {
         }
         let init: RTCIceCandidateInit = serde_json::from_value(json.clone())
             .map_err(|e| RtcError::InvalidSignal(e.to_string()))?;
+        let bytes = init.candidate.len()
+            + init.sdp_mid.as_ref().map_or(0, String::len)
+            + init.username_fragment.as_ref().map_or(0, String::len);
+        if bytes > MAX_CANDIDATE_BYTES {
+            return Err(RtcError::InvalidSignal(format!(
+                "a candidate of {bytes} bytes (at most {MAX_CANDIDATE_BYTES})"
+            )));
+        }
         let action = lock(&self.shared.negotiation).candidate(init);
         match action {
             negotiation::Candidate::Add(init) => {
