@@ -679,6 +679,7 @@ async fn a_flood_evicts_the_flooder_and_the_victims_id_cannot_be_taken() -> Resu
     });
     let sdp = json!({"type":"offer","sdp":"a".repeat(60 * 1024)});
     let offer = json!({"type":"offer","to":"victim","sdp":sdp}).to_string();
+    let rss_before = liveloop_e2e::rss_bytes()?;
     let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut sent = 0u32;
     while !reader.is_finished() && tokio::time::Instant::now() < give_up {
@@ -692,7 +693,19 @@ async fn a_flood_evicts_the_flooder_and_the_victims_id_cannot_be_taken() -> Resu
         }
     }
     let (codes, close) = tokio::time::timeout(Duration::from_secs(10), reader).await??;
-    eprintln!("the attacker sent {sent} offers before it was evicted: {codes:?}");
+    let rss_after = liveloop_e2e::rss_bytes()?;
+    eprintln!(
+        "the attacker sent {sent} offers before it was evicted: {codes:?}; RSS {} -> {} KiB",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    // The victim's queue holds at most the attacker's share (32 relays of 60 KB, 2 MB),
+    // whatever the attacker sends: the server and both clients are in this process.
+    assert!(
+        rss_after.saturating_sub(rss_before) < 24 * 1024 * 1024,
+        "RSS grew by {} KiB during the flood",
+        rss_after.saturating_sub(rss_before) / 1024
+    );
     assert!(codes.contains(&"membership_lost".to_owned()), "{codes:?}");
     assert_eq!(
         close,
