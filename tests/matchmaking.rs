@@ -294,7 +294,8 @@ async fn an_oversized_offer_is_refused_not_forwarded() -> Result<()> {
         b_sock,
         ..
     } = matched_pair(&url).await?;
-    let offer = json!({"type": "offer", "sdp": "a".repeat(2 * 1024 * 1024)});
+    // Over the 256 KB an event may have, under the 1 MB the server reads at all.
+    let offer = json!({"type": "offer", "sdp": "a".repeat(512 * 1024)});
     a.emit(
         "negotiation-call-offer",
         json!({"offer": offer, "roomId": room, "name": "Ada", "remoteSocketId": b_sock}),
@@ -537,11 +538,8 @@ async fn invalid_payloads_and_unknown_events_get_errors() -> Result<()> {
     a.emit("newMessage", json!({"message": "x".repeat(1001)}))
         .await?;
     a.expect_error("invalid_payload").await?;
-    a.emit(
-        "newMessage",
-        json!({"message": "y".repeat(4 * 1024 * 1024)}),
-    )
-    .await?;
+    a.emit("newMessage", json!({"message": "y".repeat(512 * 1024)}))
+        .await?;
     a.expect_error("invalid_payload").await?;
     b.expect_silence(Duration::from_millis(200)).await?;
     a.emit("newMessage", json!({"message": "still here"}))
@@ -790,6 +788,35 @@ async fn a_socket_flood_from_one_address_is_capped_while_another_connects() -> R
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_over_1_mb_is_not_read_and_ends_only_its_senders_connection() -> Result<()> {
+    let (_e, url) = server(Config::default()).await?;
+    let Pair {
+        a,
+        mut b,
+        room,
+        b_sock,
+        ..
+    } = matched_pair(&url).await?;
+    let offer = json!({"type": "offer", "sdp": "a".repeat(2 * 1024 * 1024)});
+    a.emit(
+        "negotiation-call-offer",
+        json!({"offer": offer, "roomId": room, "name": "Ada", "remoteSocketId": b_sock}),
+    )
+    .await?;
+    // The sender's connection is closed, which ends its call: the peer is told, never sent
+    // the offer, and the service goes on for everyone else.
+    b.expect("stop-by-remote-user").await?;
+    // Bob is queued again and meets a newcomer.
+    let mut c = SioClient::connect(&url).await?;
+    c.emit("request-room", request("Cy")).await?;
+    assert_eq!(
+        c.expect("match-done").await?["remoteUserDetails"]["userName"],
+        "Bob"
+    );
     Ok(())
 }
 

@@ -29,6 +29,10 @@ pub const MAX_IMAGE_BYTES: usize = 64 * 1024;
 /// the largest legitimate event is `request-room` with a 64 KB image). Larger events are
 /// refused with `invalid_payload` and never forwarded.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Largest message the server reads at all (seed 001's 1 MB, as the room service): over
+/// WebSocket a larger one closes the connection (1009), over long-polling a request body
+/// over [`MAX_EVENT_BYTES`] is refused with 413 and closes the session.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Largest offer, answer, candidate or chat message, in bytes of its encoded packet (as the
 /// room service's relays: an SDP is a few KB). Larger ones get `invalid_payload`.
 pub const MAX_RELAY_BYTES: usize = 64 * 1024;

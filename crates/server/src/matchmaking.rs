@@ -118,6 +118,10 @@ pub fn router(config: MatchmakingConfig) -> Router {
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(256 * 1024)
+        // Over WebSocket, nothing over 1 MB is read (tungstenite's defaults are 64 MB
+        // messages of 16 MB frames); 256 KB-1 MB events are read and refused (`InOrder`).
+        .ws_max_message_size(mm::MAX_MESSAGE_BYTES)
+        .ws_max_frame_size(mm::MAX_MESSAGE_BYTES)
         // Room for a burst of trickled ICE candidates to a peer that reads a little late
         // (the default of 128 packets dropped some in a 200-candidate burst).
         .max_buffer_size(1024)
