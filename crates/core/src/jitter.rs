@@ -179,6 +179,22 @@ impl<T: Clone> JitterBuffer<T> {
 
     /// The frame to play at `now` (call once per frame length).
     pub fn pop(&mut self, now: Duration) -> Playout<T> {
+        let out = self.play(now);
+        // A packet behind the playout point (a timestamp between two frames') can never play:
+        // dropped, or it would hold a place the count cap takes from packets that can.
+        while let Some(next) = self.next
+            && self
+                .packets
+                .first_key_value()
+                .is_some_and(|(ts, _)| *ts < next)
+        {
+            self.packets.pop_first();
+            self.stats.late_dropped += 1;
+        }
+        out
+    }
+
+    fn play(&mut self, now: Duration) -> Playout<T> {
         if self.buffering {
             // Start (or resume) once the oldest packet has waited the target delay.
             let ready = self
@@ -251,6 +267,9 @@ impl<T: Clone> JitterBuffer<T> {
         Duration::from_micros(self.frame_ticks * 1_000_000 / u64::from(self.clock_rate))
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -386,6 +405,29 @@ mod tests {
         assert!(jb.stats().overflow_dropped > 0);
         // The real stream kept playing (its packets are the earliest, never the ones dropped).
         assert!(played >= 150, "{played} of 200 played");
+    }
+
+    #[test]
+    fn packets_off_the_frame_grid_do_not_fill_the_buffer() {
+        // A sender of 10 ms frames into a 20 ms buffer: every other packet falls between two
+        // playout points and can never play. Found by the jitter_buffer fuzz target: such
+        // packets stayed, and once 256 of them were held every new packet was dropped.
+        let mut jb = buffer();
+        let mut played_late = 0;
+        for i in 0..1_000u32 {
+            let now = 10 * MS * i;
+            jb.push(1_000 + i * FRAME / 2, now, i);
+            if i % 2 == 1 {
+                let played = matches!(jb.pop(now + 5 * MS), Playout::Packet(_));
+                if i >= 800 && played {
+                    played_late += 1;
+                }
+            }
+            assert!(jb.packets.len() <= 8, "{} packets held", jb.packets.len());
+        }
+        assert!(played_late >= 95, "{played_late} of 100 played after 8 s");
+        // Held, they took the room a burst of early packets needs: those were dropped.
+        assert_eq!(jb.stats().overflow_dropped, 0);
     }
 
     #[test]

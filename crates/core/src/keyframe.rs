@@ -44,6 +44,9 @@ impl KeyframeGate {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -3,6 +3,8 @@
 pub mod avsync;
 pub mod backoff;
 pub mod conn_limit;
+#[cfg(test)]
+mod fuzz_support;
 pub mod jitter;
 pub mod keyframe;
 pub mod matchmaker;
