@@ -158,6 +158,9 @@ impl FrameAssembly {
     fn frame_complete(&mut self, keyframe: bool) -> bool {
         if keyframe {
             self.broken = false;
+            // A loss right after this keyframe asks again at once (found by the rtp_receive
+            // fuzz target: it waited out the 500 ms of the request this keyframe answered).
+            self.last_request = None;
         }
         !self.broken
     }
@@ -194,6 +197,9 @@ impl Depacketize {
 
     fn depacketize(&mut self, payload: &Bytes) -> Result<Bytes, RtcError> {
         match self {
+            Self::H264(_) if !stap_a_fits(payload) => Err(RtcError::WebRtc(
+                "STAP-A lengths do not fit the packet".into(),
+            )),
             Self::H264(p) => p.depacketize(payload).map_err(rtc_err),
             Self::Vp8(p) => p.depacketize(payload).map_err(rtc_err),
             Self::None => Err(RtcError::NoSharedCodec),
@@ -201,11 +207,36 @@ impl Depacketize {
     }
 }
 
+/// False for an H.264 STAP-A payload (NAL type 24) whose length fields do not walk it exactly:
+/// rtc-rtp 0.21's depacketizer reads past the end of one that ends in a lone byte, a panic
+/// on one packet from the remote (found by the rtp_receive fuzz target). True otherwise.
+fn stap_a_fits(payload: &[u8]) -> bool {
+    let Some((&header, mut rest)) = payload.split_first() else {
+        return true;
+    };
+    if header & 0x1f != 24 {
+        return true;
+    }
+    while !rest.is_empty() {
+        let [hi, lo, tail @ ..] = rest else {
+            return false;
+        };
+        let Some(next) = tail.get(usize::from(u16::from_be_bytes([*hi, *lo]))..) else {
+            return false;
+        };
+        rest = next;
+    }
+    true
+}
+
 /// Whether an Annex-B access unit holds an IDR slice (NAL type 5).
 pub(crate) fn has_idr(au: &[u8]) -> bool {
     au.windows(4)
         .any(|w| matches!(w, [0, 0, 1, nal] if nal & 0x1f == 5))
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -227,6 +258,32 @@ mod tests {
         assert!(!a.frame_complete(false));
         assert!(a.frame_complete(true));
         assert!(a.frame_complete(false));
+        // Mended, then lost again at once: asked for at once, not 500 ms after the last ask.
+        a.lost();
+        assert!(a.needs_keyframe_request(t + KEYFRAME_REQUEST_REPEAT));
+        assert!(a.frame_complete(true));
+        a.lost();
+        assert!(a.needs_keyframe_request(t + KEYFRAME_REQUEST_REPEAT + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_stap_a_ending_in_a_lone_byte_is_refused_not_a_panic() {
+        let mut rx = VideoReceiver::new(Some(VideoCodec::H264));
+        let packet = |payload: &[u8]| rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                marker: true,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        };
+        // One NAL unit of one byte, then a byte where the next length should be.
+        assert!(
+            rx.push(packet(&[0x18, 0x00, 0x01, 0x65, 0xff]), Instant::now())
+                .is_empty()
+        );
+        assert!(!stap_a_fits(&[0x18, 0x00, 0x05, 0x65]));
+        assert!(stap_a_fits(&[0x18, 0x00, 0x01, 0x67, 0x00, 0x01, 0x68]));
+        assert!(stap_a_fits(&[0x41, 0x00]));
     }
 
     #[test]

@@ -78,6 +78,16 @@ impl<P> Reorder<P> {
         self.waiting_since.map(|t| t + MAX_WAIT)
     }
 
+    /// Packets held (for the fuzz target's bound on them).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Most packets held at once.
+    #[cfg(test)]
+    pub(crate) const CAPACITY: usize = CAPACITY;
+
     /// Gives up a hole that has waited too long; returns what can now be passed on.
     pub fn poll(&mut self, now: Instant) -> Vec<Out<P>> {
         self.drain(now)
