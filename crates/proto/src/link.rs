@@ -92,8 +92,13 @@ pub fn same_server(a: &str, b: &str) -> bool {
     key(a).is_some() && key(a) == key(b)
 }
 
-/// Refuses a `ws://` server that is not local (see the module).
+/// Refuses a server with white space or control characters in it (no URL has them, and a
+/// shared link would lose them: found by libFuzzer on the room_link target), and a `ws://`
+/// server that is not local (see the module).
 fn check_server(server: &str, text: &str) -> Result<(), LinkError> {
+    if server.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(LinkError::BadServer(text.to_owned()));
+    }
     if server.starts_with("ws://") && !server_host(server).is_some_and(is_local_host) {
         return Err(LinkError::Insecure(text.to_owned()));
     }
@@ -261,6 +266,11 @@ mod tests {
             ("https://host/other/x", "ends in /r/<room>"),
             ("https://host?q=1/r/x", "ends in /r/<room>"),
             ("https://host#top/r/x", "ends in /r/<room>"),
+            (
+                "liveloop://join/x?server=wss://calls.example/ws\t&a=1",
+                "ws:// or wss://",
+            ),
+            ("https://calls example/r/x", "ws:// or wss://"),
             ("two words", "not a LiveLoop link"),
             // In the clear to the internet: refused, whichever form.
             ("liveloop://join/x?server=ws://calls.example/ws", "wss://"),
