@@ -2,6 +2,7 @@
 
 pub mod avsync;
 pub mod backoff;
+pub mod bwe;
 pub mod conn_limit;
 #[cfg(test)]
 mod fuzz_support;
@@ -11,4 +12,5 @@ pub mod matchmaker;
 pub mod membership;
 pub mod rate;
 pub mod rooms;
+pub mod send_rate;
 pub mod speaker;

@@ -309,7 +309,9 @@ impl EngineEvent {
                     "shown_latency_ms": shown, "decoded_ms": decoded_ms,
                 })
             }
-            Self::Stats(stats) => json!({"event": "stats", "peers": stats.peers}),
+            Self::Stats(stats) => {
+                json!({"event": "stats", "peers": stats.peers, "send": stats.send})
+            }
             Self::Speaking { id } => json!({"event": "speaking", "id": id}),
             Self::Error { kind, message } => {
                 json!({"event": "error", "kind": kind.as_str(), "message": message})

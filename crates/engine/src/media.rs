@@ -3,12 +3,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use liveloop_core::avsync::{self, ClockMap};
 use liveloop_core::keyframe::KeyframeGate;
+use liveloop_media::convert::Scaler;
 use liveloop_media::h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder};
 use liveloop_media::opus::{OpusConfig, OpusEncoder};
 use liveloop_media::synthetic::read_stamp;
@@ -130,6 +131,13 @@ impl Encoder {
             Self::Vp8(e) => e.request_keyframe(),
         }
     }
+
+    fn set_bitrate(&mut self, bps: u32) -> Result<(), MediaError> {
+        match self {
+            Self::H264(e) => e.set_bitrate(bps),
+            Self::Vp8(e) => e.set_bitrate(bps),
+        }
+    }
 }
 
 /// A participant's video decoder, for the codec its frames come in.
@@ -168,6 +176,64 @@ pub(crate) struct MediaFlags {
     pub camera_on: AtomicBool,
     pub muted: AtomicBool,
     pub stop: AtomicBool,
+    /// What the encoders aim at (`core::send_rate`, set by the session every 200 ms).
+    pub send: SendTargets,
+}
+
+/// The encoders' targets, as the session's send-rate policy last set them. The media threads
+/// read them before each frame; a change takes effect at the next one.
+#[derive(Debug)]
+pub(crate) struct SendTargets {
+    /// The video's bitrate (`0`: the configured one).
+    pub video_bps: AtomicU32,
+    /// The video's size in quarters of each side of the source (4: the source's).
+    pub scale_quarters: AtomicU8,
+    /// Every n-th source frame is sent.
+    pub frame_divider: AtomicU8,
+    /// Opus's bitrate (`0`: the configured one).
+    pub audio_bps: AtomicU32,
+    /// Opus's expected loss, in percent.
+    pub audio_loss_percent: AtomicU8,
+    /// What the video thread reports back: the source's pixels and frame rate (in 1/1000
+    /// frames a second), and the size it last encoded.
+    pub source_pixels: AtomicU32,
+    pub source_fps_milli: AtomicU32,
+    pub sent_width: AtomicU32,
+    pub sent_height: AtomicU32,
+}
+
+impl Default for SendTargets {
+    fn default() -> Self {
+        Self {
+            video_bps: AtomicU32::new(0),
+            scale_quarters: AtomicU8::new(4),
+            frame_divider: AtomicU8::new(1),
+            audio_bps: AtomicU32::new(0),
+            audio_loss_percent: AtomicU8::new(0),
+            source_pixels: AtomicU32::new(0),
+            source_fps_milli: AtomicU32::new(0),
+            sent_width: AtomicU32::new(0),
+            sent_height: AtomicU32::new(0),
+        }
+    }
+}
+
+impl SendTargets {
+    pub(crate) fn set(&self, a: &liveloop_core::send_rate::Allocation) {
+        self.video_bps.store(a.video_bps, Ordering::Relaxed);
+        self.scale_quarters
+            .store(a.scale_quarters.clamp(1, 4), Ordering::Relaxed);
+        self.frame_divider
+            .store(a.frame_divider.max(1), Ordering::Relaxed);
+        self.audio_bps.store(a.audio_bps, Ordering::Relaxed);
+        self.audio_loss_percent
+            .store(a.audio_loss_percent.min(100), Ordering::Relaxed);
+    }
+}
+
+/// `side` scaled to `quarters`/4, even (I420 needs even sizes), at least 2.
+fn scaled_side(side: u32, quarters: u8) -> u32 {
+    ((side * u32::from(quarters) / 4) & !1).max(2)
 }
 
 /// One encoded video access unit and how long it lasts.
@@ -205,7 +271,10 @@ pub(crate) fn start_video(
         .name("video-encode".into())
         .spawn(move || {
             let mut source = source;
-            let mut encoders: PerCodec<Option<(VideoFormat, Encoder)>> = PerCodec::default();
+            // Each encoder with the format it was made for and the bitrate it aims at now.
+            let mut encoders: PerCodec<Option<(VideoFormat, Encoder, u32)>> = PerCodec::default();
+            let mut scaler = Scaler::new();
+            let mut captured = 0u64;
             let mut gates: PerCodec<KeyframeGate> = PerCodec::default();
             let epoch = Instant::now();
             let mut failing = false;
@@ -260,6 +329,49 @@ pub(crate) fn start_video(
                 if let Some(tap) = &preview {
                     (tap.0)(&frame);
                 }
+                // What the send-rate policy allows: every n-th frame, at a fraction of the size.
+                flags
+                    .send
+                    .source_pixels
+                    .store(frame.width * frame.height, Ordering::Relaxed);
+                flags
+                    .send
+                    .source_fps_milli
+                    .store((fps * 1000.0) as u32, Ordering::Relaxed);
+                captured += 1;
+                let divider = flags.send.frame_divider.load(Ordering::Relaxed).max(1);
+                if !captured.is_multiple_of(u64::from(divider)) {
+                    continue;
+                }
+                let quarters = flags
+                    .send
+                    .scale_quarters
+                    .load(Ordering::Relaxed)
+                    .clamp(1, 4);
+                let frame = if quarters < 4 {
+                    let (w, h) = (
+                        scaled_side(frame.width, quarters),
+                        scaled_side(frame.height, quarters),
+                    );
+                    match scaler.scale(&frame, w, h) {
+                        Ok(small) => small,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot scale the frame down");
+                            frame
+                        }
+                    }
+                } else {
+                    frame
+                };
+                let target = match flags.send.video_bps.load(Ordering::Relaxed) {
+                    0 => bitrate_bps,
+                    bps => bps.min(bitrate_bps),
+                };
+                flags.send.sent_width.store(frame.width, Ordering::Relaxed);
+                flags
+                    .send
+                    .sent_height
+                    .store(frame.height, Ordering::Relaxed);
                 let mut format = src.format();
                 format.width = frame.width;
                 format.height = frame.height;
@@ -270,11 +382,15 @@ pub(crate) fn start_video(
                         *slot = None;
                         continue;
                     }
-                    if slot.as_ref().is_none_or(|(f, _)| *f != format) {
-                        match Encoder::new(codec, H264Config { bitrate_bps, fps }) {
+                    if slot.as_ref().is_none_or(|(f, _, _)| *f != format) {
+                        let config = H264Config {
+                            bitrate_bps: target,
+                            fps: fps / f32::from(divider),
+                        };
+                        match Encoder::new(codec, config) {
                             // Its first frame is a keyframe of its own, which does not
                             // hold back the one a peer asks for when it connects.
-                            Ok(e) => *slot = Some((format, e)),
+                            Ok(e) => *slot = Some((format, e, target)),
                             Err(e) => {
                                 report(
                                     &events,
@@ -285,9 +401,16 @@ pub(crate) fn start_video(
                             }
                         }
                     }
-                    let Some((_, enc)) = slot.as_mut() else {
+                    let Some((_, enc, aim)) = slot.as_mut() else {
                         continue;
                     };
+                    // Small moves are not worth a rate-control reset; 5% is.
+                    if target.abs_diff(*aim) > *aim / 20 {
+                        match enc.set_bitrate(target) {
+                            Ok(()) => *aim = target,
+                            Err(e) => tracing::warn!(error = %e, ?codec, "bitrate not changed"),
+                        }
+                    }
                     // Requests are coalesced: two keyframes a second at most (core::keyframe).
                     let gate = gates.get_mut(codec);
                     if flags.keyframe.take(codec) {
@@ -300,7 +423,7 @@ pub(crate) fn start_video(
                         Ok(au) if !au.data.is_empty() => {
                             let _ = out.of(codec).send(EncodedVideo {
                                 data: Bytes::from(au.data),
-                                duration: Duration::from_secs_f32(1.0 / fps),
+                                duration: Duration::from_secs_f32(f32::from(divider) / fps),
                             });
                         }
                         Ok(_) => {}
@@ -339,6 +462,11 @@ pub(crate) fn start_audio(
             let mut failing = false;
             let mut frame = vec![0.0f32; encoder.frame_len()];
             let mut next = Instant::now();
+            let configured = OpusConfig::default();
+            let (mut bitrate, mut loss) = (
+                u32::try_from(configured.bitrate_bps).unwrap_or(0),
+                configured.expected_loss_percent,
+            );
             while !flags.stop.load(Ordering::Relaxed) {
                 if let Ok(new) = swap.try_recv() {
                     source = Some(new);
@@ -366,6 +494,25 @@ pub(crate) fn start_audio(
                 }
                 if out.receiver_count() == 0 {
                     continue;
+                }
+                // The send-rate policy: Opus's rate (audio first: it moves only on a tiny
+                // link) and the loss its in-band FEC should expect.
+                let want = match flags.send.audio_bps.load(Ordering::Relaxed) {
+                    0 => u32::try_from(configured.bitrate_bps).unwrap_or(0),
+                    bps => bps,
+                };
+                if want != bitrate {
+                    match encoder.set_bitrate(i32::try_from(want).unwrap_or(i32::MAX)) {
+                        Ok(()) => bitrate = want,
+                        Err(e) => tracing::warn!(error = %e, "Opus bitrate not changed"),
+                    }
+                }
+                let want_loss = i32::from(flags.send.audio_loss_percent.load(Ordering::Relaxed));
+                if want_loss != loss {
+                    match encoder.set_expected_loss(want_loss) {
+                        Ok(()) => loss = want_loss,
+                        Err(e) => tracing::warn!(error = %e, "Opus loss not changed"),
+                    }
                 }
                 match encoder.encode(&frame) {
                     Ok(packet) => {

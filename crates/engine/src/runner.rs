@@ -10,6 +10,7 @@ use bytes::Bytes;
 use liveloop_core::avsync::ClockMap;
 use liveloop_core::jitter::{JitterBuffer, Playout};
 use liveloop_core::membership::{Failed, Membership, Unlisted};
+use liveloop_core::send_rate::{Allocation, Content, SendConfig, SendRate};
 use liveloop_core::speaker::ActiveSpeaker;
 use liveloop_media::opus::OpusDecoder;
 use liveloop_media::{AudioSource, VideoSource};
@@ -25,6 +26,7 @@ mod commands;
 mod members;
 mod peer_events;
 mod playout;
+mod send;
 
 use members::{Member, Playback};
 use playout::{PlayoutThread, Roster, Slot};
@@ -90,6 +92,12 @@ pub(crate) fn start(
         events.clone(),
         config.local_audio.clone(),
     );
+    let send_rate = SendRate::new(SendConfig {
+        max_video_bps: config.bitrate_bps,
+        audio_bps: u32::try_from(liveloop_media::opus::OpusConfig::default().bitrate_bps)
+            .unwrap_or(48_000),
+        content: Content::Camera,
+    });
     let runner = Runner {
         config,
         mode,
@@ -115,6 +123,9 @@ pub(crate) fn start(
         screen_generation: 0,
         encoded_screen: VideoOut::new(),
         screen_ended: screen_ended_tx,
+        send_rate,
+        send_loss: 0.0,
+        send_allocation: None,
     };
     tokio::spawn(runner.run(session_events, command_rx, screen_ended_rx, speaking_rx));
     (EngineHandle { commands }, event_rx)
@@ -151,6 +162,12 @@ struct Runner {
     screen_generation: u64,
     encoded_screen: VideoOut,
     screen_ended: mpsc::UnboundedSender<(u64, String)>,
+    /// What we send, given the peers' estimates (`runner::send`).
+    send_rate: SendRate,
+    /// The largest loss the peers report for what we send (0 to 1).
+    send_loss: f64,
+    /// The last estimate and allocation.
+    send_allocation: Option<(Option<u32>, Allocation)>,
 }
 
 impl Runner {
@@ -222,6 +239,8 @@ impl Runner {
         );
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut send_rate = tokio::time::interval(Duration::from_millis(200));
+        send_rate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         self.update_state().await;
         loop {
             tokio::select! {
@@ -242,7 +261,11 @@ impl Runner {
                     self.emit(EngineEvent::Speaking { id }).await;
                 }
                 _ = stats.tick(), if self.config.stats_interval.is_some() => self.report_stats().await,
-                _ = housekeeping.tick() => self.expire_absent().await,
+                _ = housekeeping.tick() => {
+                    self.expire_absent().await;
+                    self.update_send_loss().await;
+                }
+                _ = send_rate.tick() => self.update_send_rate(),
                 Some((generation, reason)) = screen_ended.recv() => {
                     if generation == self.screen_generation && self.screen.take().is_some() {
                         self.broadcast_state().await;

@@ -28,6 +28,8 @@ pub struct PeerReport {
     pub audio_lost: u64,
     pub nacks_sent: u32,
     pub plis_sent: u32,
+    /// The send-side bandwidth estimate of this peer's connection (0: no feedback yet).
+    pub send_estimate_kbps: f64,
     /// How far audio playout trailed video decoding for the last frame (ms; positive: video
     /// was held that long to match the audio), from the RTCP sender reports.
     pub av_offset_ms: f64,
@@ -37,6 +39,24 @@ pub struct PeerReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CallStats {
     pub peers: Vec<PeerReport>,
+    /// What we send, and why (absent before the first call).
+    pub send: Option<SendReport>,
+}
+
+/// The send side: what the path is estimated to carry and what the encoders aim at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SendReport {
+    /// The lowest send-side estimate among the peers (0: no feedback yet).
+    pub estimate_kbps: f64,
+    pub video_target_kbps: f64,
+    pub audio_target_kbps: f64,
+    /// The size of the video we send now.
+    pub width: u32,
+    pub height: u32,
+    /// Every n-th camera frame is sent (1: all).
+    pub frame_divider: u8,
+    /// What holds the video below its configured bitrate: `none` or `bandwidth`.
+    pub limited_by: &'static str,
 }
 
 /// The previous snapshot of one participant, for rates.
@@ -82,6 +102,7 @@ pub(crate) fn report(
         audio_lost: jitter.lost,
         nacks_sent: now.peer.nacks_sent,
         plis_sent: now.peer.plis_sent,
+        send_estimate_kbps: f64::from(now.peer.send_estimate_bps) / 1000.0,
         av_offset_ms: 0.0,
     }
 }

@@ -34,7 +34,10 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
 /// webrtc-rs's default interceptors (NACK, RTCP reports, TWCC feedback), with the NACK
 /// generator running every 20 ms rather than 100, at most four times per packet: the receiver holds a hole only briefly
 /// (`reorder::MAX_WAIT`), so the retransmission has to be asked for at once.
-fn default_interceptors(media: &mut MediaEngine) -> Result<Registry, RtcError> {
+fn default_interceptors(
+    media: &mut MediaEngine,
+    estimate: crate::keyframe::SendEstimate,
+) -> Result<Registry, RtcError> {
     use rtc::peer_connection::configuration::interceptor_registry as defaults;
     for parameter in ["", "pli"] {
         media.register_feedback(
@@ -61,9 +64,48 @@ fn default_interceptors(media: &mut MediaEngine) -> Result<Registry, RtcError> {
                 .build(),
         );
     defaults::configure_simulcast_extension_headers(media).map_err(rtc_err)?;
+    // TWCC both ways: our receiver reports what arrives (for the remote's estimator), and our
+    // own send side numbers what leaves, estimates from the feedback (`core::bwe`: queueing
+    // delay and loss), and paces to the estimate. The pieces are webrtc-rs's (`configure_congestion_control`
+    // assembles the same ones); they are placed here so that the pacer's queue is ours.
     let registry = defaults::configure_twcc_receiver_only(registry, media).map_err(rtc_err)?;
+    let registry = registry
+        .with(
+            rtc::interceptor::Slot::TwccSender,
+            rtc::interceptor::TwccSenderBuilder::new().build(),
+        )
+        .with(
+            rtc::interceptor::Slot::CongestionControl,
+            rtc::interceptor::CongestionControlBuilder::new(crate::bwe::QueueDelayEstimator::new(
+                START_BITRATE_BPS,
+                MIN_BITRATE_BPS,
+                MAX_BITRATE_BPS,
+                estimate,
+            ))
+            .build(),
+        )
+        .with(
+            rtc::interceptor::Slot::Pacer,
+            rtc::interceptor::PacerBuilder::new()
+                .with_target_bitrate(f64::from(START_BITRATE_BPS) * crate::bwe::PACING_FACTOR)
+                .with_queue_limit(PACER_QUEUE_PACKETS)
+                .build(),
+        );
     Ok(defaults::configure_rtcp_reports(registry))
 }
+
+/// Where the send estimate starts, before any feedback: a guess that fits most links (it
+/// grows by a quarter a second while the path queues nothing, and is cut at the first
+/// queue).
+pub const START_BITRATE_BPS: u32 = 600_000;
+/// The estimate's floor: audio and a little video.
+pub const MIN_BITRATE_BPS: u32 = 100_000;
+/// Its ceiling: more than a 720p call needs.
+pub const MAX_BITRATE_BPS: u32 = 6_000_000;
+/// Packets the pacer holds before it refuses new ones: about 1 s at 1 Mbit/s. It paces at 2.5
+/// times the estimate and the encoders aim below the estimate, so the queue is a keyframe at
+/// most.
+const PACER_QUEUE_PACKETS: usize = 128;
 
 /// Our audio track (Opus; webrtc-rs packetizes it).
 pub(crate) fn audio_track() -> Result<Arc<TrackLocalStaticSample>, RtcError> {
@@ -114,7 +156,7 @@ pub(crate) async fn build_connection(
             )
             .map_err(rtc_err)?;
     }
-    let registry = default_interceptors(&mut media)?.with(
+    let registry = default_interceptors(&mut media, shared.send_estimate.clone())?.with(
         rtc::interceptor::Slot::from(14_000),
         keyframe::KeyframeRequests::default(),
     );

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod bwe;
 mod connection;
 mod events;
 mod handler;
@@ -12,6 +13,7 @@ mod stats;
 mod types;
 mod video;
 
+pub use connection::{MAX_BITRATE_BPS, MIN_BITRATE_BPS, START_BITRATE_BPS};
 pub use negotiation::dtls_fingerprint;
 pub use stats::PeerStats;
 pub use types::{ConnectionState, IceServer, PeerEvent, PeerOptions, RtcError};
@@ -58,6 +60,8 @@ struct Shared {
     /// While a local description is being set and sent, the candidates it gathers wait here
     /// (`Some`), so that they always follow it on the wire; `None` passes them at once.
     held_candidates: Mutex<Option<Vec<serde_json::Value>>>,
+    /// The send-side bandwidth estimate, as the interceptor chain last reported it.
+    send_estimate: keyframe::SendEstimate,
 }
 
 /// Local candidates held back at most while our description is set (a host has a few
@@ -166,6 +170,7 @@ impl Peer {
             generation: AtomicU64::new(0),
             video_refused: AtomicBool::new(false),
             held_candidates: Mutex::new(None),
+            send_estimate: keyframe::SendEstimate::default(),
         });
         // mDNS (resolving a browser's `.local` candidates) is optional: where its multicast
         // group cannot be joined (a network with no default route or no multicast, ENODEV),
@@ -439,6 +444,13 @@ impl Peer {
     ///
     /// # Errors
     /// Before remote video arrived, or on a WebRTC error.
+    /// What the congestion controller estimates this connection can carry from us, in bits
+    /// per second, once feedback has come (`None` before). Audio and video share it.
+    #[must_use]
+    pub fn send_estimate_bps(&self) -> Option<u32> {
+        self.shared.send_estimate.get()
+    }
+
     pub async fn request_keyframe(&self) -> Result<(), RtcError> {
         self.request_keyframe_of(false).await
     }

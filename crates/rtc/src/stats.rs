@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::statistics::report::RTCStatsReportEntry;
 use webrtc::peer_connection::StatsSelector;
 
 use crate::Peer;
@@ -23,6 +24,11 @@ pub struct PeerStats {
     pub video_jitter_ms: f64,
     pub nacks_sent: u32,
     pub plis_sent: u32,
+    /// The send-side bandwidth estimate, in bits per second (0 before any feedback).
+    pub send_estimate_bps: u32,
+    /// The largest fraction of our packets the remote reported lost in its latest receiver
+    /// reports (0 to 1, over our audio and video streams).
+    pub remote_loss: f64,
 }
 
 impl Peer {
@@ -52,6 +58,12 @@ impl Peer {
             stats.nacks_sent += inbound.nack_count;
             stats.plis_sent += inbound.pli_count;
         }
+        for entry in report.iter() {
+            if let RTCStatsReportEntry::RemoteInboundRtp(remote) = entry {
+                stats.remote_loss = stats.remote_loss.max(remote.fraction_lost);
+            }
+        }
+        stats.send_estimate_bps = self.send_estimate_bps().unwrap_or(0);
         stats
     }
 }

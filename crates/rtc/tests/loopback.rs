@@ -103,8 +103,10 @@ async fn video_audio_and_chat_flow_between_two_peers() {
     let cam = SyntheticCamera::new(640, 360, 30.0);
     let sender = a.peer.clone();
     let send = tokio::spawn(async move {
+        // Under the congestion controller's starting estimate (600 kbit/s), which the pacer
+        // holds the sender to until feedback raises it.
         let mut enc = H264Encoder::new(H264Config {
-            bitrate_bps: 1_000_000,
+            bitrate_bps: 400_000,
             fps: 30.0,
         })
         .unwrap();
@@ -184,6 +186,14 @@ async fn video_audio_and_chat_flow_between_two_peers() {
     // A keyframe request from the receiver reaches the sender's application.
     b.peer.request_keyframe().await.unwrap();
     wait_for(&mut a.events, |e| matches!(e, PeerEvent::KeyframeRequested)).await;
+    // Three seconds of media gave the sender's congestion controller feedback (TWCC) to
+    // estimate from: the estimate is there, within the controller's range, and in the stats.
+    let estimate = a.peer.send_estimate_bps();
+    let stats = a.peer.stats().await;
+    eprintln!("send estimate after the call: {estimate:?} bit/s, stats {stats:?}");
+    let bps = estimate.expect("an estimate from the feedback");
+    assert!((100_000..=6_000_000).contains(&bps), "{bps}");
+    assert_eq!(stats.send_estimate_bps, bps);
     a.peer.close().await.unwrap();
     b.peer.close().await.unwrap();
 }

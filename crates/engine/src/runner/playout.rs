@@ -246,7 +246,9 @@ impl Runner {
             m.last = (at, now);
         }
         if !peers.is_empty() {
-            self.emit(EngineEvent::Stats(CallStats { peers })).await;
+            let send = self.send_report();
+            self.emit(EngineEvent::Stats(CallStats { peers, send }))
+                .await;
         }
     }
 }
