@@ -1478,6 +1478,20 @@ async fn main() -> Result<()> {
                 ..Impairment::default()
             },
         ),
+        net(
+            "net 500 kbps cap",
+            Impairment {
+                rate_bps: Some(500_000),
+                ..Impairment::default()
+            },
+        ),
+        net(
+            "net 300 kbps cap",
+            Impairment {
+                rate_bps: Some(300_000),
+                ..Impairment::default()
+            },
+        ),
         net("net 3 s outage", Impairment::default()),
     ];
     if let Some(o) = impaired.last_mut() {
