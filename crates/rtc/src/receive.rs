@@ -13,7 +13,7 @@ use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
 use crate::reorder::{Out, Reorder};
-use crate::{RtcError, VideoCodec, rtc_err};
+use crate::VideoCodec;
 
 /// What the receive pipeline gives its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +77,10 @@ impl VideoReceiver {
                 Out::Packet(p) => Some(p),
                 Out::Lost(lost) => {
                     // A frame with a hole cannot be decoded, and neither can the frames that
-                    // reference it: drop them until a keyframe, and ask for one.
+                    // reference it: drop them until a keyframe, and ask for one. What the
+                    // depacketizer holds of a fragmented unit is part of that frame.
                     self.frame.clear();
+                    self.depacketizer.reset();
                     self.assembly.lost();
                     out.push(Received::Lost(u32::try_from(lost).unwrap_or(u32::MAX)));
                     None
@@ -92,7 +94,13 @@ impl VideoReceiver {
             let Some(codec) = self.depacketizer.codec() else {
                 continue;
             };
-            if let Ok(payload) = self.depacketizer.depacketize(&packet.payload) {
+            let depacketized = self.depacketizer.depacketize(&packet.payload);
+            if matches!(depacketized, Err(Unpacked::TooLarge)) {
+                self.frame.clear();
+                self.assembly.lost();
+                continue;
+            }
+            if let Ok(payload) = depacketized {
                 // A frame larger than any real one (a sender that never sets the marker
                 // bit): dropped, and decoding waits for a keyframe.
                 if self.frame.len() + payload.len() > MAX_FRAME_BYTES {
@@ -172,16 +180,34 @@ const MAX_FRAME_BYTES: usize = 4 << 20;
 /// The depacketizer of one received video track.
 #[derive(Debug)]
 enum Depacketize {
-    H264(H264Packet),
+    /// With the bytes of the fragmented unit (FU-A) it is collecting: rtc-rtp 0.21 keeps
+    /// them until the unit's end bit with no limit, so a sender that never ends one would
+    /// grow it without bound (found by a cap test: 64 MiB of fragments, +65 MiB).
+    H264 {
+        packet: H264Packet,
+        fragments: usize,
+    },
     Vp8(Vp8Packet),
     /// A codec we do not have: its packets are dropped.
     None,
 }
 
+/// Why a payload gave nothing.
+#[derive(Debug)]
+enum Unpacked {
+    /// A fragmented unit over [`MAX_FRAME_BYTES`]: it was thrown away.
+    TooLarge,
+    /// Malformed, or a codec we do not have.
+    Other,
+}
+
 impl Depacketize {
     fn new(codec: Option<VideoCodec>) -> Self {
         match codec {
-            Some(VideoCodec::H264) => Self::H264(H264Packet::default()),
+            Some(VideoCodec::H264) => Self::H264 {
+                packet: H264Packet::default(),
+                fragments: 0,
+            },
             Some(VideoCodec::Vp8) => Self::Vp8(Vp8Packet::default()),
             None => Self::None,
         }
@@ -189,20 +215,51 @@ impl Depacketize {
 
     fn codec(&self) -> Option<VideoCodec> {
         match self {
-            Self::H264(_) => Some(VideoCodec::H264),
+            Self::H264 { .. } => Some(VideoCodec::H264),
             Self::Vp8(_) => Some(VideoCodec::Vp8),
             Self::None => None,
         }
     }
 
-    fn depacketize(&mut self, payload: &Bytes) -> Result<Bytes, RtcError> {
+    /// Forgets a unit in progress (after a loss).
+    fn reset(&mut self) {
         match self {
-            Self::H264(_) if !stap_a_fits(payload) => Err(RtcError::WebRtc(
-                "STAP-A lengths do not fit the packet".into(),
-            )),
-            Self::H264(p) => p.depacketize(payload).map_err(rtc_err),
-            Self::Vp8(p) => p.depacketize(payload).map_err(rtc_err),
-            Self::None => Err(RtcError::NoSharedCodec),
+            Self::H264 { packet, fragments } => {
+                *packet = H264Packet::default();
+                *fragments = 0;
+            }
+            Self::Vp8(p) => *p = Vp8Packet::default(),
+            Self::None => {}
+        }
+    }
+
+    fn depacketize(&mut self, payload: &Bytes) -> Result<Bytes, Unpacked> {
+        match self {
+            // STAP-A lengths that do not fit the packet.
+            Self::H264 { .. } if !stap_a_fits(payload) => Err(Unpacked::Other),
+            Self::H264 { packet, fragments } => {
+                let fu = match payload.as_ref() {
+                    [indicator, header, ..] if indicator & 0x1f == 28 => Some(*header),
+                    _ => None,
+                };
+                if let Some(header) = fu {
+                    if header & 0x80 != 0 {
+                        *fragments = 0; // a unit starts
+                    }
+                    *fragments += payload.len();
+                    if *fragments > MAX_FRAME_BYTES {
+                        *packet = H264Packet::default();
+                        *fragments = 0;
+                        return Err(Unpacked::TooLarge);
+                    }
+                    if header & 0x40 != 0 {
+                        *fragments = 0; // it ends here
+                    }
+                }
+                packet.depacketize(payload).map_err(|_| Unpacked::Other)
+            }
+            Self::Vp8(p) => p.depacketize(payload).map_err(|_| Unpacked::Other),
+            Self::None => Err(Unpacked::Other),
         }
     }
 }
@@ -319,6 +376,51 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// An H.264 FU-A fragment of an IDR (NAL type 5): `start`/`end` bits as given.
+    fn fu_a(seq: u16, start: bool, end: bool, len: usize) -> rtc::rtp::Packet {
+        let mut data = vec![
+            0x7c,
+            0x05 | if start { 0x80 } else { 0 } | if end { 0x40 } else { 0 },
+        ];
+        data.resize(len, 0xab);
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                sequence_number: seq,
+                timestamp: 9000,
+                marker: end,
+                ..Default::default()
+            },
+            payload: Bytes::from(data),
+        }
+    }
+
+    #[test]
+    fn a_fragmented_unit_that_never_ends_is_capped() {
+        let t0 = Instant::now();
+        let mut rx = VideoReceiver::new(Some(VideoCodec::H264));
+        // 6 MiB of one fragmented unit that never sets its end bit.
+        let mut seq = 0u16;
+        rx.push(fu_a(seq, true, false, 1200), t0);
+        let mut asked = false;
+        for _ in 0..(6 << 20) / 1200 {
+            seq = seq.wrapping_add(1);
+            let out = rx.push(fu_a(seq, false, false, 1200), t0);
+            asked |= out.contains(&Received::RequestKeyframe);
+            let held = match &rx.depacketizer {
+                Depacketize::H264 { fragments, .. } => *fragments,
+                _ => 0,
+            };
+            assert!(held <= MAX_FRAME_BYTES, "{held} bytes of one unit held");
+        }
+        assert!(asked, "the dropped unit asks for a keyframe");
+        // A whole keyframe afterwards comes through.
+        seq = seq.wrapping_add(1);
+        rx.push(fu_a(seq, true, false, 1000), t0);
+        seq = seq.wrapping_add(1);
+        let out = rx.push(fu_a(seq, false, true, 1000), t0);
+        assert_eq!(frames(&out).len(), 1, "{out:?}");
     }
 
     #[test]
