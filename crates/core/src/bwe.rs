@@ -11,8 +11,9 @@
 //!   is remembered as the path's ceiling.
 //! - **Under it** ([`LOW_QUEUE`]): the estimate grows, by [`FAST_GROWTH`] a second when no
 //!   ceiling is known (a new call, or capacity that came back: found in seconds, not tens of
-//!   seconds) and by [`SLOW_GROWTH`] a second while it is near the last ceiling (within
-//!   [`CEILING_MEMORY`] of the decrease), so that it touches the ceiling gently. It never grows
+//!   seconds) and by [`SLOW_GROWTH`] a second while it is near the last ceiling (until it has
+//!   passed it by [`CEILING_MARGIN`], or [`CEILING_MEMORY`] after the decrease), so that it
+//!   touches the ceiling gently and a stable link is not overshot again and again. It never grows
 //!   past twice what arrives (a sender that sends less than it may, camera off, is not a
 //!   probe). Between the two limits it holds.
 //! - **Loss** over [`LOSS_WINDOW`] above [`HIGH_LOSS`] cuts it by half the loss, at most once a
@@ -29,9 +30,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Queueing delay under which the estimate may grow.
-pub const LOW_QUEUE: Duration = Duration::from_millis(20);
+pub const LOW_QUEUE: Duration = Duration::from_millis(15);
 /// Queueing delay over which the path is overused.
-pub const HIGH_QUEUE: Duration = Duration::from_millis(60);
+pub const HIGH_QUEUE: Duration = Duration::from_millis(40);
 /// How long the smallest delay is remembered as the empty path's.
 pub const BASE_WINDOW: Duration = Duration::from_secs(20);
 /// A decrease goes to this share of what arrives.
@@ -41,9 +42,12 @@ pub const DECREASE_GAP: Duration = Duration::from_millis(300);
 /// Growth per second with no known ceiling.
 pub const FAST_GROWTH: f64 = 1.25;
 /// Growth per second near the last ceiling.
-pub const SLOW_GROWTH: f64 = 1.06;
-/// How long a decrease's rate counts as the path's ceiling.
-pub const CEILING_MEMORY: Duration = Duration::from_secs(3);
+pub const SLOW_GROWTH: f64 = 1.08;
+/// How long a decrease's rate counts as the path's ceiling at most; it is forgotten sooner
+/// once the estimate has passed it by [`CEILING_MARGIN`] without a queue (the capacity grew).
+pub const CEILING_MEMORY: Duration = Duration::from_secs(10);
+/// See [`CEILING_MEMORY`].
+pub const CEILING_MARGIN: f64 = 1.1;
 /// The window loss is measured over.
 pub const LOSS_WINDOW: Duration = Duration::from_secs(1);
 /// Loss above which the estimate is cut.
@@ -218,10 +222,9 @@ impl Estimator {
 
     fn control(&mut self, now: Duration) {
         let received = self.arrival_rate();
-        if self
-            .ceiling
-            .is_some_and(|(_, at)| now.saturating_sub(at) > CEILING_MEMORY)
-        {
+        if self.ceiling.is_some_and(|(ceiling, at)| {
+            now.saturating_sub(at) > CEILING_MEMORY || self.target > ceiling * CEILING_MARGIN
+        }) {
             self.ceiling = None;
         }
         let loss = self.loss();

@@ -28,7 +28,7 @@ pub const AUDIO_FLOOR_BPS: u32 = 24_000;
 pub const TINY_LINK_BPS: u32 = 150_000;
 /// Opus's FEC is never told to expect less loss than this (a clean link's reports say 0, and
 /// the first lost packet should find redundancy already there).
-pub const MIN_EXPECTED_LOSS_PERCENT: u8 = 2;
+pub const MIN_EXPECTED_LOSS_PERCENT: u8 = 5;
 /// Video is never asked for less than this.
 pub const MIN_VIDEO_BPS: u32 = 60_000;
 /// The bits per pixel (per frame) under which the picture is too coarse at its size.
@@ -40,6 +40,11 @@ pub const DOWN_AFTER: Duration = Duration::from_millis(600);
 /// How long the bitrate must allow a step up before it is taken (and the least time after a
 /// step down before one).
 pub const UP_AFTER: Duration = Duration::from_secs(4);
+
+/// While the estimate is still rising by this much a second (a call's start, capacity that
+/// came back), the resolution is not stepped down: the estimate is still finding the path, and
+/// a new size costs a keyframe and a visible jump.
+pub const RISING: f64 = 1.05;
 
 /// The resolution ladder, as quarters of each side of the source (4: the source's size).
 pub const LADDER: [u8; 4] = [4, 3, 2, 1];
@@ -98,6 +103,9 @@ pub struct SendRate {
     /// Since when the bitrate has allowed the step above.
     high_since: Option<Duration>,
     last_down: Option<Duration>,
+    /// (when, estimate) a second or so ago, for the trend.
+    trend_from: Option<(Duration, u32)>,
+    rising: bool,
 }
 
 /// The frame-rate dividers of a screen share (and of a camera at the ladder's bottom).
@@ -112,6 +120,8 @@ impl SendRate {
             low_since: None,
             high_since: None,
             last_down: None,
+            trend_from: None,
+            rising: false,
         }
     }
 
@@ -171,6 +181,18 @@ impl SendRate {
                 limited_by: Limit::None,
             };
         };
+        // The trend over about a second.
+        match self.trend_from {
+            Some((at, from)) if now.saturating_sub(at) >= Duration::from_secs(1) => {
+                self.rising = f64::from(estimate) >= f64::from(from) * RISING;
+                self.trend_from = Some((now, estimate));
+            }
+            Some(_) => {}
+            None => {
+                self.trend_from = Some((now, estimate));
+                self.rising = true;
+            }
+        }
         let audio_bps = if estimate < TINY_LINK_BPS {
             AUDIO_FLOOR_BPS.min(self.config.audio_bps)
         } else {
@@ -188,7 +210,7 @@ impl SendRate {
 
         // Down: too few bits per pixel at this step, for long enough.
         let here = self.bits_per_pixel(self.step, video_bps, source_pixels, source_fps);
-        if here < MIN_BITS_PER_PIXEL && self.step + 1 < self.steps() {
+        if here < MIN_BITS_PER_PIXEL && self.step + 1 < self.steps() && !self.rising {
             let since = *self.low_since.get_or_insert(now);
             if now.saturating_sub(since) >= DOWN_AFTER {
                 self.step += 1;
@@ -287,7 +309,7 @@ mod tests {
     fn loss_reaches_opus_as_a_percentage() {
         let a = camera().update(Duration::ZERO, Some(2_000_000), 0.073, HD, 30.0);
         assert_eq!(a.audio_loss_percent, 7);
-        let a = camera().update(Duration::ZERO, Some(2_000_000), 0.0, HD, 30.0);
+        let a = camera().update(Duration::ZERO, Some(2_000_000), 0.02, HD, 30.0);
         assert_eq!(a.audio_loss_percent, MIN_EXPECTED_LOSS_PERCENT);
     }
 
@@ -309,6 +331,20 @@ mod tests {
         // 150 kbit/s: 180p, at the full frame rate.
         let a = run(&mut p, &mut t, 3.0, 150_000);
         assert_eq!((a.scale_quarters, a.frame_divider), (1, 1));
+    }
+
+    #[test]
+    fn a_rising_estimate_keeps_the_size() {
+        let mut p = camera();
+        let mut t = Duration::ZERO;
+        // A call's start: 600 kbit/s growing by a quarter a second, as the estimator does.
+        let mut estimate = 600_000.0f64;
+        for _ in 0..25 {
+            let a = p.update(t, Some(estimate as u32), 0.0, HD, 30.0);
+            assert_eq!(a.scale_quarters, 4, "stepped down at {estimate:.0} while rising");
+            t += Duration::from_millis(200);
+            estimate *= 1.25f64.powf(0.2);
+        }
     }
 
     #[test]
