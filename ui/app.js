@@ -153,6 +153,7 @@ const call = {
   unread: 0,
   chatOpen: true,
   stats: [],
+  send: null, // the send side of the last stats (estimate, target, size, limit)
   recording: null, // the file being recorded
   sharing: false,
   id: null, // the call's number: events of other calls are ignored
@@ -313,9 +314,25 @@ function renderStats() {
     const level = p.loss_percent > 5 || p.rtt_ms > 400 ? "poor" : p.loss_percent > 1 || p.rtt_ms > 150 ? "fair" : "good";
     if (level === "poor" || (level === "fair" && worst === "good")) worst = level;
   }
+  // What we send, and what holds it back: the send-side estimate of the slowest path.
+  const send = call.send;
+  const line = $("stats-send");
+  if (send) {
+    const estimate = send.estimate_kbps > 0 ? `${Math.round(send.estimate_kbps)} kb/s estimated` : "no estimate yet";
+    const video = send.width ? `${send.width}×${send.height}` : "no video";
+    const limit = send.limited_by === "bandwidth" ? " · limited by bandwidth" : "";
+    line.textContent = `Sending ${video} at ${Math.round(send.video_target_kbps)} kb/s, audio ${Math.round(send.audio_target_kbps)} kb/s (${estimate})${limit}`;
+    if (send.limited_by === "bandwidth" && send.estimate_kbps > 0) {
+      const level = send.estimate_kbps < 300 ? "poor" : send.estimate_kbps < 800 ? "fair" : "good";
+      if (level === "poor" || (level === "fair" && worst === "good")) worst = level;
+    }
+  } else {
+    line.textContent = "";
+  }
   const q = $("quality");
   q.dataset.level = worst;
   q.textContent = `${worst[0].toUpperCase()}${worst.slice(1)} connection`;
+  q.title = send && send.limited_by === "bandwidth" ? "Your video is reduced to fit the connection" : "";
 }
 
 function onCallEvent(ev) {
@@ -371,6 +388,7 @@ function onCallEvent(ev) {
       break;
     case "stats":
       call.stats = ev.peers;
+      call.send = ev.send || null;
       renderStats();
       break;
     case "speaking":
@@ -485,6 +503,7 @@ function endCall() {
   for (const id of [...call.tiles.keys()]) removeTile(id);
   call.peers.clear();
   call.stats = [];
+  call.send = null;
   call.recording = null;
   call.sharing = false;
   renderShare();
