@@ -237,14 +237,18 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     .unwrap();
     // The send side: what we send and the estimate it fits (the camera is off now: no video,
     // audio at its rate).
-    wait_for("the send line in the panel", Duration::from_secs(10), || {
-        let line = js(
-            &s,
-            "return document.getElementById('stats-send').textContent",
-        );
-        let line = line.as_str()?.to_owned();
-        line.contains("audio 48 kb/s").then_some(line)
-    })
+    wait_for(
+        "the send line in the panel",
+        Duration::from_secs(10),
+        || {
+            let line = js(
+                &s,
+                "return document.getElementById('stats-send').textContent",
+            );
+            let line = line.as_str()?.to_owned();
+            line.contains("audio 48 kb/s").then_some(line)
+        },
+    )
     .unwrap();
     shot(&s, "app-room-muted-stats.png");
     // Record three seconds of the call: a file named after the room and the time, that

@@ -341,7 +341,10 @@ mod tests {
         let mut estimate = 600_000.0f64;
         for _ in 0..25 {
             let a = p.update(t, Some(estimate as u32), 0.0, HD, 30.0);
-            assert_eq!(a.scale_quarters, 4, "stepped down at {estimate:.0} while rising");
+            assert_eq!(
+                a.scale_quarters, 4,
+                "stepped down at {estimate:.0} while rising"
+            );
             t += Duration::from_millis(200);
             estimate *= 1.25f64.powf(0.2);
         }

@@ -406,11 +406,7 @@ mod tests {
         let mut scaler = crate::convert::Scaler::new();
         for (w, h) in [(960, 540), (640, 360), (320, 180)] {
             let small = scaler.scale(&frame, w, h).expect("scaled");
-            assert_eq!(
-                read_stamp(&small).map(|s| s.number),
-                Some(4242),
-                "{w}x{h}"
-            );
+            assert_eq!(read_stamp(&small).map(|s| s.number), Some(4242), "{w}x{h}");
         }
     }
 

@@ -12,8 +12,8 @@ use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
-use crate::reorder::{Out, Reorder};
 use crate::VideoCodec;
+use crate::reorder::{Out, Reorder};
 
 /// What the receive pipeline gives its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
