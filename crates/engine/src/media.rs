@@ -533,7 +533,12 @@ pub(crate) fn start_audio(
 pub(crate) struct ScreenFlags {
     pub stop: AtomicBool,
     pub keyframe: Keyframes,
+    /// The share's bitrate, set by the session's send rate (`0`: [`SCREEN_MAX_BPS`]).
+    pub bitrate_bps: AtomicU32,
 }
+
+/// The most a screen share sends.
+pub(crate) const SCREEN_MAX_BPS: u32 = 2_500_000;
 
 /// The screen share's capture-and-encode thread. Screens are encoded for legibility: full
 /// resolution (up to 1920x1080, larger screens are scaled by the source), the source's frame
@@ -551,7 +556,7 @@ pub(crate) fn start_screen(
         .name("screen-encode".into())
         .spawn(move || {
             let fps = source.format().fps.clamp(1.0, 30.0);
-            let mut encoders: PerCodec<Option<((u32, u32), Encoder)>> = PerCodec::default();
+            let mut encoders: PerCodec<Option<((u32, u32), Encoder, u32)>> = PerCodec::default();
             let mut gates: PerCodec<KeyframeGate> = PerCodec::default();
             let epoch = Instant::now();
             let mut next = Instant::now();
@@ -575,30 +580,40 @@ pub(crate) fn start_screen(
                     }
                 };
                 let size = (frame.width, frame.height);
+                let target = match flags.bitrate_bps.load(Ordering::Relaxed) {
+                    0 => SCREEN_MAX_BPS,
+                    bps => bps.min(SCREEN_MAX_BPS),
+                };
                 for codec in VideoCodec::PREFERENCE {
                     let slot = encoders.get_mut(codec);
                     if out.of(codec).receiver_count() == 0 {
                         *slot = None;
                         continue;
                     }
-                    if slot.as_ref().is_none_or(|(s, _)| *s != size) {
+                    if slot.as_ref().is_none_or(|(s, _, _)| *s != size) {
                         let config = H264Config {
-                            bitrate_bps: 2_500_000,
+                            bitrate_bps: target,
                             fps,
                         };
                         match Encoder::new(codec, config) {
                             // Its first frame is a keyframe of its own, which does not
                             // hold back the one a peer asks for when it connects.
-                            Ok(e) => *slot = Some((size, e)),
+                            Ok(e) => *slot = Some((size, e, target)),
                             Err(e) => {
                                 let _ = ended.send((generation, format!("screen encoder: {e}")));
                                 return;
                             }
                         }
                     }
-                    let Some((_, enc)) = slot.as_mut() else {
+                    let Some((_, enc, aim)) = slot.as_mut() else {
                         continue;
                     };
+                    if target.abs_diff(*aim) > *aim / 20 {
+                        match enc.set_bitrate(target) {
+                            Ok(()) => *aim = target,
+                            Err(e) => tracing::warn!(error = %e, ?codec, "bitrate not changed"),
+                        }
+                    }
                     // Requests are coalesced: two keyframes a second at most (core::keyframe).
                     let gate = gates.get_mut(codec);
                     if flags.keyframe.take(codec) {

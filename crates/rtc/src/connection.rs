@@ -102,10 +102,11 @@ pub const START_BITRATE_BPS: u32 = 600_000;
 pub const MIN_BITRATE_BPS: u32 = 100_000;
 /// Its ceiling: more than a 720p call needs.
 pub const MAX_BITRATE_BPS: u32 = 6_000_000;
-/// Packets the pacer holds before it refuses new ones: about 1 s at 1 Mbit/s. It paces at 2.5
+/// Packets the pacer holds before it refuses new ones: about 2 s at 1 Mbit/s (a 1080p screen
+/// keyframe fits). It paces at 2.5
 /// times the estimate and the encoders aim below the estimate, so the queue is a keyframe at
 /// most.
-const PACER_QUEUE_PACKETS: usize = 128;
+const PACER_QUEUE_PACKETS: usize = 256;
 
 /// Our audio track (Opus; webrtc-rs packetizes it).
 pub(crate) fn audio_track() -> Result<Arc<TrackLocalStaticSample>, RtcError> {

@@ -39,7 +39,18 @@ impl Runner {
         if self.send_allocation.is_none_or(|(_, last)| last != a) {
             tracing::debug!(?estimate, ?a, "send rate");
         }
-        send.set(&a);
+        // A screen share takes two thirds of the video's share (the presentation is what
+        // people look at), up to its own ceiling; the camera gets the rest.
+        let mut camera = a;
+        if let Some(screen) = &self.screen {
+            let screen_bps = (a.video_bps / 3 * 2).min(crate::media::SCREEN_MAX_BPS);
+            screen.bitrate_bps.store(screen_bps, Ordering::Relaxed);
+            camera.video_bps = a
+                .video_bps
+                .saturating_sub(screen_bps)
+                .max(liveloop_core::send_rate::MIN_VIDEO_BPS);
+        }
+        send.set(&camera);
         self.send_allocation = Some((estimate, a));
     }
 
