@@ -537,6 +537,9 @@ pub(crate) struct ScreenFlags {
     pub bitrate_bps: AtomicU32,
 }
 
+/// A screen encoder with the size it was made for and the bitrate it aims at now.
+type ScreenEncoder = ((u32, u32), Encoder, u32);
+
 /// The most a screen share sends.
 pub(crate) const SCREEN_MAX_BPS: u32 = 2_500_000;
 
@@ -556,7 +559,7 @@ pub(crate) fn start_screen(
         .name("screen-encode".into())
         .spawn(move || {
             let fps = source.format().fps.clamp(1.0, 30.0);
-            let mut encoders: PerCodec<Option<((u32, u32), Encoder, u32)>> = PerCodec::default();
+            let mut encoders: PerCodec<Option<ScreenEncoder>> = PerCodec::default();
             let mut gates: PerCodec<KeyframeGate> = PerCodec::default();
             let epoch = Instant::now();
             let mut next = Instant::now();
