@@ -669,7 +669,8 @@ async fn status_names_only_when_asked() -> Result<()> {
     Ok(())
 }
 
-/// One engine.io long-polling exchange on `stream`: the body of the response.
+/// One engine.io long-polling exchange on `stream`: the body of the response, which must be
+/// a 200.
 async fn polling(
     stream: &mut tokio::net::TcpStream,
     port: u16,
@@ -677,6 +678,19 @@ async fn polling(
     query: &str,
     body: &str,
 ) -> Result<String> {
+    let (status, body) = exchange(stream, port, method, query, body).await?;
+    anyhow::ensure!(status == 200, "status {status}: {body}");
+    Ok(body)
+}
+
+/// One engine.io long-polling exchange on `stream`: the status and body of the response.
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    port: u16,
+    method: &str,
+    query: &str,
+    body: &str,
+) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let request = format!(
         "{method} /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
@@ -705,7 +719,12 @@ async fn polling(
             })
             .context("no content-length")?;
         if rest.len() >= length {
-            return Ok(rest[..length].to_owned());
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .context("no status")?;
+            return Ok((status, rest[..length].to_owned()));
         }
     }
 }
@@ -748,6 +767,8 @@ async fn a_socket_flood_from_one_address_is_capped_while_another_connects() -> R
         (0, 0),
         MatchmakingConfig {
             max_connections_per_ip: CAP,
+            // This test makes 210 handshakes in a second or two; their rate is the next test's.
+            handshakes_per_ip_per_sec: 0,
             ..MatchmakingConfig::default()
         },
         RoomsConfig::default(),
@@ -788,6 +809,64 @@ async fn a_socket_flood_from_one_address_is_capped_while_another_connects() -> R
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_handshake_flood_from_one_address_is_rate_limited_while_another_connects() -> Result<()> {
+    // Engine.io sessions that never connect a namespace are not counted as connections; one
+    // keep-alive TCP connection can ask for thousands a second. Their rate is capped.
+    const RATE: u32 = 4;
+    const FLOOD: usize = 2_000;
+    let e = embedded::start(
+        [127, 0, 0, 1].into(),
+        (0, 0),
+        MatchmakingConfig {
+            handshakes_per_ip_per_sec: RATE,
+            ..MatchmakingConfig::default()
+        },
+        RoomsConfig::default(),
+    )
+    .await?;
+    let port = e.matchmaking.port();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let before = liveloop_e2e::rss_bytes()?;
+    let started = std::time::Instant::now();
+    let (mut opened, mut refused) = (0usize, 0usize);
+    for _ in 0..FLOOD {
+        match exchange(&mut stream, port, "GET", "", "").await? {
+            (200, body) => {
+                assert!(body.starts_with('0'), "an engine.io open packet: {body}");
+                opened += 1;
+            }
+            (429, body) => {
+                assert!(body.contains("too many new connections"), "{body}");
+                refused += 1;
+            }
+            (status, body) => anyhow::bail!("status {status}: {body}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = liveloop_e2e::rss_bytes()?;
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "{FLOOD} handshakes in {elapsed:.1} s: {opened} opened, {refused} refused (429); RSS \
+         +{grown} bytes"
+    );
+    // The burst (5 s worth) and the rate over the time the flood took, with a second's slack.
+    let allowed = (RATE as f64 * (5.0 + elapsed + 1.0)) as usize;
+    assert!(
+        opened <= allowed,
+        "{opened} sessions opened (at most {allowed})"
+    );
+    assert!(
+        opened >= 5 * RATE as usize,
+        "the burst was allowed ({opened})"
+    );
+    assert!(grown < 8 * 1024 * 1024, "RSS grew by {grown} bytes");
+    // Another address still connects (and the flooded one's sessions, normal ones, work).
+    let (accepted, _other, _) = sio_connect_from(port, [127, 0, 0, 2].into()).await?;
+    assert!(accepted, "another address is not limited");
     Ok(())
 }
 

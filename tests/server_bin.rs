@@ -54,6 +54,7 @@ fn help_explains_every_option() -> Result<()> {
         "--queue-capacity",
         "--max-connections-per-ip",
         "[env: MAX_CONNECTIONS_PER_IP=]",
+        "--handshakes-per-ip-per-sec",
         "--status-names",
         "unix:/path",
     ] {

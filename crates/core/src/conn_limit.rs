@@ -1,5 +1,7 @@
 //! Open connections per client address, capped: the servers ask before they accept a
-//! connection and say when it ends.
+//! connection and say when it ends. And new connections per address, rate limited
+//! ([`NewConnectionRate`]): an engine.io handshake makes a session before any socket.io
+//! connection is counted, so a client that only handshakes is capped by its rate.
 //!
 //! Addresses are counted by [`AddrKey`]: an IPv4 address (an IPv4-mapped IPv6 address counts as
 //! the IPv4 address it carries, as a dual-stack listener reports IPv4 clients) or an IPv6
@@ -8,6 +10,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use crate::rate::TokenBucket;
 
 /// What connections are counted by: an IPv4 address, or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,9 +112,126 @@ impl ConnectionLimit {
     }
 }
 
+/// A new connection refused because its address opened too many in a short time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many new connections from this address; retry in {retry_ms} ms")]
+pub struct TooManyNewConnections {
+    pub retry_ms: u64,
+}
+
+/// Addresses whose rate [`NewConnectionRate`] remembers at most. Past it, the buckets that
+/// have refilled (their address has been quiet) are forgotten; if none has, the table
+/// starts afresh (every address gets its burst again) rather than grow.
+pub const MAX_RATE_ADDRESSES: usize = 65_536;
+
+/// New connections per address: `burst` at once, then `per_sec` (`burst` 0: no limit).
+#[derive(Debug, Clone)]
+pub struct NewConnectionRate {
+    burst: u32,
+    per_sec: f32,
+    buckets: HashMap<AddrKey, (TokenBucket, Duration)>,
+}
+
+impl NewConnectionRate {
+    #[must_use]
+    pub fn new(burst: u32, per_sec: f32) -> Self {
+        Self {
+            burst,
+            per_sec,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Counts a new connection from `ip` at `now`, or refuses it.
+    ///
+    /// # Errors
+    /// When `ip` has used its burst and the rate has not yet given it another.
+    pub fn allow(&mut self, ip: IpAddr, now: Duration) -> Result<(), TooManyNewConnections> {
+        if self.burst == 0 {
+            return Ok(());
+        }
+        let key = AddrKey::from(ip);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_RATE_ADDRESSES {
+            self.forget_refilled(now);
+        }
+        let (burst, per_sec) = (self.burst, self.per_sec);
+        let (bucket, last) = self
+            .buckets
+            .entry(key)
+            .or_insert_with(|| (TokenBucket::new(burst, per_sec, now), now));
+        *last = now;
+        bucket.try_take(now).map_err(|wait| TooManyNewConnections {
+            retry_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Addresses remembered now (at most [`MAX_RATE_ADDRESSES`]).
+    #[must_use]
+    pub fn addresses(&self) -> usize {
+        self.buckets.len()
+    }
+
+    fn forget_refilled(&mut self, now: Duration) {
+        let refill = Duration::from_secs_f32(self.burst as f32 / self.per_sec.max(0.001));
+        self.buckets
+            .retain(|_, (_, last)| now.saturating_sub(*last) < refill);
+        if self.buckets.len() >= MAX_RATE_ADDRESSES {
+            self.buckets.clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_connections_are_rate_limited_per_address() {
+        let mut r = NewConnectionRate::new(5, 2.0);
+        let t = Duration::from_secs(100);
+        for _ in 0..5 {
+            assert_eq!(r.allow(ip("10.0.0.1"), t), Ok(()));
+        }
+        let refused = r.allow(ip("10.0.0.1"), t).unwrap_err();
+        assert_eq!(refused.retry_ms, 500);
+        assert_eq!(r.allow(ip("10.0.0.2"), t), Ok(()), "another address");
+        // The same /64 shares the bucket.
+        for _ in 0..5 {
+            assert_eq!(r.allow(ip("2001:db8::1"), t), Ok(()));
+        }
+        assert!(r.allow(ip("2001:db8::2"), t).is_err());
+        // Half a second later, one more.
+        let later = t + Duration::from_millis(500);
+        assert_eq!(r.allow(ip("10.0.0.1"), later), Ok(()));
+        assert!(r.allow(ip("10.0.0.1"), later).is_err());
+        assert_eq!(
+            NewConnectionRate::new(0, 1.0).allow(ip("10.0.0.1"), t),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_rate_table_stays_bounded_however_many_addresses_come() {
+        let mut r = NewConnectionRate::new(2, 1.0);
+        let t = Duration::from_secs(10);
+        for n in 0..(MAX_RATE_ADDRESSES as u32 + 1000) {
+            let _ = r.allow(IpAddr::from(n.to_be_bytes()), t);
+            assert!(r.addresses() <= MAX_RATE_ADDRESSES);
+        }
+        // A full table; 3 s later (past the 2 s refill) a new address makes room by
+        // forgetting the quiet ones, and is counted as usual.
+        let mut r = NewConnectionRate::new(2, 1.0);
+        for n in 0..(MAX_RATE_ADDRESSES as u32) {
+            let _ = r.allow(IpAddr::from(n.to_be_bytes()), t);
+        }
+        assert_eq!(r.addresses(), MAX_RATE_ADDRESSES);
+        let busy = ip("192.0.2.1");
+        let later = t + Duration::from_secs(3);
+        assert!(r.allow(busy, later).is_ok());
+        assert_eq!(r.addresses(), 1, "the quiet addresses were forgotten");
+        assert!(r.allow(busy, later).is_ok());
+        assert!(r.allow(busy, later).is_err(), "the busy address is counted");
+    }
 
     #[allow(clippy::expect_used)] // test input: a typo in a literal should fail the test
     fn ip(s: &str) -> IpAddr {

@@ -663,6 +663,17 @@ fn decode(
 /// (`queue_frame`), so memory stays bounded and the picture recovers.
 pub(crate) const MAX_DECODE_QUEUE: usize = 30;
 
+/// Decoded frames a decoder thread holds for lip sync, at most (300 ms of 30 fps video is 9).
+/// A remote sending faster than that fills it; the oldest is then dropped.
+pub(crate) const MAX_HELD_FRAMES: usize = 12;
+
+/// Decoded frames of one participant handed to the owner (in the event channel, or still
+/// referenced by the UI, a recording's queue) at most: half a second of video. A UI that
+/// falls behind a fast sender would otherwise let the event channel (4096 events) fill with
+/// decoded pictures, 1.4 MB each at 720p; past the cap a new frame is dropped: showing late
+/// frames helps no one.
+pub(crate) const MAX_FRAMES_IN_FLIGHT: usize = 16;
+
 /// The way into a decoder thread.
 pub(crate) type DecoderQueue = std::sync::mpsc::SyncSender<(VideoCodec, u32, Bytes)>;
 
@@ -744,6 +755,7 @@ pub(crate) fn start_decoder(
         .spawn(move || {
             let mut decoder: Option<Decoder> = None;
             let mut held: VecDeque<(Instant, EngineEvent)> = VecDeque::new();
+            let mut in_flight: VecDeque<std::sync::Weak<VideoFrame>> = VecDeque::new();
             loop {
                 let wait = held.front().map_or(Duration::from_secs(1), |(at, _)| {
                     at.saturating_duration_since(Instant::now())
@@ -754,6 +766,9 @@ pub(crate) fn start_decoder(
                             counters.frames.fetch_add(1, Ordering::Relaxed);
                             let stamp = read_stamp(&frame);
                             let show_at = Instant::now() + sync.hold(rtp_timestamp);
+                            if held.len() >= MAX_HELD_FRAMES {
+                                held.pop_front();
+                            }
                             held.push_back((
                                 show_at,
                                 EngineEvent::FrameDecoded {
@@ -778,7 +793,15 @@ pub(crate) fn start_decoder(
                     let Some((_, mut event)) = held.pop_front() else {
                         break;
                     };
-                    if let EngineEvent::FrameDecoded { shown_ms, .. } = &mut event {
+                    if let EngineEvent::FrameDecoded {
+                        shown_ms, frame, ..
+                    } = &mut event
+                    {
+                        in_flight.retain(|f| f.strong_count() > 0);
+                        if in_flight.len() >= MAX_FRAMES_IN_FLIGHT {
+                            continue;
+                        }
+                        in_flight.push_back(Arc::downgrade(frame));
                         *shown_ms = now_ms32();
                     }
                     // A UI that cannot keep up loses frames, never the call.
@@ -792,4 +815,104 @@ pub(crate) fn start_decoder(
         tracing::error!(error = %e, "cannot start a decoder thread");
     }
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: failing loudly is intended.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use liveloop_media::synthetic::SyntheticCamera;
+
+    use super::*;
+
+    fn rss() -> u64 {
+        crate::meter::Meter::new()
+            .sample(std::process::id())
+            .expect("this process can be read")
+            .rss_bytes
+    }
+
+    /// A remote sends frames faster than its owner takes them: the decoder's queue keeps 30
+    /// and asks for a keyframe, and at most [`MAX_FRAMES_IN_FLIGHT`] decoded pictures wait
+    /// for the owner, whatever number were decoded; once it reads, pictures flow again.
+    #[test]
+    fn a_frame_flood_into_an_owner_that_reads_nothing_is_capped() {
+        const FLOOD: usize = 600;
+        let (events, mut owner) = mpsc::channel(4096);
+        let counters = Arc::new(DecodeCounters::default());
+        let keyframe_needed = Arc::new(AtomicBool::new(false));
+        let queue = start_decoder(
+            "flood".into(),
+            events,
+            counters.clone(),
+            keyframe_needed.clone(),
+            Arc::new(SyncState::default()),
+        );
+        // Real 640x360 keyframes: each decodes to a 345,600-byte picture, 207 MB for the flood
+        // were they all kept.
+        let camera = SyntheticCamera::new(640, 360, 30.0);
+        let mut encoder = H264Encoder::new(H264Config {
+            bitrate_bps: 1_000_000,
+            fps: 30.0,
+        })
+        .unwrap();
+        let keyframes: Vec<Bytes> = (0..10u64)
+            .map(|n| {
+                encoder.request_keyframe();
+                Bytes::from(encoder.encode(&camera.render(n, n * 33_333)).unwrap().data)
+            })
+            .collect();
+        let before = rss();
+        // Every frame decoded: the sender waits for room in the queue.
+        for n in 0..FLOOD {
+            queue
+                .send((VideoCodec::H264, n as u32 * 3000, keyframes[n % 10].clone()))
+                .unwrap();
+        }
+        let decoded = |c: &DecodeCounters| c.frames.load(Ordering::Relaxed) as usize;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while decoded(&counters) < FLOOD && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let after = rss();
+        let mut waiting = Vec::new();
+        while let Ok(ev) = owner.try_recv() {
+            waiting.push(ev);
+        }
+        let grown = after.saturating_sub(before);
+        eprintln!(
+            "decoded {} of {FLOOD}; {} pictures waited for the owner; RSS +{:.1} MiB",
+            decoded(&counters),
+            waiting.len(),
+            grown as f64 / f64::from(1 << 20)
+        );
+        assert_eq!(decoded(&counters), FLOOD, "every frame was decoded");
+        assert_eq!(waiting.len(), MAX_FRAMES_IN_FLIGHT);
+        // 16 pictures are 5.3 MiB; the rest is the decoder's own buffers and the allocator.
+        assert!(grown < 40 << 20, "RSS grew by {grown} bytes");
+
+        // Pictures the owner has dropped no longer count: the next ones reach it.
+        drop(waiting);
+        queue
+            .send((VideoCodec::H264, 0, keyframes[0].clone()))
+            .unwrap();
+        let next = owner
+            .blocking_recv()
+            .expect("a picture after the owner read");
+        assert!(matches!(next, EngineEvent::FrameDecoded { .. }));
+
+        // Without waiting for room, frames past the queue's 30 are dropped and a keyframe is
+        // asked for.
+        keyframe_needed.store(false, Ordering::Relaxed);
+        for n in 0..10_000u32 {
+            queue_frame(
+                &queue,
+                &keyframe_needed,
+                (VideoCodec::H264, n, keyframes[0].clone()),
+            );
+        }
+        assert!(keyframe_needed.load(Ordering::Relaxed));
+    }
 }

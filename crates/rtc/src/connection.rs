@@ -191,6 +191,7 @@ pub(crate) async fn build_connection(
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler(shared.clone())))
             .with_udp_addrs(udp)
+            .with_data_channel_send_buffer_limit(crate::DATA_CHANNEL_SEND_LIMIT)
             .build(),
     )
     .await

@@ -24,6 +24,12 @@ pub use video::VideoCodec;
 /// waiting for the remote description then holds at most 128 × 2 KiB.
 pub const MAX_CANDIDATE_BYTES: usize = 2048;
 
+/// Bytes our data channel may hold that the remote has not yet acknowledged. Past it,
+/// [`Peer::send_chat`] refuses with [`RtcError::SendBufferFull`] rather than queue without
+/// limit behind a remote that reads slowly or not at all (chat and state messages are a few
+/// hundred bytes; this is thousands of them).
+pub const DATA_CHANNEL_SEND_LIMIT: usize = 1 << 20;
+
 use send::{CachedRoute, Outgoing};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -429,21 +435,22 @@ impl Peer {
         }
     }
 
-    /// Sends a chat or metadata message on the data channel.
+    /// Sends a chat or metadata message on the data channel. Never waits for the remote.
     ///
     /// # Errors
-    /// [`RtcError::NotReady`] before the channel opens.
+    /// [`RtcError::NotReady`] before the channel opens; [`RtcError::SendBufferFull`] while
+    /// [`DATA_CHANNEL_SEND_LIMIT`] bytes wait for the remote's acknowledgement (the message
+    /// is not sent).
     pub async fn send_chat(&self, text: &str) -> Result<(), RtcError> {
         let dc = lock(&self.shared.chat)
             .clone()
             .ok_or(RtcError::NotReady("chat"))?;
-        dc.send_text(text).await.map_err(rtc_err)
+        dc.try_send_text(text).await.map_err(|e| match e {
+            rtc::shared::error::Error::ErrSendBufferFull => RtcError::SendBufferFull,
+            e => rtc_err(e),
+        })
     }
 
-    /// Asks the remote sender for a keyframe (PLI), after loss or when a decoder starts.
-    ///
-    /// # Errors
-    /// Before remote video arrived, or on a WebRTC error.
     /// What the congestion controller estimates this connection can carry from us, in bits
     /// per second, once feedback has come (`None` before). Audio and video share it.
     #[must_use]
@@ -451,6 +458,10 @@ impl Peer {
         self.shared.send_estimate.get()
     }
 
+    /// Asks the remote sender for a keyframe (PLI), after loss or when a decoder starts.
+    ///
+    /// # Errors
+    /// Before remote video arrived, or on a WebRTC error.
     pub async fn request_keyframe(&self) -> Result<(), RtcError> {
         self.request_keyframe_of(false).await
     }

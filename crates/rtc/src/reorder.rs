@@ -3,11 +3,15 @@
 //! order and "this many were lost" come out.
 //!
 //! Nothing waits while packets arrive in order, so a clean network adds no delay. A hole holds
-//! the packets behind it until the retransmission fills it or [`MAX_WAIT`] passes; a hole wider
-//! than [`MAX_GAP`] (an outage, a restart) is given up at once, since retransmitting it would
-//! take longer than a keyframe.
+//! the packets behind it until the retransmission fills it or the oldest packet held has waited
+//! [`MAX_WAIT`]; a hole wider than [`MAX_GAP`] (an outage, a restart) is given up at once, since
+//! retransmitting it would take longer than a keyframe.
+//!
+//! Invariant: no packet is held longer than [`MAX_WAIT`] after it arrived, however many holes
+//! lie before it. The wait is measured from the arrival of the oldest packet held, not per
+//! hole, so a sender that leaves a hundred small holes costs one wait, not a hundred in turn.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How long a hole may hold back the packets behind it. A retransmission takes a round trip
@@ -35,8 +39,9 @@ pub struct Reorder<P> {
     /// The extended sequence number expected next (`None` before the first packet).
     next: Option<u64>,
     held: BTreeMap<u64, P>,
-    /// Since when the packet `next` has been missing while later ones wait.
-    waiting_since: Option<Instant>,
+    /// When each held packet arrived, oldest first (entries of packets passed on since are
+    /// skipped lazily).
+    arrivals: VecDeque<(Instant, u64)>,
 }
 
 impl<P> Default for Reorder<P> {
@@ -44,7 +49,7 @@ impl<P> Default for Reorder<P> {
         Self {
             next: None,
             held: BTreeMap::new(),
-            waiting_since: None,
+            arrivals: VecDeque::new(),
         }
     }
 }
@@ -68,14 +73,17 @@ impl<P> Reorder<P> {
                 ext as u64
             }
         };
-        self.held.entry(ext).or_insert(packet);
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.held.entry(ext) {
+            slot.insert(packet);
+            self.arrivals.push_back((now, ext));
+        }
         self.drain(now)
     }
 
     /// When [`Reorder::poll`] should next be called (while a hole is waited for).
     #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
-        self.waiting_since.map(|t| t + MAX_WAIT)
+        self.arrivals.front().map(|&(t, _)| t + MAX_WAIT)
     }
 
     /// Packets held (for the fuzz target's bound on them).
@@ -99,24 +107,37 @@ impl<P> Reorder<P> {
             if let Some(p) = self.held.remove(&next) {
                 out.push(Out::Packet(p));
                 self.next = Some(next + 1);
-                self.waiting_since = None;
                 continue;
             }
             let Some((&first, _)) = self.held.first_key_value() else {
-                self.waiting_since = None;
                 break;
             };
             let gap = first - next;
-            let since = *self.waiting_since.get_or_insert(now);
-            if gap > MAX_GAP || now >= since + MAX_WAIT || self.held.len() > CAPACITY {
+            let oldest = self.oldest_arrival(next).unwrap_or(now);
+            if gap > MAX_GAP || now >= oldest + MAX_WAIT || self.held.len() > CAPACITY {
                 out.push(Out::Lost(gap));
                 self.next = Some(first);
-                self.waiting_since = None;
                 continue;
             }
             break;
         }
+        if self.held.is_empty() {
+            self.arrivals.clear();
+        } else if let Some(next) = self.next {
+            self.oldest_arrival(next);
+        }
         out
+    }
+
+    /// When the oldest packet still held arrived; drops the entries of packets passed on.
+    fn oldest_arrival(&mut self, next: u64) -> Option<Instant> {
+        while let Some(&(t, ext)) = self.arrivals.front() {
+            if ext >= next && self.held.contains_key(&ext) {
+                return Some(t);
+            }
+            self.arrivals.pop_front();
+        }
+        None
     }
 }
 
@@ -171,6 +192,44 @@ mod tests {
         // The lost packet arriving afterwards is too late.
         assert!(r.push(2, 2, t + MAX_WAIT).is_empty());
         assert_eq!(packets(&r.push(4, 4, t + MAX_WAIT)), vec![4]);
+    }
+
+    #[test]
+    fn many_small_holes_cost_one_wait_not_one_each() {
+        // A sender that skips every other sequence number: 200 holes behind each other.
+        let mut r = Reorder::default();
+        let t = Instant::now();
+        r.push(0, 0, t);
+        for s in 1..=200u16 {
+            assert!(r.push(s * 2, s * 2, t).is_empty());
+        }
+        assert_eq!(r.deadline(), Some(t + MAX_WAIT));
+        let out = r.poll(t + MAX_WAIT);
+        assert_eq!(
+            packets(&out),
+            (1..=200u16).map(|s| s * 2).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            out.iter().filter(|o| matches!(o, Out::Lost(1))).count(),
+            200
+        );
+        assert_eq!(r.deadline(), None);
+        assert_eq!(r.held(), 0);
+    }
+
+    #[test]
+    fn a_later_hole_waits_from_its_own_packets_arrival() {
+        let mut r = Reorder::default();
+        let t = Instant::now();
+        r.push(1, 1, t);
+        r.push(3, 3, t);
+        let t2 = t + Duration::from_millis(200);
+        r.push(5, 5, t2);
+        // At t + MAX_WAIT packet 3 has waited long enough; 5 arrived later and still may wait.
+        assert_eq!(r.poll(t + MAX_WAIT), vec![Out::Lost(1), Out::Packet(3)]);
+        assert_eq!(r.deadline(), Some(t2 + MAX_WAIT));
+        assert_eq!(packets(&r.push(4, 4, t + MAX_WAIT)), vec![4, 5]);
+        assert_eq!(r.deadline(), None);
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum RtcError {
     /// A frame of another codec than the one this stream was negotiated with.
     #[error("this stream is sent as {0:?}")]
     OtherCodec(VideoCodec),
+    /// The data channel holds [`crate::DATA_CHANNEL_SEND_LIMIT`] bytes the remote has not
+    /// acknowledged: the message was not sent.
+    #[error("the other side is not keeping up with messages; this one was not sent")]
+    SendBufferFull,
 }
 
 pub(crate) fn rtc_err(e: impl std::fmt::Display) -> RtcError {

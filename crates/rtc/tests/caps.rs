@@ -5,7 +5,9 @@
 //! - chat: a remote floods the data channel while the owner reads no events; the chat queue
 //!   (256) and the owner's channel hold what they can, the rest is dropped, and once the owner
 //!   reads, chat flows again;
-//! - media: the same with video frames (the media queue, 512).
+//! - media: the same with video frames (the media queue, 512);
+//! - our own chat sends: past 1 MiB the remote has not acknowledged, `send_chat` refuses with
+//!   `SendBufferFull` instead of queueing, and sends again once the network has carried it.
 //!
 //! The queues' drop counters are crate-private (no stats carry them), so drops are counted
 //! here from what the owner reads. The receive pipeline's 4 MiB frame cap cannot be reached
@@ -202,9 +204,9 @@ async fn a_chat_flood_into_an_owner_that_reads_nothing_is_capped() {
     };
     // What one message costs on the wire (SCTP and DTLS framing: 1065 bytes), from B's
     // counter over 512 that B reads. A paces its flood by it, keeping at most WINDOW bytes
-    // that B has not yet received: our own send side has no send-buffer limit (`send_chat`
-    // never waits), so a sender in this process that ran ahead would queue the whole flood
-    // here (the measurement would be of A, not of B), and a burst larger than B's socket
+    // that B has not yet received: our own send side refuses past 1 MiB unacknowledged
+    // (`DATA_CHANNEL_SEND_LIMIT`, the next test), so a sender that ran ahead would be refused
+    // rather than reach B's queues, and a burst larger than B's socket
     // buffer loses packets, which SCTP resends only after its timeout (1 s and doubling).
     let received = async || b.peer.stats().await.bytes_received;
     let start = received().await;
@@ -311,12 +313,86 @@ async fn a_chat_flood_into_an_owner_that_reads_nothing_is_capped() {
     b.peer.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_chat_sends_are_refused_past_the_send_buffer_limit() {
+    /// 16,000 messages of 16 KiB: 250 MiB, were they all queued.
+    const COUNT: usize = 16_000;
+    const LEN: usize = 16 << 10;
+    let (a, b) = connected_pair().await;
+    drain(a.events);
+    // B reads everything (a well-behaved remote): the limit is on what A has queued that the
+    // network has not yet carried, and no link carries 250 MiB in the moment it takes to queue.
+    let (b_peer, mut b_events) = (b.peer, b.events);
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let last = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (received, last) = (received.clone(), last.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = b_events.recv().await {
+                if let PeerEvent::Chat(text) = ev {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    *last.lock().unwrap() = text.chars().take(16).collect();
+                }
+            }
+        })
+    };
+    let before = rss();
+    let (mut sent, mut refused) = (0usize, 0usize);
+    for i in 0..COUNT {
+        let mut text = format!("burst {i:07} ");
+        text.extend(std::iter::repeat_n('x', LEN - text.len()));
+        match a.peer.send_chat(&text).await {
+            Ok(()) => sent += 1,
+            Err(RtcError::SendBufferFull) => refused += 1,
+            Err(e) => panic!("message {i}: {e}"),
+        }
+    }
+    let after = rss();
+    let grown = after.saturating_sub(before);
+    // Once the network has carried what was queued, A sends again and B hears it.
+    let resumed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match a.peer.send_chat("after the burst").await {
+                Ok(()) => break,
+                Err(RtcError::SendBufferFull) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("after the burst: {e}"),
+            }
+        }
+        while *last.lock().unwrap() != "after the burst" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    eprintln!(
+        "own chat burst: {COUNT} messages of {LEN} bytes; {sent} queued, {refused} refused; RSS {:.1} -> {:.1} MiB (+{:.1} MiB); B read {}",
+        mib(before),
+        mib(after),
+        mib(grown),
+        received.load(Ordering::Relaxed),
+    );
+    resumed.expect("A's chat was accepted and reached B within 20 s of the burst");
+    assert!(refused > 0, "all {COUNT} messages were queued: no limit");
+    // The bound: 4 times the limit for the queued messages and their chunks on the way, plus
+    // 12 MiB for what is not the queue (as in the flood above). Unbounded, it would be 250 MiB.
+    let bound = 4 * liveloop_rtc::DATA_CHANNEL_SEND_LIMIT as u64 + (12 << 20);
+    assert!(
+        grown < bound,
+        "RSS grew by {:.1} MiB (bound {:.1} MiB)",
+        mib(grown),
+        mib(bound)
+    );
+    reader.abort();
+    a.peer.close().await.unwrap();
+    b_peer.close().await.unwrap();
+}
+
 /// Sends `frame` from `a` until `b`'s transport has received `until` packets more, as fast as
 /// the connection carries them: at most 64 ahead of what B has received (a packet that does
-/// not arrive within 50 ms is written off). Faster, our own sender's pacer (128 packets)
-/// would refuse every other packet, and a receiver left with thousands of small holes gives
-/// them up one per 250 ms (`reorder.rs`), which stalls its video for minutes: a bug, but not
-/// this test's. Returns how many frames were sent.
+/// not arrive within 50 ms is written off). Faster, our own sender's pacer would refuse
+/// every other packet and the flood would be of losses, not of events. Returns how many
+/// frames were sent.
 async fn flood_video(a: &Peer, b: &Peer, frame: &Bytes, duration: Duration, until: u64) -> u64 {
     let received = async || b.stats().await.packets_received;
     let start = received().await;

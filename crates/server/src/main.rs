@@ -61,6 +61,11 @@ struct Args {
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = liveloop_server::limits::DEFAULT_MAX_CONNECTIONS_PER_IP)]
     max_connections_per_ip: usize,
 
+    /// New matchmaking (engine.io) sessions per client address and second, in bursts of five
+    /// seconds' worth; more get 429. 0: no limit.
+    #[arg(long, env = "HANDSHAKES_PER_IP_PER_SEC", default_value_t = liveloop_server::matchmaking::DEFAULT_HANDSHAKES_PER_IP_PER_SEC)]
+    handshakes_per_ip_per_sec: u32,
+
     /// List the waiting users' names in the matchmaking service's /api/status (default:
     /// counts only).
     #[arg(long)]
@@ -106,6 +111,7 @@ async fn main() -> Result<()> {
             allowed_origins: allowed_origins.clone(),
             max_connections_per_ip: args.max_connections_per_ip,
             status_names: args.status_names,
+            handshakes_per_ip_per_sec: args.handshakes_per_ip_per_sec,
         };
         let router = matchmaking::router(config);
         let listener = bind(&args.matchmaking_addr)

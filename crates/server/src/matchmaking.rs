@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::Json;
 use axum::routing::get;
-use liveloop_core::conn_limit::TooManyConnections;
+use liveloop_core::conn_limit::{NewConnectionRate, TooManyConnections};
 use liveloop_core::matchmaker::{Config, Matchmaker};
 use liveloop_proto::matchmaking as mm;
 use serde::de::DeserializeOwned;
@@ -37,7 +37,17 @@ pub struct MatchmakingConfig {
     pub max_connections_per_ip: usize,
     /// `/api/status` lists the waiting users' names (off: counts only).
     pub status_names: bool,
+    /// New engine.io sessions (handshakes) per client address and second, in bursts of five
+    /// seconds' worth; more get 429. A session that connects no namespace is never counted
+    /// by `max_connections_per_ip` (it ends after 10 s), so this caps a handshake flood.
+    /// `0`: no limit.
+    pub handshakes_per_ip_per_sec: u32,
 }
+
+/// The default rate of new engine.io sessions per address: a household or an office behind
+/// one NAT reconnecting at once after a restart (bursts of 100), not one host opening
+/// thousands a second.
+pub const DEFAULT_HANDSHAKES_PER_IP_PER_SEC: u32 = 20;
 
 impl Default for MatchmakingConfig {
     fn default() -> Self {
@@ -46,6 +56,7 @@ impl Default for MatchmakingConfig {
             allowed_origins: AllowedOrigins::Any,
             max_connections_per_ip: crate::limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
             status_names: false,
+            handshakes_per_ip_per_sec: DEFAULT_HANDSHAKES_PER_IP_PER_SEC,
         }
     }
 }
@@ -59,6 +70,7 @@ struct Inner {
     per_ip: PerIpLimit,
     /// Each connected socket's count against [`Inner::per_ip`], given back at disconnect.
     permits: Mutex<HashMap<Sid, IpPermit>>,
+    handshakes: Mutex<NewConnectionRate>,
 }
 
 /// Why a connection is refused before it is registered (socket.io's `connect_error`).
@@ -115,6 +127,10 @@ pub fn router(config: MatchmakingConfig) -> Router {
         status_names: config.status_names,
         per_ip: PerIpLimit::new(config.max_connections_per_ip),
         permits: Mutex::new(HashMap::new()),
+        handshakes: Mutex::new(NewConnectionRate::new(
+            config.handshakes_per_ip_per_sec.saturating_mul(5),
+            config.handshakes_per_ip_per_sec as f32,
+        )),
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(256 * 1024)
@@ -138,8 +154,37 @@ pub fn router(config: MatchmakingConfig) -> Router {
             get(|| async { Json(json!({"status": "OK", "message": "LiveLoop matchmaking"})) }),
         )
         .route("/api/status", get(status))
-        .with_state(inner)
+        .with_state(inner.clone())
         .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(
+            inner,
+            limit_handshakes,
+        ))
+}
+
+/// Refuses an engine.io handshake (a `/socket.io/` request without a session id) from an
+/// address over its rate, with 429, before socketioxide makes a session for it.
+async fn limit_handshakes(
+    State(inner): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let uri = request.uri();
+    let handshake = uri.path().starts_with("/socket.io")
+        && !uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .any(|kv| kv.starts_with("sid="));
+    if handshake && let Some(ip) = crate::limits::peer_ip(request.extensions()) {
+        let allowed = lock(&inner.handshakes).allow(ip, inner.now());
+        if let Err(e) = allowed {
+            tracing::debug!(%ip, "refused an engine.io handshake: {e}");
+            return (axum::http::StatusCode::TOO_MANY_REQUESTS, e.to_string()).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn timer(inner: Weak<Inner>, io: SocketIo) {

@@ -24,8 +24,16 @@ impl Runner {
                     return;
                 }
                 let msg = PeerMessage::Chat { text }.to_json();
-                for m in self.members.values() {
-                    let _ = m.peer.send_chat(&msg).await;
+                let mut refused = None;
+                for (id, m) in &self.members {
+                    if let Err(e @ liveloop_rtc::RtcError::SendBufferFull) =
+                        m.peer.send_chat(&msg).await
+                    {
+                        refused = Some(format!("chat to {id}: {e}"));
+                    }
+                }
+                if let Some(message) = refused {
+                    self.error(ErrorKind::Signaling, message).await;
                 }
             }
             Command::SetMuted(muted) => {
