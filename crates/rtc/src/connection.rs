@@ -66,8 +66,9 @@ fn default_interceptors(
     defaults::configure_simulcast_extension_headers(media).map_err(rtc_err)?;
     // TWCC both ways: our receiver reports what arrives (for the remote's estimator), and our
     // own send side numbers what leaves, estimates from the feedback (`core::bwe`: queueing
-    // delay and loss), and paces to the estimate. The pieces are webrtc-rs's (`configure_congestion_control`
-    // assembles the same ones); they are placed here so that the pacer's queue is ours.
+    // delay and loss), and paces to the estimate, audio first (`pacer.rs`). The TWCC pieces
+    // are webrtc-rs's (`configure_congestion_control` assembles them with its own estimator
+    // and a first-in, first-out pacer).
     let registry = defaults::configure_twcc_receiver_only(registry, media).map_err(rtc_err)?;
     let registry = registry
         .with(
@@ -86,10 +87,9 @@ fn default_interceptors(
         )
         .with(
             rtc::interceptor::Slot::Pacer,
-            rtc::interceptor::PacerBuilder::new()
-                .with_target_bitrate(f64::from(START_BITRATE_BPS) * crate::bwe::PACING_FACTOR)
-                .with_queue_limit(PACER_QUEUE_PACKETS)
-                .build(),
+            crate::pacer::AudioFirstPacer::new(
+                f64::from(START_BITRATE_BPS) * crate::bwe::PACING_FACTOR,
+            ),
         );
     Ok(defaults::configure_rtcp_reports(registry))
 }
@@ -102,11 +102,6 @@ pub const START_BITRATE_BPS: u32 = 600_000;
 pub const MIN_BITRATE_BPS: u32 = 100_000;
 /// Its ceiling: more than a 720p call needs.
 pub const MAX_BITRATE_BPS: u32 = 6_000_000;
-/// Packets the pacer holds before it refuses new ones: about 2 s at 1 Mbit/s (a 1080p screen
-/// keyframe fits). It paces at 2.5
-/// times the estimate and the encoders aim below the estimate, so the queue is a keyframe at
-/// most.
-const PACER_QUEUE_PACKETS: usize = 256;
 
 /// Our audio track (Opus; webrtc-rs packetizes it).
 pub(crate) fn audio_track() -> Result<Arc<TrackLocalStaticSample>, RtcError> {

@@ -6,6 +6,7 @@ mod events;
 mod handler;
 mod keyframe;
 mod negotiation;
+mod pacer;
 mod receive;
 pub mod reorder;
 mod send;
