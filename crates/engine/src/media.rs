@@ -367,6 +367,10 @@ pub(crate) fn start_video(
                     0 => bitrate_bps,
                     bps => bps.min(bitrate_bps),
                 };
+                // The encoders' rate control spreads the bitrate over the frame rate they were
+                // made for (the source's): fed every n-th frame, they are told n times the
+                // target, so that a change of divider needs no new encoder (and no keyframe).
+                let target = target.saturating_mul(u32::from(divider));
                 flags.send.sent_width.store(frame.width, Ordering::Relaxed);
                 flags
                     .send
@@ -385,7 +389,7 @@ pub(crate) fn start_video(
                     if slot.as_ref().is_none_or(|(f, _, _)| *f != format) {
                         let config = H264Config {
                             bitrate_bps: target,
-                            fps: fps / f32::from(divider),
+                            fps,
                         };
                         match Encoder::new(codec, config) {
                             // Its first frame is a keyframe of its own, which does not
@@ -535,6 +539,12 @@ pub(crate) struct ScreenFlags {
     pub keyframe: Keyframes,
     /// The share's bitrate, set by the session's send rate (`0`: [`SCREEN_MAX_BPS`]).
     pub bitrate_bps: AtomicU32,
+    /// Every n-th screen frame is sent (set by the send rate: a share keeps its size and
+    /// lowers its frame rate).
+    pub frame_divider: AtomicU8,
+    /// What the screen thread reports back: the source's pixels and frame rate (1/1000 fps).
+    pub source_pixels: AtomicU32,
+    pub source_fps_milli: AtomicU32,
 }
 
 /// A screen encoder with the size it was made for and the bitrate it aims at now.
@@ -545,7 +555,9 @@ pub(crate) const SCREEN_MAX_BPS: u32 = 2_500_000;
 
 /// The screen share's capture-and-encode thread. Screens are encoded for legibility: full
 /// resolution (up to 1920x1080, larger screens are scaled by the source), the source's frame
-/// rate (a few frames a second is plenty for slides and code), 2.5 Mbit/s. It ends when
+/// rate (a few frames a second is plenty for slides and code), up to 2.5 Mbit/s; when the
+/// send rate gives it less, it sends every n-th frame (`flags.frame_divider`), never a
+/// smaller picture. It ends when
 /// `flags.stop` is set, or when the source fails (a shared window closed): then it sends the
 /// reason on `ended`, tagged with `generation`.
 pub(crate) fn start_screen(
@@ -564,6 +576,10 @@ pub(crate) fn start_screen(
             let epoch = Instant::now();
             let mut next = Instant::now();
             let mut failures = 0;
+            let mut captured = 0u64;
+            flags
+                .source_fps_milli
+                .store((fps * 1000.0) as u32, Ordering::Relaxed);
             while !flags.stop.load(Ordering::Relaxed) {
                 next += Duration::from_secs_f32(1.0 / fps);
                 sleep_until(next);
@@ -583,10 +599,20 @@ pub(crate) fn start_screen(
                     }
                 };
                 let size = (frame.width, frame.height);
+                flags
+                    .source_pixels
+                    .store(frame.width * frame.height, Ordering::Relaxed);
+                captured += 1;
+                let divider = flags.frame_divider.load(Ordering::Relaxed).max(1);
+                if !captured.is_multiple_of(u64::from(divider)) {
+                    continue;
+                }
                 let target = match flags.bitrate_bps.load(Ordering::Relaxed) {
                     0 => SCREEN_MAX_BPS,
                     bps => bps.min(SCREEN_MAX_BPS),
                 };
+                // As the camera's: told n times the target when fed every n-th frame.
+                let target = target.saturating_mul(u32::from(divider));
                 for codec in VideoCodec::PREFERENCE {
                     let slot = encoders.get_mut(codec);
                     if out.of(codec).receiver_count() == 0 {
@@ -629,7 +655,7 @@ pub(crate) fn start_screen(
                         Ok(au) if !au.data.is_empty() => {
                             let _ = out.of(codec).send(EncodedVideo {
                                 data: Bytes::from(au.data),
-                                duration: Duration::from_secs_f32(1.0 / fps),
+                                duration: Duration::from_secs_f32(f32::from(divider) / fps),
                             });
                         }
                         Ok(_) => {}

@@ -124,6 +124,7 @@ pub(crate) fn start(
         encoded_screen: VideoOut::new(),
         screen_ended: screen_ended_tx,
         send_rate,
+        screen_rate: None,
         send_loss: 0.0,
         send_allocation: None,
     };
@@ -164,6 +165,8 @@ struct Runner {
     screen_ended: mpsc::UnboundedSender<(u64, String)>,
     /// What we send, given the peers' estimates (`runner::send`).
     send_rate: SendRate,
+    /// The screen share's own policy (frame rate only), while one runs.
+    screen_rate: Option<SendRate>,
     /// The largest loss the peers report for what we send (0 to 1).
     send_loss: f64,
     /// The last estimate and allocation.

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use liveloop_core::send_rate::{Allocation, Limit};
+use liveloop_core::send_rate::{Allocation, Content, HEADROOM, Limit, SendConfig, SendRate};
 
 use super::Runner;
 use crate::stats::SendReport;
@@ -49,6 +49,29 @@ impl Runner {
                 .video_bps
                 .saturating_sub(screen_bps)
                 .max(liveloop_core::send_rate::MIN_VIDEO_BPS);
+            // The share keeps its size and lowers its frame rate when its bits per pixel run
+            // low: its own policy, given its share (as an estimate: the policy takes its
+            // headroom off again, and a share has no audio).
+            let policy = self.screen_rate.get_or_insert_with(|| {
+                SendRate::new(SendConfig {
+                    max_video_bps: crate::media::SCREEN_MAX_BPS,
+                    audio_bps: 0,
+                    content: Content::Screen,
+                })
+            });
+            let fps = screen.source_fps_milli.load(Ordering::Relaxed) as f32 / 1000.0;
+            let share = policy.update(
+                self.epoch.elapsed(),
+                estimate.map(|_| (f64::from(screen_bps) / HEADROOM) as u32),
+                0.0,
+                screen.source_pixels.load(Ordering::Relaxed),
+                if fps > 0.0 { fps } else { 15.0 },
+            );
+            screen
+                .frame_divider
+                .store(share.frame_divider.max(1), Ordering::Relaxed);
+        } else {
+            self.screen_rate = None;
         }
         send.set(&camera);
         self.send_allocation = Some((estimate, a));
