@@ -57,7 +57,9 @@ struct Args {
 
 impl Args {
     fn wants(&self, scenario: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| scenario.contains(o))
+        self.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|o| scenario.contains(o.trim())))
     }
 }
 
@@ -429,6 +431,15 @@ struct RunResult {
     camera_fps: BTreeMap<String, f64>,
     /// Chromium's own view at the end of the window (`callStats()` of each page).
     chromium_stats: BTreeMap<String, Value>,
+    /// Native: what each client sent (kbit/s, to each peer, summed) and its send estimate
+    /// (the lowest among its peers), once a second: (seconds into the window, sent,
+    /// estimate).
+    send_kbps: BTreeMap<String, Vec<(f64, f64, f64)>>,
+    /// Step scenarios: seconds after the drop until capture → decoded p95 stays under 200 ms.
+    step_latency_recovered_s: Option<f64>,
+    /// Step scenarios: seconds after the capacity returns until every sender sends 1.2
+    /// Mbit/s (native).
+    step_rate_recovered_s: Option<f64>,
 }
 
 impl RunResult {
@@ -463,8 +474,11 @@ impl RunResult {
             "received_sizes": streams.iter().flat_map(|s| s.sizes.iter().map(|(w, h)| format!("{w}x{h}")))
                 .collect::<BTreeSet<_>>(),
             "recovery_ms": self.recovery_ms,
+            "step_latency_recovered_s": self.step_latency_recovered_s,
+            "step_rate_recovered_s": self.step_rate_recovered_s,
             "camera_fps": self.camera_fps,
             "chromium_stats": self.chromium_stats,
+            "send_kbps": self.send_kbps,
             "streams": self.streams,
             "usage": self.usage,
         })
@@ -486,6 +500,8 @@ struct Scenario {
     network: Option<Impairment>,
     /// A total outage of the impaired link this long, from this far into the window.
     outage: Option<(Duration, Duration)>,
+    /// Changes of the impaired link during the window: from this far into it, this.
+    steps: Vec<(Duration, Impairment)>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -532,6 +548,69 @@ async fn outage(s: &Scenario, lab: Option<&NetLab>) -> Option<f64> {
     Some(unix_ms())
 }
 
+/// Applies the scenario's steps, if any, on `lab` as the window goes.
+async fn steps(s: &Scenario, lab: Option<&NetLab>) {
+    let Some(lab) = lab else { return };
+    let start = tokio::time::Instant::now();
+    for (at, imp) in &s.steps {
+        tokio::time::sleep_until(start + *at).await;
+        lab.impair(*imp);
+    }
+}
+
+/// The impaired link's rate cap over the window (seconds from its start, kbit/s): the
+/// scenario's cap, then its steps.
+fn cap_line(s: &Scenario) -> Vec<(f64, f64)> {
+    let Some(rate) = s.network.and_then(|n| n.rate_bps) else {
+        return Vec::new();
+    };
+    let mut line = vec![(0.0, rate as f64 / 1000.0)];
+    for (at, imp) in &s.steps {
+        if let Some(r) = imp.rate_bps {
+            line.push((at.as_secs_f64(), r as f64 / 1000.0));
+        }
+    }
+    line
+}
+
+/// A step scenario's recoveries (the issue's goals): after the drop, how long until the
+/// capture → decoded p95 of every later second (to the next step) is under 200 ms; after the
+/// capacity returns, how long until a sender sends ≥ 1.2 Mbit/s (native only: the series
+/// comes from the CLI's stats lines).
+fn step_recovery(s: &Scenario, result: &mut RunResult, window_start: f64) {
+    let [(down, _), (up, _), ..] = s.steps[..] else {
+        return;
+    };
+    let (down, up) = (down.as_secs_f64(), up.as_secs_f64());
+    let mut buckets: Vec<Vec<f64>> = vec![Vec::new(); (up - down).ceil() as usize];
+    for r in result.streams.values() {
+        for (captured, decoded) in &r.frames {
+            let t = (decoded - window_start) / 1000.0 - down;
+            if (0.0..up - down).contains(&t) {
+                buckets[t as usize].push(decoded - captured);
+            }
+        }
+    }
+    let ok = |b: &Vec<f64>| percentile(b, 0.95).is_some_and(|p95| p95 < 200.0);
+    result.step_latency_recovered_s = (0..buckets.len())
+        .find(|&k| buckets[k..].iter().all(ok))
+        .map(|k| k as f64);
+    result.step_rate_recovered_s = result
+        .send_kbps
+        .values()
+        .map(|series| {
+            series
+                .iter()
+                .find(|(t, sent, _)| *t >= up && *sent >= 1200.0)
+                .map(|(t, _, _)| t - up)
+        })
+        .max_by(|a, b| {
+            a.unwrap_or(f64::INFINITY)
+                .total_cmp(&b.unwrap_or(f64::INFINITY))
+        })
+        .flatten();
+}
+
 /// Recovery: from the link's return to the first frame captured after it being decoded, the
 /// worst over the streams.
 fn recovery(result: &RunResult, restored: Option<f64>) -> Option<f64> {
@@ -569,7 +648,7 @@ async fn measure_window(
             m.sample_memory();
         }
     };
-    let (restored, ()) = tokio::join!(outage(s, lab), half);
+    let (restored, (), ()) = tokio::join!(outage(s, lab), half, steps(s, lab));
     let elapsed = Duration::from_millis((unix_ms() - window_start) as u64);
     tokio::time::sleep(s.window.saturating_sub(elapsed)).await;
     let window_end = unix_ms();
@@ -671,6 +750,22 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
                 r.sizes.insert((w as u32, h as u32));
             }
         }
+        let series = result.send_kbps.entry(id.clone()).or_default();
+        for ev in events.iter().filter(|e| e["event"] == "stats") {
+            let Some(at) = ev["at_ms"].as_f64() else {
+                continue;
+            };
+            if !(window_start..window_end).contains(&at) {
+                continue;
+            }
+            let peers = ev["peers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let sent: f64 = peers.iter().filter_map(|p| p["tx_kbps"].as_f64()).sum();
+            let estimate = ev["send"]["estimate_kbps"].as_f64().unwrap_or(0.0);
+            series.push(((at - window_start) / 1000.0, sent, estimate));
+        }
         let summary = events.iter().rev().find(|e| e["event"] == "summary");
         if let Some(sum) = summary {
             if let Some(c) = sum["join_to_connected_ms"].as_f64() {
@@ -687,6 +782,7 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
         result.latency.extend(&r.latency);
     }
     result.recovery_ms = recovery(&result, restored);
+    step_recovery(s, &mut result, window_start);
     drop(lab);
     if std::env::var_os("LIVELOOP_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -927,6 +1023,7 @@ async fn setup_chromium(env: &Env, calls: usize) -> Result<RunResult> {
         window: Duration::ZERO,
         network: None,
         outage: None,
+        steps: Vec::new(),
     };
     let pages = open_pages(env, &s, None).await?;
     let mut result = RunResult::default();
@@ -1123,6 +1220,7 @@ async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
         result.latency.extend(&r.latency);
     }
     result.recovery_ms = recovery(&result, restored);
+    step_recovery(s, &mut result, window_start);
     Ok(result)
 }
 
@@ -1415,6 +1513,7 @@ async fn main() -> Result<()> {
         window: Duration::from_secs(args.seconds),
         network: None,
         outage: None,
+        steps: Vec::new(),
     };
     let mesh = Scenario {
         name: "mesh 4 360p30",
@@ -1493,13 +1592,53 @@ async fn main() -> Result<()> {
             },
         ),
         net("net 3 s outage", Impairment::default()),
+        net(
+            "net step 3 Mbps → 600 kbps → 3 Mbps",
+            Impairment {
+                rate_bps: Some(3_000_000),
+                ..Impairment::default()
+            },
+        ),
+        Scenario {
+            name: "net mesh 4, one member at 500 kbps",
+            clients: 4,
+            width: 640,
+            height: 360,
+            bitrate_kbps: 800,
+            ..net(
+                "",
+                Impairment {
+                    rate_bps: Some(500_000),
+                    ..Impairment::default()
+                },
+            )
+        },
     ];
-    if let Some(o) = impaired.last_mut() {
-        o.outage = Some((Duration::from_secs(8), Duration::from_secs(3)));
+    for s in &mut impaired {
+        if s.name.contains("outage") {
+            s.outage = Some((Duration::from_secs(8), Duration::from_secs(3)));
+        }
+        if s.name.starts_with("net step") {
+            // The issue's step: 600 kbit/s from 8 s, 3 Mbit/s again from 18 s; the window
+            // runs at least 10 s past it.
+            let cap = |bps| Impairment {
+                rate_bps: Some(bps),
+                ..Impairment::default()
+            };
+            s.steps = vec![
+                (Duration::from_secs(8), cap(600_000)),
+                (Duration::from_secs(18), cap(3_000_000)),
+            ];
+            s.window = s.window.max(Duration::from_secs(28));
+        }
     }
     for s in impaired.iter().filter(|s| args.wants(s.name)) {
         eprintln!("{}", s.name);
-        record(s.name, Stack::Native, &run_native(&env, s).await?);
+        let native = run_native(&env, s).await?;
+        let plot = args.out.join(format!("send-{}.svg", slug(s.name)));
+        std::fs::write(&plot, send_plot(s, &native))?;
+        eprintln!("wrote {}", plot.display());
+        record(s.name, Stack::Native, &native);
         if !args.native_only {
             record(s.name, Stack::Chromium, &run_chromium(&env, s).await?);
         }
@@ -1537,12 +1676,91 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// What the native clients sent over the window, with their estimates and the link's cap:
+/// a small SVG line chart (seconds across, kbit/s up).
+fn send_plot(s: &Scenario, r: &RunResult) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 320.0;
+    const PAD: f64 = 40.0;
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let cap = cap_line(s);
+    let seconds = s.window.as_secs_f64();
+    let top = r
+        .send_kbps
+        .values()
+        .flatten()
+        .flat_map(|(_, sent, est)| [*sent, *est])
+        .chain(cap.iter().map(|c| c.1))
+        .fold(100.0f64, f64::max)
+        * 1.1;
+    let x = |t: f64| PAD + (t / seconds).clamp(0.0, 1.0) * (W - 2.0 * PAD);
+    let y = |k: f64| H - PAD - (k / top).clamp(0.0, 1.0) * (H - 2.0 * PAD);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{PAD}\" y=\"16\">{} (native): sent (solid) and estimate (dashed), \
+         kbit/s</text>\n",
+        s.name
+    );
+    for k in [0.0, top / 3.0, 2.0 * top / 3.0] {
+        svg += &format!(
+            "<line x1=\"{PAD}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"2\" y=\"{y:.1}\">{k:.0}</text>\n",
+            W - PAD,
+            y = y(k)
+        );
+    }
+    for t in (0..=seconds as u64).step_by(5) {
+        svg += &format!(
+            "<text x=\"{:.1}\" y=\"{}\">{t} s</text>\n",
+            x(t as f64),
+            H - PAD + 14.0
+        );
+    }
+    if !cap.is_empty() {
+        let mut points = String::new();
+        for (i, (t, k)) in cap.iter().enumerate() {
+            if i > 0 {
+                points += &format!("{:.1},{:.1} ", x(*t), y(cap[i - 1].1));
+            }
+            points += &format!("{:.1},{:.1} ", x(*t), y(*k));
+        }
+        points += &format!("{:.1},{:.1}", x(seconds), y(cap[cap.len() - 1].1));
+        svg += &format!(
+            "<polyline points=\"{points}\" fill=\"none\" stroke=\"#888\" \
+             stroke-width=\"3\" opacity=\"0.5\"/>\n"
+        );
+    }
+    for (i, (id, series)) in r.send_kbps.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        let line = |pick: fn(&(f64, f64, f64)) -> f64| {
+            series
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", x(p.0), y(pick(p))))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        svg += &format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\"/>\n\
+             <polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/>\n\
+             <text x=\"{:.1}\" y=\"{}\" fill=\"{color}\">{id}</text>\n",
+            line(|p| p.1),
+            line(|p| p.2),
+            W - PAD + 4.0,
+            PAD + 14.0 * i as f64
+        );
+    }
+    svg + "</svg>\n"
+}
+
 fn compact(v: &Value) -> String {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("streams");
         o.remove("usage");
         o.remove("chromium_stats");
+        o.remove("send_kbps");
     }
     v.to_string()
 }

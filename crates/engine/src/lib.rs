@@ -310,7 +310,11 @@ impl EngineEvent {
                 })
             }
             Self::Stats(stats) => {
-                json!({"event": "stats", "peers": stats.peers, "send": stats.send})
+                // When (Unix ms): a log of stats lines can be put on a time line.
+                let at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                json!({"event": "stats", "at_ms": at_ms, "peers": stats.peers, "send": stats.send})
             }
             Self::Speaking { id } => json!({"event": "speaking", "id": id}),
             Self::Error { kind, message } => {
