@@ -3,18 +3,31 @@
 //! frame; one peer (lossy, or hostile) must not turn everyone's video into a stream of
 //! keyframes. Requests are coalesced: at most one keyframe per [`MIN_INTERVAL`], and a request
 //! inside the interval is kept and served when it ends (a receiver that lost its picture does
-//! get one). Sans-IO: time is an input.
+//! get one). On a slow link the interval also grows with the keyframe's size, so that
+//! requested keyframes take at most [`KEYFRAME_SHARE`] of the video's bitrate: behind a link
+//! that just fell from 3 Mbit/s to 600 kbit/s, a receiver that loses half the packets asks for
+//! a keyframe every 500 ms, and 80 kB 720p keyframes twice a second (1.3 Mbit/s) kept the
+//! link overloaded and the picture frozen for 8 s. Sans-IO: time is an input.
 
 use std::time::Duration;
 
 /// The shortest time between two requested keyframes (at most two a second).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The share of the video's bitrate requested keyframes may take, at most.
+pub const KEYFRAME_SHARE: f64 = 0.5;
+
+/// The longest the keyframe budget makes a request wait (a receiver without a picture must
+/// get one).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3);
+
 /// The keyframe gate of one encoder.
 #[derive(Debug, Clone, Default)]
 pub struct KeyframeGate {
     last: Option<Duration>,
     pending: bool,
+    /// How long after `last` the next requested keyframe may come.
+    interval: Duration,
 }
 
 impl KeyframeGate {
@@ -30,16 +43,25 @@ impl KeyframeGate {
 
     /// Whether the frame encoded at `now` should be a keyframe.
     pub fn due(&mut self, now: Duration) -> bool {
-        if !self.pending
-            || self
-                .last
-                .is_some_and(|t| now.saturating_sub(t) < MIN_INTERVAL)
-        {
+        let interval = self.interval.max(MIN_INTERVAL);
+        if !self.pending || self.last.is_some_and(|t| now.saturating_sub(t) < interval) {
             return false;
         }
         self.pending = false;
         self.last = Some(now);
+        self.interval = MIN_INTERVAL;
         true
+    }
+
+    /// A keyframe of `bytes` left the encoder at `now` (asked for or not: a new size makes
+    /// one too), with the video at `video_bps`: the next requested one waits until it has
+    /// taken no more than [`KEYFRAME_SHARE`] of that, from [`MIN_INTERVAL`] up to
+    /// [`MAX_INTERVAL`].
+    pub fn sent(&mut self, now: Duration, bytes: usize, video_bps: u32) {
+        let budget = f64::from(video_bps.max(1)) * KEYFRAME_SHARE;
+        let wait = Duration::from_secs_f64((bytes as f64 * 8.0 / budget).min(60.0));
+        self.last = Some(now);
+        self.interval = wait.clamp(MIN_INTERVAL, MAX_INTERVAL);
     }
 }
 
@@ -51,6 +73,25 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn big_keyframes_on_a_slow_link_are_spaced_by_their_size() {
+        let mut gate = KeyframeGate::new();
+        // An 80 kB keyframe with the video at 400 kbit/s: 640 kbit, 3.2 s of half the rate,
+        // capped at 3 s.
+        gate.sent(Duration::ZERO, 80_000, 400_000);
+        gate.request();
+        assert!(!gate.due(2900 * MS));
+        assert!(gate.due(3000 * MS));
+        // A small one (8 kB at 1 Mbit/s: 128 ms) leaves the 500 ms floor.
+        gate.sent(4000 * MS, 8_000, 1_000_000);
+        gate.request();
+        assert!(!gate.due(4400 * MS));
+        assert!(gate.due(4500 * MS));
+        // A served request puts the interval back to the floor for the next one.
+        gate.request();
+        assert!(gate.due(5000 * MS));
+    }
 
     #[test]
     fn a_flood_of_requests_gives_two_keyframes_a_second_and_none_is_lost() {

@@ -213,7 +213,16 @@ impl SendRate {
         if here < MIN_BITS_PER_PIXEL && self.step + 1 < self.steps() && !self.rising {
             let since = *self.low_since.get_or_insert(now);
             if now.saturating_sub(since) >= DOWN_AFTER {
-                self.step += 1;
+                // Straight to the step that fits (each new size costs a keyframe: a link that
+                // fell from 3 Mbit/s to 600 kbit/s should not pay three of them at 720p, 540p
+                // and 360p on its way to 180p).
+                let last = self.steps() - 1;
+                self.step = (self.step + 1..last)
+                    .find(|&s| {
+                        self.bits_per_pixel(s, video_bps, source_pixels, source_fps)
+                            >= MIN_BITS_PER_PIXEL
+                    })
+                    .unwrap_or(last);
                 self.low_since = None;
                 self.high_since = None;
                 self.last_down = Some(now);
@@ -386,6 +395,26 @@ mod tests {
             t += Duration::from_millis(200);
         }
         assert_eq!(changes, 0, "no oscillation between the thresholds");
+    }
+
+    #[test]
+    fn a_deep_drop_goes_straight_to_the_size_that_fits() {
+        let mut p = camera();
+        let mut t = Duration::ZERO;
+        let a = run(&mut p, &mut t, 10.0, 3_000_000);
+        assert_eq!(a.scale_quarters, 4);
+        // 3 Mbit/s to 250 kbit/s: one step, to 320x180 (0.035 bits per pixel there), not
+        // 960x540 first.
+        let mut sizes = Vec::new();
+        let end = t + Duration::from_secs(2);
+        while t < end {
+            let a = p.update(t, Some(250_000), 0.0, HD, 30.0);
+            if sizes.last() != Some(&a.scale_quarters) {
+                sizes.push(a.scale_quarters);
+            }
+            t += Duration::from_millis(200);
+        }
+        assert_eq!(sizes, vec![4, 1]);
     }
 
     #[test]

@@ -425,6 +425,11 @@ pub(crate) fn start_video(
                     }
                     match enc.encode(&frame) {
                         Ok(au) if !au.data.is_empty() => {
+                            if au.keyframe {
+                                // `target` is n times the real rate when every n-th frame goes.
+                                let video = target / u32::from(divider);
+                                gate.sent(epoch.elapsed(), au.data.len(), video);
+                            }
                             let _ = out.of(codec).send(EncodedVideo {
                                 data: Bytes::from(au.data),
                                 duration: Duration::from_secs_f32(f32::from(divider) / fps),
@@ -653,6 +658,10 @@ pub(crate) fn start_screen(
                     }
                     match enc.encode(&frame) {
                         Ok(au) if !au.data.is_empty() => {
+                            if au.keyframe {
+                                let video = target / u32::from(divider);
+                                gate.sent(epoch.elapsed(), au.data.len(), video);
+                            }
                             let _ = out.of(codec).send(EncodedVideo {
                                 data: Bytes::from(au.data),
                                 duration: Duration::from_secs_f32(f32::from(divider) / fps),
