@@ -28,6 +28,8 @@ pub struct KeyframeGate {
     pending: bool,
     /// How long after `last` the next requested keyframe may come.
     interval: Duration,
+    /// The keyframe `due` granted has not been reported by `sent` yet.
+    granted: bool,
 }
 
 impl KeyframeGate {
@@ -50,17 +52,24 @@ impl KeyframeGate {
         self.pending = false;
         self.last = Some(now);
         self.interval = MIN_INTERVAL;
+        self.granted = true;
         true
     }
 
-    /// A keyframe of `bytes` left the encoder at `now` (asked for or not: a new size makes
-    /// one too), with the video at `video_bps`: the next requested one waits until it has
-    /// taken no more than [`KEYFRAME_SHARE`] of that, from [`MIN_INTERVAL`] up to
-    /// [`MAX_INTERVAL`].
+    /// A keyframe of `bytes` left the encoder at `now`, with the video at `video_bps`. One that
+    /// was asked for (granted by [`KeyframeGate::due`]) makes the next request wait until it
+    /// has taken no more than [`KEYFRAME_SHARE`] of that, from [`MIN_INTERVAL`] up to
+    /// [`MAX_INTERVAL`]. One the encoder made of its own (a new size) only starts the usual
+    /// [`MIN_INTERVAL`]: a size stepped down during an outage must not hold back the keyframe
+    /// the receiver asks for when the link returns (it did, by 800 ms).
     pub fn sent(&mut self, now: Duration, bytes: usize, video_bps: u32) {
+        self.last = Some(now);
+        if !std::mem::take(&mut self.granted) {
+            self.interval = MIN_INTERVAL;
+            return;
+        }
         let budget = f64::from(video_bps.max(1)) * KEYFRAME_SHARE;
         let wait = Duration::from_secs_f64((bytes as f64 * 8.0 / budget).min(60.0));
-        self.last = Some(now);
         self.interval = wait.clamp(MIN_INTERVAL, MAX_INTERVAL);
     }
 }
@@ -77,20 +86,26 @@ mod tests {
     #[test]
     fn big_keyframes_on_a_slow_link_are_spaced_by_their_size() {
         let mut gate = KeyframeGate::new();
-        // An 80 kB keyframe with the video at 400 kbit/s: 640 kbit, 3.2 s of half the rate,
-        // capped at 3 s.
+        // A requested 80 kB keyframe with the video at 400 kbit/s: 640 kbit, 3.2 s of half
+        // the rate, capped at 3 s.
+        gate.request();
+        assert!(gate.due(Duration::ZERO));
         gate.sent(Duration::ZERO, 80_000, 400_000);
         gate.request();
         assert!(!gate.due(2900 * MS));
         assert!(gate.due(3000 * MS));
         // A small one (8 kB at 1 Mbit/s: 128 ms) leaves the 500 ms floor.
-        gate.sent(4000 * MS, 8_000, 1_000_000);
+        gate.sent(3000 * MS, 8_000, 1_000_000);
         gate.request();
-        assert!(!gate.due(4400 * MS));
-        assert!(gate.due(4500 * MS));
-        // A served request puts the interval back to the floor for the next one.
+        assert!(!gate.due(3400 * MS));
+        assert!(gate.due(3500 * MS));
+        gate.sent(3500 * MS, 8_000, 1_000_000);
+        // A keyframe the encoder made of its own (a new size), however big, only starts the
+        // usual 500 ms.
+        gate.sent(5000 * MS, 80_000, 100_000);
         gate.request();
-        assert!(gate.due(5000 * MS));
+        assert!(!gate.due(5400 * MS));
+        assert!(gate.due(5500 * MS));
     }
 
     #[test]
