@@ -22,19 +22,25 @@ use serde_json::{Value, json};
 /// A matchmaking service that lists who is waiting in `/api/status` (`status_names`), so
 /// that the tests can see who was queued.
 async fn server(matcher: Config) -> Result<(Embedded, String)> {
-    let e = embedded::start(
-        [127, 0, 0, 1].into(),
-        (0, 0),
-        MatchmakingConfig {
-            matcher,
-            status_names: true,
-            ..MatchmakingConfig::default()
-        },
-        RoomsConfig::default(),
-    )
+    let e = server_with(MatchmakingConfig {
+        matcher,
+        status_names: true,
+        ..MatchmakingConfig::default()
+    })
     .await?;
     let url = e.matchmaking_url();
     Ok((e, url))
+}
+
+/// The built-in servers on loopback, matchmaking configured as given.
+async fn server_with(config: MatchmakingConfig) -> Result<Embedded> {
+    Ok(embedded::start(
+        [127, 0, 0, 1].into(),
+        (0, 0),
+        config,
+        RoomsConfig::default(),
+    )
+    .await?)
 }
 
 async fn get_json(url: String) -> Result<Value> {
@@ -97,13 +103,7 @@ async fn matched_pair(url: &str) -> Result<Pair> {
 
 #[tokio::test]
 async fn http_status_endpoints() -> Result<()> {
-    let e = embedded::start(
-        [127, 0, 0, 1].into(),
-        (0, 0),
-        MatchmakingConfig::default(),
-        RoomsConfig::default(),
-    )
-    .await?;
+    let e = server_with(MatchmakingConfig::default()).await?;
     let url = e.matchmaking_url();
     let root = get_json(format!("{url}/")).await?;
     assert_eq!(root["status"], "OK");
@@ -651,15 +651,10 @@ async fn rate_limits_and_queue_full() -> Result<()> {
 
 #[tokio::test]
 async fn status_names_only_when_asked() -> Result<()> {
-    let e = embedded::start(
-        [127, 0, 0, 1].into(),
-        (0, 0),
-        MatchmakingConfig {
-            status_names: true,
-            ..MatchmakingConfig::default()
-        },
-        RoomsConfig::default(),
-    )
+    let e = server_with(MatchmakingConfig {
+        status_names: true,
+        ..MatchmakingConfig::default()
+    })
     .await?;
     let url = e.matchmaking_url();
     let waiting = SioClient::connect(&url).await?;
@@ -762,17 +757,12 @@ async fn sio_connect_from(
 #[tokio::test]
 async fn a_socket_flood_from_one_address_is_capped_while_another_connects() -> Result<()> {
     const CAP: usize = 10;
-    let e = embedded::start(
-        [127, 0, 0, 1].into(),
-        (0, 0),
-        MatchmakingConfig {
-            max_connections_per_ip: CAP,
-            // This test makes 210 handshakes in a second or two; their rate is the next test's.
-            handshakes_per_ip_per_sec: 0,
-            ..MatchmakingConfig::default()
-        },
-        RoomsConfig::default(),
-    )
+    let e = server_with(MatchmakingConfig {
+        max_connections_per_ip: CAP,
+        // This test makes 210 handshakes in a second or two; their rate is the next test's.
+        handshakes_per_ip_per_sec: 0,
+        ..MatchmakingConfig::default()
+    })
     .await?;
     let port = e.matchmaking.port();
     let flooder: std::net::IpAddr = [127, 0, 0, 1].into();
@@ -818,15 +808,10 @@ async fn a_handshake_flood_from_one_address_is_rate_limited_while_another_connec
     // keep-alive TCP connection can ask for thousands a second. Their rate is capped.
     const RATE: u32 = 4;
     const FLOOD: usize = 2_000;
-    let e = embedded::start(
-        [127, 0, 0, 1].into(),
-        (0, 0),
-        MatchmakingConfig {
-            handshakes_per_ip_per_sec: RATE,
-            ..MatchmakingConfig::default()
-        },
-        RoomsConfig::default(),
-    )
+    let e = server_with(MatchmakingConfig {
+        handshakes_per_ip_per_sec: RATE,
+        ..MatchmakingConfig::default()
+    })
     .await?;
     let port = e.matchmaking.port();
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -864,7 +849,7 @@ async fn a_handshake_flood_from_one_address_is_rate_limited_while_another_connec
         "the burst was allowed ({opened})"
     );
     assert!(grown < 8 * 1024 * 1024, "RSS grew by {grown} bytes");
-    // Another address still connects (and the flooded one's sessions, normal ones, work).
+    // Another address still connects.
     let (accepted, _other, _) = sio_connect_from(port, [127, 0, 0, 2].into()).await?;
     assert!(accepted, "another address is not limited");
     Ok(())

@@ -129,7 +129,7 @@ pub const MAX_RATE_ADDRESSES: usize = 65_536;
 pub struct NewConnectionRate {
     burst: u32,
     per_sec: f32,
-    buckets: HashMap<AddrKey, (TokenBucket, Duration)>,
+    buckets: HashMap<AddrKey, TokenBucket>,
 }
 
 impl NewConnectionRate {
@@ -155,14 +155,13 @@ impl NewConnectionRate {
             self.forget_refilled(now);
         }
         let (burst, per_sec) = (self.burst, self.per_sec);
-        let (bucket, last) = self
-            .buckets
+        self.buckets
             .entry(key)
-            .or_insert_with(|| (TokenBucket::new(burst, per_sec, now), now));
-        *last = now;
-        bucket.try_take(now).map_err(|wait| TooManyNewConnections {
-            retry_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-        })
+            .or_insert_with(|| TokenBucket::new(burst, per_sec, now))
+            .try_take(now)
+            .map_err(|wait| TooManyNewConnections {
+                retry_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            })
     }
 
     /// Addresses remembered now (at most [`MAX_RATE_ADDRESSES`]).
@@ -172,9 +171,7 @@ impl NewConnectionRate {
     }
 
     fn forget_refilled(&mut self, now: Duration) {
-        let refill = Duration::from_secs_f32(self.burst as f32 / self.per_sec.max(0.001));
-        self.buckets
-            .retain(|_, (_, last)| now.saturating_sub(*last) < refill);
+        self.buckets.retain(|_, bucket| !bucket.is_full(now));
         if self.buckets.len() >= MAX_RATE_ADDRESSES {
             self.buckets.clear();
         }

@@ -34,6 +34,13 @@ impl TokenBucket {
         )
     }
 
+    /// Whether the bucket would be full at `now` (nothing taken for as long as a refill takes).
+    #[must_use]
+    pub fn is_full(&self, now: Duration) -> bool {
+        let elapsed = now.saturating_sub(self.last).as_secs_f32();
+        self.tokens + elapsed * self.refill_per_sec >= self.capacity
+    }
+
     /// Takes one token, or says how long until one is available.
     ///
     /// # Errors

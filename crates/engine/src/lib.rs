@@ -311,9 +311,7 @@ impl EngineEvent {
             }
             Self::Stats(stats) => {
                 // When (Unix ms): a log of stats lines can be put on a time line.
-                let at_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let at_ms = media::now_us() / 1000;
                 json!({"event": "stats", "at_ms": at_ms, "peers": stats.peers, "send": stats.send})
             }
             Self::Speaking { id } => json!({"event": "speaking", "id": id}),

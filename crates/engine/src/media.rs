@@ -363,14 +363,14 @@ pub(crate) fn start_video(
                 } else {
                     frame
                 };
-                let target = match flags.send.video_bps.load(Ordering::Relaxed) {
+                let rate_bps = match flags.send.video_bps.load(Ordering::Relaxed) {
                     0 => bitrate_bps,
                     bps => bps.min(bitrate_bps),
                 };
                 // The encoders' rate control spreads the bitrate over the frame rate they were
                 // made for (the source's): fed every n-th frame, they are told n times the
                 // target, so that a change of divider needs no new encoder (and no keyframe).
-                let target = target.saturating_mul(u32::from(divider));
+                let target = rate_bps.saturating_mul(u32::from(divider));
                 flags.send.sent_width.store(frame.width, Ordering::Relaxed);
                 flags
                     .send
@@ -426,9 +426,7 @@ pub(crate) fn start_video(
                     match enc.encode(&frame) {
                         Ok(au) if !au.data.is_empty() => {
                             if au.keyframe {
-                                // `target` is n times the real rate when every n-th frame goes.
-                                let video = target / u32::from(divider);
-                                gate.sent(epoch.elapsed(), au.data.len(), video);
+                                gate.sent(epoch.elapsed(), au.data.len(), rate_bps);
                             }
                             let _ = out.of(codec).send(EncodedVideo {
                                 data: Bytes::from(au.data),
@@ -612,12 +610,12 @@ pub(crate) fn start_screen(
                 if !captured.is_multiple_of(u64::from(divider)) {
                     continue;
                 }
-                let target = match flags.bitrate_bps.load(Ordering::Relaxed) {
+                let rate_bps = match flags.bitrate_bps.load(Ordering::Relaxed) {
                     0 => SCREEN_MAX_BPS,
                     bps => bps.min(SCREEN_MAX_BPS),
                 };
                 // As the camera's: told n times the target when fed every n-th frame.
-                let target = target.saturating_mul(u32::from(divider));
+                let target = rate_bps.saturating_mul(u32::from(divider));
                 for codec in VideoCodec::PREFERENCE {
                     let slot = encoders.get_mut(codec);
                     if out.of(codec).receiver_count() == 0 {
@@ -659,8 +657,7 @@ pub(crate) fn start_screen(
                     match enc.encode(&frame) {
                         Ok(au) if !au.data.is_empty() => {
                             if au.keyframe {
-                                let video = target / u32::from(divider);
-                                gate.sent(epoch.elapsed(), au.data.len(), video);
+                                gate.sent(epoch.elapsed(), au.data.len(), rate_bps);
                             }
                             let _ = out.of(codec).send(EncodedVideo {
                                 data: Bytes::from(au.data),

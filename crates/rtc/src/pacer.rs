@@ -23,8 +23,8 @@ use rtc::shared::marshal::MarshalSize;
 /// What our streams' pacer may hold: video packets waiting for budget, about 2 s at 1 Mbit/s
 /// (a 1080p screen keyframe fits). It paces at 2.5 times the estimate and the encoders aim
 /// below the estimate, so the queue is a keyframe at most; past it a new packet is refused
-/// (counted in [`AudioFirstPacer::dropped`]) rather than an older one evicted, which would put
-/// a hole in the middle of a frame.
+/// (and counted) rather than an older one evicted, which would put a hole in the middle of a
+/// frame.
 pub const PACER_QUEUE_PACKETS: usize = 256;
 
 /// An audio-first pacer for one peer connection (the `Pacer` slot of the interceptor chain).
