@@ -8,6 +8,7 @@ pub mod conn_limit;
 mod fuzz_support;
 pub mod jitter;
 pub mod keyframe;
+pub mod layers;
 pub mod matchmaker;
 pub mod membership;
 pub mod rate;
