@@ -36,11 +36,17 @@ fn frame_times(events: &[Value], from: &str, base: u64) -> Vec<u64> {
 /// Clients `a` and `b` in namespaces of a lab named `prefix` (`b` on the impaired link), and
 /// the servers in the root namespace.
 async fn lab_and_server(prefix: &str) -> (NetLab, liveloop_server::embedded::Embedded) {
+    lab_of(prefix, &["a", "b"]).await
+}
+
+/// Clients `names` in namespaces of a lab named `prefix` (the last on the impaired link), and
+/// the servers in the root namespace.
+async fn lab_of(prefix: &str, names: &[&str]) -> (NetLab, liveloop_server::embedded::Embedded) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test makes network namespaces and TUN devices: run the tests as root"
     );
-    let lab = NetLab::start(prefix, &["a", "b"], 1).expect("the network lab");
+    let lab = NetLab::start(prefix, names, names.len() - 1).expect("the network lab");
     let server = liveloop_server::embedded::start(
         root_addr().into(),
         (0, 0),
@@ -221,6 +227,111 @@ async fn a_1_mbit_link_carries_video_and_speech_both_ways() {
         assert!(
             settled.iter().all(|r| *r > 0.01),
             "{name}: a second without speech behind a 1 Mbit/s link: {settled:.3?}"
+        );
+    }
+    server.shutdown();
+    drop(lab);
+}
+
+/// The (width, height) of the frames `events` decoded from `from` within `window` (Unix ms),
+/// most frequent first.
+fn sizes(
+    events: &[Value],
+    from: &str,
+    base: u64,
+    window: &std::ops::Range<u64>,
+) -> Vec<(u64, u64, usize)> {
+    let mut counts: std::collections::BTreeMap<(u64, u64), usize> = Default::default();
+    for e in events
+        .iter()
+        .filter(|e| e["event"] == "frame" && e["from"] == from)
+    {
+        let Some(d) = e["decoded_ms"].as_u64() else {
+            continue;
+        };
+        let t = base.wrapping_add(u64::from((d as u32).wrapping_sub(base as u32)));
+        if window.contains(&t) {
+            let size = (
+                e["width"].as_u64().unwrap_or(0),
+                e["height"].as_u64().unwrap_or(0),
+            );
+            *counts.entry(size).or_default() += 1;
+        }
+    }
+    let mut v: Vec<_> = counts.into_iter().map(|((w, h), n)| (w, h, n)).collect();
+    v.sort_by_key(|(_, _, n)| std::cmp::Reverse(*n));
+    v
+}
+
+/// Issue 18, point 4: in a mesh of three, `c` is behind a 400 kbit/s link (both ways). The
+/// shared encoders used to follow the slowest path, so `a` and `b` saw each other at `c`'s
+/// size; now `c` gets a second, low layer and `a` and `b` keep the full size between them.
+/// Functional, not timed: over 10 s once the estimates have settled, `a` and `b` decode each
+/// other mostly at 640x360 and at least 70% of the frames, `c` decodes both of them (smaller),
+/// and the stats say which peer gets which layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_member_gets_a_low_layer_and_the_others_keep_theirs() {
+    let (lab, server) = lab_of("llm", &["a", "b", "c"]).await;
+    lab.impair(Impairment {
+        rate_bps: Some(400_000),
+        ..Impairment::default()
+    });
+    let ws = format!("ws://{}/ws", server.rooms);
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let spawn = |n: usize, id: &str| {
+        let mut cmd = lab.command(n, &cli);
+        cmd.args(["join", "--server", &ws, "--room", "layers", "--id", id])
+            .args(["--video", "synthetic:640x360@30", "--bitrate", "800"])
+            .args(["--seconds", "22", "--stats"]);
+        CliPeer::spawn_command(&format!("layers-{id}"), cmd).unwrap()
+    };
+    let base = unix_ms();
+    let peers = [spawn(0, "a"), spawn(1, "b"), spawn(2, "c")];
+    let mut events = Vec::new();
+    for p in peers {
+        events.push(p.finish(Duration::from_secs(45)).await.unwrap());
+    }
+    let [a, b, c] = &events[..] else {
+        unreachable!("three peers")
+    };
+    let first = frame_times(a, "b", base)
+        .first()
+        .copied()
+        .expect("a got no video from b");
+    let window = (first + 9000)..(first + 19_000);
+    for (name, events, from) in [("a", a, "b"), ("b", b, "a")] {
+        let sizes = sizes(events, from, base, &window);
+        let frames: usize = sizes.iter().map(|(_, _, n)| n).sum();
+        eprintln!("{name} from {from}: sizes {sizes:?}");
+        assert!(
+            frames >= 210,
+            "{name} decoded {frames} of 300 frames from {from} (free links both)"
+        );
+        let full: usize = sizes
+            .iter()
+            .filter(|(w, _, _)| *w == 640)
+            .map(|(_, _, n)| n)
+            .sum();
+        assert!(
+            full * 10 >= frames * 8,
+            "{name} got {from} at 640x360 in {full} of {frames} frames: {sizes:?}"
+        );
+        // The stats say `c` gets the low layer.
+        let low = events
+            .iter()
+            .filter(|e| e["event"] == "stats")
+            .filter_map(|e| e["peers"].as_array())
+            .flatten()
+            .any(|p| p["id"] == "c" && p["layer"] == "low");
+        assert!(low, "{name}'s stats never put c on the low layer");
+    }
+    for from in ["a", "b"] {
+        let sizes = sizes(c, from, base, &window);
+        let frames: usize = sizes.iter().map(|(_, _, n)| n).sum();
+        eprintln!("c from {from}: sizes {sizes:?}");
+        assert!(
+            frames >= 100,
+            "c decoded {frames} frames from {from} in 10 s behind 400 kbit/s: {sizes:?}"
         );
     }
     server.shutdown();

@@ -321,7 +321,11 @@ function renderStats() {
     const estimate = send.estimate_kbps > 0 ? `${Math.round(send.estimate_kbps)} kb/s estimated` : "no estimate yet";
     const video = send.width ? `${send.width}×${send.height}` : "no video";
     const limit = send.limited_by === "bandwidth" ? " · limited by bandwidth" : "";
-    line.textContent = `Sending ${video} at ${Math.round(send.video_target_kbps)} kb/s, audio ${Math.round(send.audio_target_kbps)} kb/s (${estimate})${limit}`;
+    // A slow member of a mesh gets a second, smaller layer of our camera; the others keep theirs.
+    const low = send.low
+      ? ` · ${send.low.peers === 1 ? "1 slow connection gets" : `${send.low.peers} slow connections get`} ${send.low.width}×${send.low.height} at ${Math.round(send.low.video_target_kbps)} kb/s`
+      : "";
+    line.textContent = `Sending ${video} at ${Math.round(send.video_target_kbps)} kb/s, audio ${Math.round(send.audio_target_kbps)} kb/s (${estimate})${limit}${low}`;
     if (send.limited_by === "bandwidth" && send.estimate_kbps > 0) {
       const level = send.estimate_kbps < 300 ? "poor" : send.estimate_kbps < 800 ? "fair" : "good";
       if (level === "poor" || (level === "fair" && worst === "good")) worst = level;

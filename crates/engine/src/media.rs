@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use liveloop_core::avsync::{self, ClockMap};
 use liveloop_core::keyframe::KeyframeGate;
+use liveloop_core::layers::Layer;
 use liveloop_media::convert::Scaler;
 use liveloop_media::h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder};
 use liveloop_media::opus::{OpusConfig, OpusEncoder};
@@ -176,8 +177,28 @@ pub(crate) struct MediaFlags {
     pub camera_on: AtomicBool,
     pub muted: AtomicBool,
     pub stop: AtomicBool,
-    /// What the encoders aim at (`core::send_rate`, set by the session every 200 ms).
+    /// What the main camera layer aims at (`core::send_rate`, set by the session every
+    /// 200 ms).
     pub send: SendTargets,
+    /// The low camera layer's keyframe requests and targets (`core::layers`).
+    pub low_keyframe: Keyframes,
+    pub low: SendTargets,
+}
+
+impl MediaFlags {
+    /// A keyframe on `layer` in `codec`.
+    pub fn request_keyframe(&self, layer: Layer, codec: VideoCodec) {
+        match layer {
+            Layer::Main => self.keyframe.request(codec),
+            Layer::Low => self.low_keyframe.request(codec),
+        }
+    }
+
+    /// A new source, or the camera back on: every layer and codec starts with a keyframe.
+    pub fn request_all_keyframes(&self) {
+        self.keyframe.request_all();
+        self.low_keyframe.request_all();
+    }
 }
 
 /// The encoders' targets, as the session's send-rate policy last set them. The media threads
@@ -241,6 +262,8 @@ fn scaled_side(side: u32, quarters: u8) -> u32 {
 pub(crate) struct EncodedVideo {
     pub data: Bytes,
     pub duration: Duration,
+    /// Whether it starts a new picture sequence (a receiver can begin here).
+    pub keyframe: bool,
 }
 
 /// Sends an event from a media thread without blocking it (the UI may be slow; media is not).
@@ -254,8 +277,165 @@ fn sleep_until(next: Instant) {
     }
 }
 
+/// The camera's two layers: the main one, and the low one for peers whose path cannot carry
+/// it (`core::layers`). Each is encoded only while some peer takes it.
+#[derive(Debug, Clone)]
+pub(crate) struct CameraOut {
+    pub main: VideoOut,
+    pub low: VideoOut,
+}
+
+impl CameraOut {
+    pub fn of(&self, layer: Layer) -> &VideoOut {
+        match layer {
+            Layer::Main => &self.main,
+            Layer::Low => &self.low,
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        self.main.wanted().next().is_some() || self.low.wanted().next().is_some()
+    }
+}
+
+/// One camera layer's encoders (one per codec some peer takes), each with the format it was
+/// made for and the bitrate it aims at now, and their keyframe gates.
+#[derive(Default)]
+struct LayerEncoders {
+    encoders: PerCodec<Option<(VideoFormat, Encoder, u32)>>,
+    gates: PerCodec<KeyframeGate>,
+    scaler: Scaler,
+}
+
+/// What one source frame is, for the layers' encoders.
+struct SourceFrame<'a> {
+    frame: &'a VideoFrame,
+    format: VideoFormat,
+    /// Frames captured so far (this one included).
+    captured: u64,
+    /// The encoders' clock.
+    now: Duration,
+}
+
+impl LayerEncoders {
+    /// Encodes `src` for one layer as its targets say (every n-th frame, at a fraction of the
+    /// size, at a bitrate) into `out`, one encoder per codec some peer takes.
+    fn encode(
+        &mut self,
+        src: &SourceFrame<'_>,
+        targets: &SendTargets,
+        keyframes: &Keyframes,
+        out: &VideoOut,
+        max_bps: u32,
+        events: &mpsc::Sender<EngineEvent>,
+    ) {
+        if out.wanted().next().is_none() {
+            // Nobody takes this layer (any more): its encoders are let go.
+            self.encoders = PerCodec::default();
+            return;
+        }
+        let fps = src.format.fps.max(1.0);
+        let divider = targets.frame_divider.load(Ordering::Relaxed).max(1);
+        if !src.captured.is_multiple_of(u64::from(divider)) {
+            return;
+        }
+        let quarters = targets.scale_quarters.load(Ordering::Relaxed).clamp(1, 4);
+        let scaled;
+        let frame = if quarters < 4 {
+            let (w, h) = (
+                scaled_side(src.frame.width, quarters),
+                scaled_side(src.frame.height, quarters),
+            );
+            match self.scaler.scale(src.frame, w, h) {
+                Ok(small) => {
+                    scaled = small;
+                    &scaled
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot scale the frame down");
+                    src.frame
+                }
+            }
+        } else {
+            src.frame
+        };
+        let rate_bps = match targets.video_bps.load(Ordering::Relaxed) {
+            0 => max_bps,
+            bps => bps.min(max_bps),
+        };
+        // The encoders' rate control spreads the bitrate over the frame rate they were made
+        // for (the source's): fed every n-th frame, they are told n times the target, so that
+        // a change of divider needs no new encoder (and no keyframe).
+        let target = rate_bps.saturating_mul(u32::from(divider));
+        targets.sent_width.store(frame.width, Ordering::Relaxed);
+        targets.sent_height.store(frame.height, Ordering::Relaxed);
+        let mut format = src.format;
+        format.width = frame.width;
+        format.height = frame.height;
+        for codec in VideoCodec::PREFERENCE {
+            let slot = self.encoders.get_mut(codec);
+            if out.of(codec).receiver_count() == 0 {
+                *slot = None;
+                continue;
+            }
+            if slot.as_ref().is_none_or(|(f, _, _)| *f != format) {
+                let config = H264Config {
+                    bitrate_bps: target,
+                    fps,
+                };
+                match Encoder::new(codec, config) {
+                    // Its first frame is a keyframe of its own, which does not hold back the
+                    // one a peer asks for when it connects.
+                    Ok(e) => *slot = Some((format, e, target)),
+                    Err(e) => {
+                        report(
+                            events,
+                            ErrorKind::Media,
+                            format!("{codec:?} video encoder: {e}"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let Some((_, enc, aim)) = slot.as_mut() else {
+                continue;
+            };
+            // Small moves are not worth a rate-control reset; 5% is.
+            if target.abs_diff(*aim) > *aim / 20 {
+                match enc.set_bitrate(target) {
+                    Ok(()) => *aim = target,
+                    Err(e) => tracing::warn!(error = %e, ?codec, "bitrate not changed"),
+                }
+            }
+            // Requests are coalesced: two keyframes a second at most (core::keyframe).
+            let gate = self.gates.get_mut(codec);
+            if keyframes.take(codec) {
+                gate.request();
+            }
+            if gate.due(src.now) {
+                enc.request_keyframe();
+            }
+            match enc.encode(frame) {
+                Ok(au) if !au.data.is_empty() => {
+                    if au.keyframe {
+                        gate.sent(src.now, au.data.len(), rate_bps);
+                    }
+                    let _ = out.of(codec).send(EncodedVideo {
+                        data: Bytes::from(au.data),
+                        duration: Duration::from_secs_f32(f32::from(divider) / fps),
+                        keyframe: au.keyframe,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, ?codec, "encode failed"),
+            }
+        }
+    }
+}
+
 /// The capture-and-encode thread for video. Sources are swapped through `swap` (device
-/// changes); a new size or rate rebuilds the encoder and starts with a keyframe.
+/// changes); a new size or rate rebuilds the encoders and starts with a keyframe. Each frame
+/// goes to the main layer and, while some peer takes it, the low one.
 pub(crate) fn start_video(
     source: Option<Box<dyn VideoSource>>,
     swap: std::sync::mpsc::Receiver<Box<dyn VideoSource>>,
@@ -264,18 +444,19 @@ pub(crate) fn start_video(
     stamp: bool,
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
-) -> VideoOut {
-    let tx = VideoOut::new();
+) -> CameraOut {
+    let tx = CameraOut {
+        main: VideoOut::new(),
+        low: VideoOut::new(),
+    };
     let out = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("video-encode".into())
         .spawn(move || {
             let mut source = source;
-            // Each encoder with the format it was made for and the bitrate it aims at now.
-            let mut encoders: PerCodec<Option<(VideoFormat, Encoder, u32)>> = PerCodec::default();
-            let mut scaler = Scaler::new();
+            let mut main = LayerEncoders::default();
+            let mut low = LayerEncoders::default();
             let mut captured = 0u64;
-            let mut gates: PerCodec<KeyframeGate> = PerCodec::default();
             let epoch = Instant::now();
             let mut failing = false;
             let mut stamped = 0u32;
@@ -284,7 +465,7 @@ pub(crate) fn start_video(
                 if let Ok(new) = swap.try_recv() {
                     source = Some(new);
                     failing = false;
-                    flags.keyframe.request_all();
+                    flags.request_all_keyframes();
                 }
                 let fps = source.as_ref().map_or(30.0, |s| s.format().fps.max(1.0));
                 next += Duration::from_secs_f32(1.0 / fps);
@@ -294,9 +475,7 @@ pub(crate) fn start_video(
                     continue;
                 };
                 let previewing = preview.is_some();
-                if !flags.camera_on.load(Ordering::Relaxed)
-                    || (out.wanted().next().is_none() && !previewing)
-                {
+                if !flags.camera_on.load(Ordering::Relaxed) || (!out.wanted() && !previewing) {
                     continue;
                 }
                 let frame = match src.next_frame(now_us()) {
@@ -329,7 +508,7 @@ pub(crate) fn start_video(
                 if let Some(tap) = &preview {
                     (tap.0)(&frame);
                 }
-                // What the send-rate policy allows: every n-th frame, at a fraction of the size.
+                // The send-rate policy reads what the source gives.
                 flags
                     .send
                     .source_pixels
@@ -339,104 +518,28 @@ pub(crate) fn start_video(
                     .source_fps_milli
                     .store((fps * 1000.0) as u32, Ordering::Relaxed);
                 captured += 1;
-                let divider = flags.send.frame_divider.load(Ordering::Relaxed).max(1);
-                if !captured.is_multiple_of(u64::from(divider)) {
-                    continue;
-                }
-                let quarters = flags
-                    .send
-                    .scale_quarters
-                    .load(Ordering::Relaxed)
-                    .clamp(1, 4);
-                let frame = if quarters < 4 {
-                    let (w, h) = (
-                        scaled_side(frame.width, quarters),
-                        scaled_side(frame.height, quarters),
-                    );
-                    match scaler.scale(&frame, w, h) {
-                        Ok(small) => small,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot scale the frame down");
-                            frame
-                        }
-                    }
-                } else {
-                    frame
+                let src = SourceFrame {
+                    frame: &frame,
+                    format: src.format(),
+                    captured,
+                    now: epoch.elapsed(),
                 };
-                let rate_bps = match flags.send.video_bps.load(Ordering::Relaxed) {
-                    0 => bitrate_bps,
-                    bps => bps.min(bitrate_bps),
-                };
-                // The encoders' rate control spreads the bitrate over the frame rate they were
-                // made for (the source's): fed every n-th frame, they are told n times the
-                // target, so that a change of divider needs no new encoder (and no keyframe).
-                let target = rate_bps.saturating_mul(u32::from(divider));
-                flags.send.sent_width.store(frame.width, Ordering::Relaxed);
-                flags
-                    .send
-                    .sent_height
-                    .store(frame.height, Ordering::Relaxed);
-                let mut format = src.format();
-                format.width = frame.width;
-                format.height = frame.height;
-                for codec in VideoCodec::PREFERENCE {
-                    let slot = encoders.get_mut(codec);
-                    if out.of(codec).receiver_count() == 0 {
-                        // Nobody takes this codec (any more): its encoder is let go.
-                        *slot = None;
-                        continue;
-                    }
-                    if slot.as_ref().is_none_or(|(f, _, _)| *f != format) {
-                        let config = H264Config {
-                            bitrate_bps: target,
-                            fps,
-                        };
-                        match Encoder::new(codec, config) {
-                            // Its first frame is a keyframe of its own, which does not
-                            // hold back the one a peer asks for when it connects.
-                            Ok(e) => *slot = Some((format, e, target)),
-                            Err(e) => {
-                                report(
-                                    &events,
-                                    ErrorKind::Media,
-                                    format!("{codec:?} video encoder: {e}"),
-                                );
-                                continue;
-                            }
-                        }
-                    }
-                    let Some((_, enc, aim)) = slot.as_mut() else {
-                        continue;
-                    };
-                    // Small moves are not worth a rate-control reset; 5% is.
-                    if target.abs_diff(*aim) > *aim / 20 {
-                        match enc.set_bitrate(target) {
-                            Ok(()) => *aim = target,
-                            Err(e) => tracing::warn!(error = %e, ?codec, "bitrate not changed"),
-                        }
-                    }
-                    // Requests are coalesced: two keyframes a second at most (core::keyframe).
-                    let gate = gates.get_mut(codec);
-                    if flags.keyframe.take(codec) {
-                        gate.request();
-                    }
-                    if gate.due(epoch.elapsed()) {
-                        enc.request_keyframe();
-                    }
-                    match enc.encode(&frame) {
-                        Ok(au) if !au.data.is_empty() => {
-                            if au.keyframe {
-                                gate.sent(epoch.elapsed(), au.data.len(), rate_bps);
-                            }
-                            let _ = out.of(codec).send(EncodedVideo {
-                                data: Bytes::from(au.data),
-                                duration: Duration::from_secs_f32(f32::from(divider) / fps),
-                            });
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, ?codec, "encode failed"),
-                    }
-                }
+                main.encode(
+                    &src,
+                    &flags.send,
+                    &flags.keyframe,
+                    &out.main,
+                    bitrate_bps,
+                    &events,
+                );
+                low.encode(
+                    &src,
+                    &flags.low,
+                    &flags.low_keyframe,
+                    &out.low,
+                    bitrate_bps,
+                    &events,
+                );
             }
         });
     if let Err(e) = spawned {
@@ -662,6 +765,7 @@ pub(crate) fn start_screen(
                             let _ = out.of(codec).send(EncodedVideo {
                                 data: Bytes::from(au.data),
                                 duration: Duration::from_secs_f32(f32::from(divider) / fps),
+                                keyframe: au.keyframe,
                             });
                         }
                         Ok(_) => {}

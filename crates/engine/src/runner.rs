@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use liveloop_core::avsync::ClockMap;
 use liveloop_core::jitter::{JitterBuffer, Playout};
+use liveloop_core::layers::{Layer, Layers};
 use liveloop_core::membership::{Failed, Membership, Unlisted};
 use liveloop_core::send_rate::{Allocation, Content, SendConfig, SendRate};
 use liveloop_core::speaker::ActiveSpeaker;
@@ -20,7 +21,7 @@ use liveloop_signal::session::{Outgoing, SessionEvent, Signaling};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::media::{self, DecodeCounters, MediaFlags, ScreenFlags, SyncState, VideoOut};
+use crate::media::{self, CameraOut, DecodeCounters, MediaFlags, ScreenFlags, SyncState, VideoOut};
 use crate::stats::{self, CallStats, Snapshot};
 mod commands;
 mod members;
@@ -55,7 +56,7 @@ pub(crate) fn start(
     let (commands, command_rx) = mpsc::channel(64);
     let (events, event_rx) = mpsc::channel(4096);
     let flags = Arc::new(MediaFlags::default());
-    flags.keyframe.request_all();
+    flags.request_all_keyframes();
     flags
         .camera_on
         .store(media_in.video.is_some(), Ordering::Relaxed);
@@ -92,12 +93,16 @@ pub(crate) fn start(
         events.clone(),
         config.local_audio.clone(),
     );
-    let send_rate = SendRate::new(SendConfig {
+    let send_config = SendConfig {
         max_video_bps: config.bitrate_bps,
         audio_bps: u32::try_from(liveloop_media::opus::OpusConfig::default().bitrate_bps)
             .unwrap_or(48_000),
         content: Content::Camera,
-    });
+    };
+    let send_rate = SendRate::new(send_config);
+    // The estimate that carries the main layer at its configured rate.
+    let full_bps = (f64::from(send_config.max_video_bps + send_config.audio_bps)
+        / liveloop_core::send_rate::HEADROOM) as u32;
     let runner = Runner {
         config,
         mode,
@@ -124,6 +129,10 @@ pub(crate) fn start(
         encoded_screen: VideoOut::new(),
         screen_ended: screen_ended_tx,
         send_rate,
+        layers: Layers::new(full_bps),
+        low_rate: SendRate::new(send_config),
+        send_config,
+        low_allocation: None,
         screen_rate: None,
         send_loss: 0.0,
         send_allocation: None,
@@ -149,7 +158,7 @@ struct Runner {
     roster: Roster,
     /// Plays out while the session runs (`runner::playout`).
     _playout: PlayoutThread,
-    encoded: VideoOut,
+    encoded: CameraOut,
     encoded_audio: broadcast::Sender<Bytes>,
     flags: Arc<MediaFlags>,
     video_swap: std::sync::mpsc::Sender<Box<dyn VideoSource>>,
@@ -165,6 +174,12 @@ struct Runner {
     screen_ended: mpsc::UnboundedSender<(u64, String)>,
     /// What we send, given the peers' estimates (`runner::send`).
     send_rate: SendRate,
+    /// Who gets the low camera layer, and that layer's own policy and last allocation (from
+    /// the low peers' lowest estimate).
+    layers: Layers<String>,
+    low_rate: SendRate,
+    send_config: SendConfig,
+    low_allocation: Option<(Option<u32>, Allocation)>,
     /// The screen share's own policy (frame rate only), while one runs.
     screen_rate: Option<SendRate>,
     /// The largest loss the peers report for what we send (0 to 1).

@@ -30,6 +30,9 @@ pub struct PeerReport {
     pub plis_sent: u32,
     /// The send-side bandwidth estimate of this peer's connection (0: no feedback yet).
     pub send_estimate_kbps: f64,
+    /// The camera layer this peer gets: `main`, or `low` while its path cannot carry the
+    /// main one.
+    pub layer: &'static str,
     /// How far audio playout trailed video decoding for the last frame (ms; positive: video
     /// was held that long to match the audio), from the RTCP sender reports.
     pub av_offset_ms: f64,
@@ -57,6 +60,22 @@ pub struct SendReport {
     pub frame_divider: u8,
     /// What holds the video below its configured bitrate: `none` or `bandwidth`.
     pub limited_by: &'static str,
+    /// The low camera layer, while some peer's path cannot carry the main one
+    /// (`core::layers`); the figures above are the main layer's.
+    pub low: Option<LayerReport>,
+}
+
+/// The low camera layer (mesh rooms with a slow member).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LayerReport {
+    /// The lowest estimate among the peers that get it.
+    pub estimate_kbps: f64,
+    pub video_target_kbps: f64,
+    pub width: u32,
+    pub height: u32,
+    pub frame_divider: u8,
+    /// How many peers get it.
+    pub peers: usize,
 }
 
 /// The previous snapshot of one participant, for rates.
@@ -103,6 +122,7 @@ pub(crate) fn report(
         nacks_sent: now.peer.nacks_sent,
         plis_sent: now.peer.plis_sent,
         send_estimate_kbps: f64::from(now.peer.send_estimate_bps) / 1000.0,
+        layer: "main",
         av_offset_ms: 0.0,
     }
 }

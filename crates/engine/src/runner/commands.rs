@@ -48,7 +48,7 @@ impl Runner {
                 }
                 self.flags.camera_on.store(on, Ordering::Relaxed);
                 if on {
-                    self.flags.keyframe.request_all();
+                    self.flags.request_all_keyframes();
                 }
                 self.broadcast_state().await;
             }

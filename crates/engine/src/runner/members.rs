@@ -21,6 +21,8 @@ pub(super) struct Member {
     /// tasks that feed it camera and screen frames of that codec.
     pub(super) sending_as: Option<VideoCodec>,
     pub(super) video_tasks: Vec<JoinHandle<()>>,
+    /// The camera layer this participant gets (`core::layers`); its camera task follows it.
+    pub(super) layer: tokio::sync::watch::Sender<Layer>,
     /// What this participant's last state message said about sharing: frames that trail the
     /// end of a share are dropped instead of starting a new decoder.
     pub(super) screen_on: bool,
@@ -129,6 +131,7 @@ impl Runner {
                 screen_decoder: None,
                 sending_as: None,
                 video_tasks: Vec::new(),
+                layer: tokio::sync::watch::Sender::new(Layer::Main),
                 screen_on: false,
                 screen_keyframe_needed: Arc::new(AtomicBool::new(false)),
                 counters,
@@ -159,7 +162,8 @@ impl Runner {
 
     /// The negotiation with `from` chose `codec` for our video: its camera and screen frames
     /// come from that codec's shared encoders from now on (an encoder runs while some peer
-    /// takes its codec), starting with a keyframe.
+    /// takes its codec), starting with a keyframe. The camera's come from the layer
+    /// `core::layers` gives this participant.
     pub(super) fn send_video_as(&mut self, from: &str, codec: VideoCodec) {
         let Some(m) = self.members.get_mut(from) else {
             return;
@@ -171,32 +175,44 @@ impl Runner {
             task.abort();
         }
         m.sending_as = Some(codec);
-        for screen in [false, true] {
-            let out = if screen {
-                &self.encoded_screen
-            } else {
-                &self.encoded
-            };
-            let (sender, mut frames) = (m.peer.clone(), out.of(codec).subscribe());
-            m.video_tasks.push(tokio::spawn(async move {
-                loop {
-                    match frames.recv().await {
-                        Ok(v) => {
-                            let _ = if screen {
-                                sender.send_screen(codec, v.data, v.duration).await
-                            } else {
-                                sender.send_video(codec, v.data, v.duration).await
-                            };
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
+        let layer = *m.layer.borrow();
+        m.video_tasks.push(tokio::spawn(send_camera(
+            m.peer.clone(),
+            self.encoded.clone(),
+            codec,
+            m.layer.subscribe(),
+        )));
+        let (sender, mut frames) = (m.peer.clone(), self.encoded_screen.of(codec).subscribe());
+        m.video_tasks.push(tokio::spawn(async move {
+            loop {
+                match frames.recv().await {
+                    Ok(v) => {
+                        let _ = sender.send_screen(codec, v.data, v.duration).await;
                     }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
                 }
-            }));
-        }
-        self.flags.keyframe.request(codec);
+            }
+        }));
+        self.flags.request_keyframe(layer, codec);
         if let Some(screen) = &self.screen {
             screen.keyframe.request(codec);
+        }
+    }
+
+    /// `core::layers` moved `id` to `layer`: its camera task switches at that layer's next
+    /// keyframe, asked for now.
+    pub(super) fn set_layer(&mut self, id: &str, layer: Layer) {
+        let Some(m) = self.members.get(id) else {
+            return;
+        };
+        if *m.layer.borrow() == layer {
+            return;
+        }
+        tracing::debug!(peer = id, ?layer, "camera layer");
+        m.layer.send_replace(layer);
+        if let Some(codec) = m.sending_as {
+            self.flags.request_keyframe(layer, codec);
         }
     }
 
@@ -241,6 +257,62 @@ impl Runner {
         }
         if !self.members.is_empty() {
             self.update_state().await;
+        }
+    }
+}
+
+/// Sends one participant our camera in `codec`, from the layer `layer` says. A change of
+/// layer takes effect at the new layer's first keyframe: until then the old layer's frames
+/// go on, so the receiver never waits on frames it cannot decode.
+async fn send_camera(
+    peer: Arc<Peer>,
+    camera: media::CameraOut,
+    codec: VideoCodec,
+    mut layer: tokio::sync::watch::Receiver<Layer>,
+) {
+    let mut current = camera.of(*layer.borrow_and_update()).of(codec).subscribe();
+    // The layer being switched to, until its keyframe.
+    let mut next: Option<broadcast::Receiver<media::EncodedVideo>> = None;
+    loop {
+        let frame = tokio::select! {
+            changed = layer.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                next = Some(camera.of(*layer.borrow_and_update()).of(codec).subscribe());
+                continue;
+            }
+            Some(v) = recv_keyframe(next.as_mut()) => {
+                if let Some(n) = next.take() {
+                    current = n;
+                }
+                Ok(v)
+            }
+            v = current.recv() => v,
+        };
+        match frame {
+            Ok(v) => {
+                let _ = peer.send_video(codec, v.data, v.duration).await;
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The next keyframe from `rx` (other frames are skipped); never, without `rx` or once its
+/// layer's encoder is gone.
+async fn recv_keyframe(
+    rx: Option<&mut broadcast::Receiver<media::EncodedVideo>>,
+) -> Option<media::EncodedVideo> {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(v) if v.keyframe => return Some(v),
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
     }
 }

@@ -16,8 +16,10 @@ impl Runner {
             PeerEvent::Connection(ConnectionState::Connected) => {
                 self.membership.connected(from);
                 // A new receiver needs a keyframe to start decoding the shared streams.
-                if let Some(codec) = self.members.get(from).and_then(|m| m.sending_as) {
-                    self.flags.keyframe.request(codec);
+                if let Some(m) = self.members.get(from)
+                    && let Some(codec) = m.sending_as
+                {
+                    self.flags.request_keyframe(*m.layer.borrow(), codec);
                     if let Some(screen) = &self.screen {
                         screen.keyframe.request(codec);
                     }
@@ -128,8 +130,12 @@ impl Runner {
                 }
             }
             PeerEvent::KeyframeRequested => {
-                if let Some(codec) = self.members.get(from).and_then(|m| m.sending_as) {
-                    self.flags.keyframe.request(codec);
+                // For the layer this participant gets (a slow member's requests do not cost
+                // the others a large keyframe).
+                if let Some(m) = self.members.get(from)
+                    && let Some(codec) = m.sending_as
+                {
+                    self.flags.request_keyframe(*m.layer.borrow(), codec);
                 }
             }
             PeerEvent::NoVideoCodec => {

@@ -242,6 +242,9 @@ impl Runner {
                 m.video_losses.load(Ordering::Relaxed),
             );
             report.av_offset_ms = m.sync.av_offset_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            if *m.layer.borrow() == Layer::Low {
+                report.layer = "low";
+            }
             peers.push(report);
             m.last = (at, now);
         }

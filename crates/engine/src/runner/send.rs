@@ -1,28 +1,45 @@
 //! The send rate: every 200 ms the session reads each connected peer's send-side estimate
-//! (GCC in `liveloop-rtc`), runs `core::send_rate` on the lowest (the encoders are shared, so
-//! they must fit the slowest path; a second, lower layer for it is still to come), and hands
-//! the result to the media threads through `MediaFlags::send`. The loss the peers report is
-//! read once a second.
+//! (`liveloop-rtc`'s controller), lets `core::layers` put the peers whose path cannot carry
+//! the main camera layer on the low one, runs `core::send_rate` for each layer on the lowest
+//! estimate among its peers (the encoders are shared, so a layer must fit its slowest path),
+//! and hands the results to the media threads through `MediaFlags::send` and
+//! `MediaFlags::low`. The loss the peers report is read once a second.
 
 use std::sync::atomic::Ordering;
 
+use liveloop_core::layers::Layer;
 use liveloop_core::send_rate::{Allocation, Content, HEADROOM, Limit, SendConfig, SendRate};
 
 use super::Runner;
-use crate::stats::SendReport;
+use crate::stats::{LayerReport, SendReport};
 
 impl Runner {
-    /// The lowest estimate among the connected peers (`None`: no feedback from anyone yet).
-    fn lowest_estimate(&self) -> Option<u32> {
+    /// The connected peers' estimates (`None`: no feedback from that one yet).
+    fn estimates(&self) -> Vec<(String, Option<u32>)> {
         self.members
             .iter()
             .filter(|(id, _)| self.membership.is_connected(id))
-            .filter_map(|(_, m)| m.peer.send_estimate_bps())
-            .min()
+            .map(|(id, m)| (id.clone(), m.peer.send_estimate_bps()))
+            .collect()
     }
 
     pub(super) fn update_send_rate(&mut self) {
-        let estimate = self.lowest_estimate();
+        let estimates = self.estimates();
+        self.layers.update(self.epoch.elapsed(), &estimates);
+        let lowest = |layer: Layer| {
+            estimates
+                .iter()
+                .filter(|(id, _)| self.layers.layer(id) == layer)
+                .filter_map(|(_, e)| *e)
+                .min()
+        };
+        let (estimate, low_estimate) = (lowest(Layer::Main), lowest(Layer::Low));
+        for (id, _) in &estimates {
+            self.set_layer(id, self.layers.layer(id));
+        }
+        let low = self.update_low_layer(low_estimate);
+        // The screen share goes to everyone: it fits the slowest path.
+        let slowest = estimate.into_iter().chain(low_estimate).min();
         // Before any feedback the pacer holds each connection to the controller's start, so
         // the encoders aim at that, not at the configured rate.
         let aim = estimate.or(Some(liveloop_rtc::START_BITRATE_BPS));
@@ -62,7 +79,7 @@ impl Runner {
             let fps = screen.source_fps_milli.load(Ordering::Relaxed) as f32 / 1000.0;
             let share = policy.update(
                 self.epoch.elapsed(),
-                estimate.map(|_| (f64::from(screen_bps) / HEADROOM) as u32),
+                slowest.map(|_| (f64::from(screen_bps) / HEADROOM) as u32),
                 0.0,
                 screen.source_pixels.load(Ordering::Relaxed),
                 if fps > 0.0 { fps } else { 15.0 },
@@ -73,8 +90,41 @@ impl Runner {
         } else {
             self.screen_rate = None;
         }
+        // One Opus stream goes to everyone: a tiny path on the low layer lowers it too.
+        if let Some(low) = low {
+            camera.audio_bps = camera.audio_bps.min(low.audio_bps);
+            camera.audio_loss_percent = camera.audio_loss_percent.max(low.audio_loss_percent);
+        }
         send.set(&camera);
         self.send_allocation = Some((estimate, a));
+    }
+
+    /// The low layer's own policy, on the lowest estimate among the peers that get it. Its
+    /// audio is the main layer's (one Opus stream for everyone): only the video follows it.
+    fn update_low_layer(&mut self, estimate: Option<u32>) -> Option<Allocation> {
+        let Some(estimate) = estimate else {
+            if self.low_allocation.take().is_some() {
+                // A later split starts afresh, from the estimate it is given then.
+                self.low_rate = SendRate::new(self.send_config);
+            }
+            return None;
+        };
+        let send = &self.flags.send;
+        let pixels = send.source_pixels.load(Ordering::Relaxed);
+        let fps = send.source_fps_milli.load(Ordering::Relaxed) as f32 / 1000.0;
+        let a = self.low_rate.update(
+            self.epoch.elapsed(),
+            Some(estimate),
+            self.send_loss,
+            pixels,
+            if fps > 0.0 { fps } else { 30.0 },
+        );
+        if self.low_allocation.is_none_or(|(_, last)| last != a) {
+            tracing::debug!(estimate, ?a, "low layer send rate");
+        }
+        self.flags.low.set(&a);
+        self.low_allocation = Some((Some(estimate), a));
+        Some(a)
     }
 
     /// The largest loss any connected peer reports for what we send (0 to 1).
@@ -96,6 +146,18 @@ impl Runner {
             send.sent_width.load(Ordering::Relaxed),
             send.sent_height.load(Ordering::Relaxed),
         );
+        let low = self.low_allocation.map(|(e, low)| LayerReport {
+            estimate_kbps: e.map_or(0.0, |e| f64::from(e) / 1000.0),
+            video_target_kbps: f64::from(low.video_bps) / 1000.0,
+            width: self.flags.low.sent_width.load(Ordering::Relaxed),
+            height: self.flags.low.sent_height.load(Ordering::Relaxed),
+            frame_divider: low.frame_divider,
+            peers: self
+                .members
+                .keys()
+                .filter(|id| self.layers.layer(id) == Layer::Low)
+                .count(),
+        });
         Some(SendReport {
             estimate_kbps: estimate.map_or(0.0, |e| f64::from(e) / 1000.0),
             video_target_kbps: f64::from(a.video_bps) / 1000.0,
@@ -107,6 +169,7 @@ impl Runner {
                 Limit::None => "none",
                 Limit::Bandwidth => "bandwidth",
             },
+            low,
         })
     }
 }
