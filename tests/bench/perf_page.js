@@ -100,6 +100,7 @@
     ctx: null,
     tapped: new WeakSet(),
     clipWidth: 0, // the width the senders' camera gives (stamps scale with the picture)
+    sendSeries: [], // [wall ms, kbit/s sent over the last second, estimate kbit/s], each second
   };
   window.perf = P;
 
@@ -319,8 +320,38 @@
     return btoa(s);
   }
 
+  // What this page sends, second by second, and Chromium's own estimate (the selected pair's
+  // availableOutgoingBitrate): the harness's send plot and step recovery for Chromium.
+  let lastSent = null;
+  setInterval(async () => {
+    let bytes = 0;
+    let estimate = 0;
+    try {
+      for (const peer of state.peers.values()) {
+        if (!peer.pc) continue;
+        const stats = await peer.pc.getStats();
+        for (const r of stats.values()) {
+          if (r.type === "outbound-rtp") bytes += r.bytesSent + (r.headerBytesSent || 0);
+          if (r.type === "candidate-pair" && r.nominated && r.availableOutgoingBitrate) {
+            estimate = Math.max(estimate, r.availableOutgoingBitrate / 1000);
+          }
+        }
+      }
+    } catch (e) {
+      P.errors.push(`send sampler: ${e}`);
+      return;
+    }
+    const now = wall();
+    if (lastSent && bytes >= lastSent.bytes) {
+      const kbps = ((bytes - lastSent.bytes) * 8) / (now - lastSent.at);
+      P.sendSeries.push([now, kbps, estimate]);
+    }
+    lastSent = { at: now, bytes };
+  }, 1000);
+
   P.collect = () => {
     const out = {
+      sendSeries: P.sendSeries,
       sent: P.sent,
       recv: {},
       marksSent: P.marksSent,
@@ -333,6 +364,7 @@
     for (const [id, r] of Object.entries(P.recv)) out.recv[id] = { frames: r.frames, samples: r.samples };
     for (const [id, chunks] of Object.entries(P.audio)) out.audio[id] = pcmBase64(chunks);
     P.sent = [];
+    P.sendSeries = [];
     P.marksSent = [];
     P.marksRecv = {};
     P.errors = [];

@@ -438,7 +438,7 @@ struct RunResult {
     /// Step scenarios: seconds after the drop until capture → decoded p95 stays under 200 ms.
     step_latency_recovered_s: Option<f64>,
     /// Step scenarios: seconds after the capacity returns until every sender sends 1.2
-    /// Mbit/s (native).
+    /// Mbit/s.
     step_rate_recovered_s: Option<f64>,
 }
 
@@ -575,8 +575,8 @@ fn cap_line(s: &Scenario) -> Vec<(f64, f64)> {
 
 /// A step scenario's recoveries (the goals): after the drop, how long until the
 /// capture → decoded p95 of every later second (to the next step) is under 200 ms; after the
-/// capacity returns, how long until a sender sends ≥ 1.2 Mbit/s (native only: the series
-/// comes from the CLI's stats lines).
+/// capacity returns, how long until every sender sends ≥ 1.2 Mbit/s (the series comes from
+/// the CLI's stats lines, or the page's sampler for Chromium).
 fn step_recovery(s: &Scenario, result: &mut RunResult, window_start: f64) {
     let [(down, _), (up, _), ..] = s.steps[..] else {
         return;
@@ -1105,6 +1105,20 @@ async fn run_chromium(env: &Env, s: &Scenario) -> Result<RunResult> {
             me.clone(),
             camera as f64 / ((window_end - window_start) / 1000.0),
         );
+        // What Chromium sent, second by second (the page's sampler), as the CLI's stats give it.
+        let series = result.send_kbps.entry(me.clone()).or_default();
+        for e in v["sendSeries"].as_array().into_iter().flatten() {
+            let (Some(at), Some(sent)) = (e[0].as_f64(), e[1].as_f64()) else {
+                continue;
+            };
+            if (window_start..window_end).contains(&at) {
+                series.push((
+                    (at - window_start) / 1000.0,
+                    sent,
+                    e[2].as_f64().unwrap_or(0.0),
+                ));
+            }
+        }
         for (from, rx) in v["recv"].as_object().into_iter().flatten() {
             let sent: Vec<(u64, f64)> = data
                 .get(from)

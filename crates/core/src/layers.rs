@@ -17,6 +17,9 @@
 //!   the estimator grows past what is sent (up to twice what arrives).
 //! - **One peer** (or one with feedback so far) is always on the main layer: the main layer
 //!   follows its path and a second layer would only cost CPU.
+//! - **Slow paths all round** (a reference under [`MIN_REFERENCE_BPS`]) split nobody: a main
+//!   layer at 250 kbit/s is not worth a second encoder and its keyframes over one at
+//!   120 kbit/s (a member on a slow link sees its three peers so).
 //!
 //! Sans-IO: time is an input.
 
@@ -29,6 +32,8 @@ pub const SPLIT: f64 = 0.5;
 pub const MERGE: f64 = 0.75;
 /// See [`MERGE`].
 pub const MERGE_AFTER: Duration = Duration::from_secs(5);
+/// Under this reference nobody is split off.
+pub const MIN_REFERENCE_BPS: u32 = 400_000;
 
 /// One of the two camera layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,7 +89,7 @@ impl<K: Ord + Clone> Layers<K> {
             }
             match p.layer {
                 Layer::Main => {
-                    if estimate < SPLIT * reference {
+                    if estimate < SPLIT * reference && best >= MIN_REFERENCE_BPS {
                         p.layer = Layer::Low;
                         p.merge_since = None;
                     }
@@ -246,6 +251,18 @@ mod tests {
         }
         assert_eq!(switches, 1);
         assert_eq!(last, Layer::Low);
+    }
+
+    #[test]
+    fn slow_paths_all_round_split_nobody() {
+        let mut l = Layers::new(FULL);
+        run(
+            &mut l,
+            0,
+            5_000,
+            &[("a", 120_000), ("b", 150_000), ("c", 250_000)],
+        );
+        assert!(!l.any_low());
     }
 
     #[test]

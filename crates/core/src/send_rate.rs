@@ -125,6 +125,42 @@ impl SendRate {
         }
     }
 
+    /// A policy for a sender started mid-call, whose path's estimate is known already (a mesh's
+    /// second layer): it starts at the step that fits `estimate_bps` rather than at the top,
+    /// so its first frames are not a full-size keyframe squeezed into a small bitrate.
+    #[must_use]
+    pub fn fitted(
+        config: SendConfig,
+        estimate_bps: u32,
+        source_pixels: u32,
+        source_fps: f32,
+    ) -> Self {
+        let mut policy = Self::new(config);
+        let (_, video_bps) = policy.rates(estimate_bps);
+        let last = policy.steps() - 1;
+        policy.step = (0..last)
+            .find(|&s| {
+                policy.bits_per_pixel(s, video_bps, source_pixels, source_fps) >= MIN_BITS_PER_PIXEL
+            })
+            .unwrap_or(last);
+        policy
+    }
+
+    /// Opus's and the video's bitrates for an estimate: audio first, video the rest with
+    /// headroom, within its bounds.
+    fn rates(&self, estimate: u32) -> (u32, u32) {
+        let audio_bps = if estimate < TINY_LINK_BPS {
+            AUDIO_FLOOR_BPS.min(self.config.audio_bps)
+        } else {
+            self.config.audio_bps
+        };
+        let budget = (f64::from(estimate) * HEADROOM) as u32;
+        let video_bps = budget
+            .saturating_sub(audio_bps)
+            .clamp(MIN_VIDEO_BPS, self.config.max_video_bps.max(MIN_VIDEO_BPS));
+        (audio_bps, video_bps)
+    }
+
     /// The number of steps (resolutions, then frame rates at the smallest one).
     fn steps(&self) -> usize {
         match self.config.content {
@@ -193,15 +229,7 @@ impl SendRate {
                 self.rising = true;
             }
         }
-        let audio_bps = if estimate < TINY_LINK_BPS {
-            AUDIO_FLOOR_BPS.min(self.config.audio_bps)
-        } else {
-            self.config.audio_bps
-        };
-        let budget = (f64::from(estimate) * HEADROOM) as u32;
-        let video_bps = budget
-            .saturating_sub(audio_bps)
-            .clamp(MIN_VIDEO_BPS, self.config.max_video_bps.max(MIN_VIDEO_BPS));
+        let (audio_bps, video_bps) = self.rates(estimate);
         let limited_by = if video_bps < self.config.max_video_bps {
             Limit::Bandwidth
         } else {
@@ -433,5 +461,33 @@ mod tests {
         let a = last.unwrap();
         assert_eq!(a.scale_quarters, 4, "text stays readable");
         assert!(a.frame_divider > 1, "{a:?}");
+    }
+
+    #[test]
+    fn a_layer_started_mid_call_starts_at_the_size_that_fits() {
+        // 130 kbit/s: 61 kbit/s of video, which fits only a quarter of each side at 720p.
+        let mut p = SendRate::fitted(
+            SendConfig {
+                max_video_bps: 1_500_000,
+                audio_bps: 48_000,
+                content: Content::Camera,
+            },
+            130_000,
+            HD,
+            30.0,
+        );
+        let first = p.update(Duration::ZERO, Some(130_000), 0.0, HD, 30.0);
+        assert_eq!((first.scale_quarters, first.frame_divider), (1, 1));
+        // A started policy begins at the top.
+        let mut fresh = camera();
+        let top = fresh.update(Duration::ZERO, Some(130_000), 0.0, HD, 30.0);
+        assert_eq!(top.scale_quarters, 4);
+        // And a large estimate fits the full size.
+        let mut wide = SendRate::fitted(fresh.config, 3_000_000, HD, 30.0);
+        assert_eq!(
+            wide.update(Duration::ZERO, Some(3_000_000), 0.0, HD, 30.0)
+                .scale_quarters,
+            4
+        );
     }
 }

@@ -103,21 +103,24 @@ impl Runner {
     /// audio is the main layer's (one Opus stream for everyone): only the video follows it.
     fn update_low_layer(&mut self, estimate: Option<u32>) -> Option<Allocation> {
         let Some(estimate) = estimate else {
-            if self.low_allocation.take().is_some() {
-                // A later split starts afresh, from the estimate it is given then.
-                self.low_rate = SendRate::new(self.send_config);
-            }
+            // A later split starts afresh, from the estimate it is given then.
+            self.low_allocation = None;
             return None;
         };
         let send = &self.flags.send;
         let pixels = send.source_pixels.load(Ordering::Relaxed);
         let fps = send.source_fps_milli.load(Ordering::Relaxed) as f32 / 1000.0;
+        let fps = if fps > 0.0 { fps } else { 30.0 };
+        if self.low_allocation.is_none() {
+            // A new split: the layer starts at the size its path fits, not at the top.
+            self.low_rate = SendRate::fitted(self.send_config, estimate, pixels, fps);
+        }
         let a = self.low_rate.update(
             self.epoch.elapsed(),
             Some(estimate),
             self.send_loss,
             pixels,
-            if fps > 0.0 { fps } else { 30.0 },
+            fps,
         );
         if self.low_allocation.is_none_or(|(_, last)| last != a) {
             tracing::debug!(estimate, ?a, "low layer send rate");
