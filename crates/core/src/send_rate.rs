@@ -146,6 +146,20 @@ impl SendRate {
         policy
     }
 
+    /// The estimate this policy must fit went up by a decision, not by the network (a slow
+    /// peer of a mesh moved to the low layer): step up straight to the size that fits now,
+    /// rather than one step per [`UP_AFTER`] (never down: that stays the usual rule's).
+    pub fn refit_up(&mut self, estimate_bps: u32, source_pixels: u32, source_fps: f32) {
+        let (_, video_bps) = self.rates(estimate_bps);
+        if let Some(step) = (0..self.step).find(|&s| {
+            self.bits_per_pixel(s, video_bps, source_pixels, source_fps) >= MIN_BITS_PER_PIXEL
+        }) {
+            self.step = step;
+            self.low_since = None;
+            self.high_since = None;
+        }
+    }
+
     /// Opus's and the video's bitrates for an estimate: audio first, video the rest with
     /// headroom, within its bounds.
     fn rates(&self, estimate: u32) -> (u32, u32) {
@@ -488,6 +502,30 @@ mod tests {
             wide.update(Duration::ZERO, Some(3_000_000), 0.0, HD, 30.0)
                 .scale_quarters,
             4
+        );
+    }
+
+    #[test]
+    fn a_refit_steps_up_at_once_and_never_down() {
+        let mut p = camera();
+        let mut t = Duration::ZERO;
+        // A slow peer's 250 kbit/s took the picture to 180p.
+        for _ in 0..20 {
+            p.update(t, Some(250_000), 0.0, HD, 30.0);
+            t += Duration::from_millis(200);
+        }
+        assert_eq!(p.update(t, Some(250_000), 0.0, HD, 30.0).scale_quarters, 1);
+        // It moved to the low layer; the others carry 1 Mbit/s: 540p fits, at once.
+        p.refit_up(1_000_000, HD, 30.0);
+        assert_eq!(
+            p.update(t, Some(1_000_000), 0.0, HD, 30.0).scale_quarters,
+            3
+        );
+        // A refit for less does not step down.
+        p.refit_up(100_000, HD, 30.0);
+        assert_eq!(
+            p.update(t, Some(1_000_000), 0.0, HD, 30.0).scale_quarters,
+            3
         );
     }
 }

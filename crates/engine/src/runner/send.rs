@@ -34,25 +34,32 @@ impl Runner {
                 .min()
         };
         let (estimate, low_estimate) = (lowest(Layer::Main), lowest(Layer::Low));
+        let mut split = false;
         for (id, _) in &estimates {
-            self.set_layer(id, self.layers.layer(id));
+            let layer = self.layers.layer(id);
+            split |= layer == Layer::Low
+                && self
+                    .members
+                    .get(id)
+                    .is_some_and(|m| *m.layer.borrow() == Layer::Main);
+            self.set_layer(id, layer);
         }
-        let low = self.update_low_layer(low_estimate);
+        let pixels = self.flags.send.source_pixels.load(Ordering::Relaxed);
+        let fps = self.flags.send.source_fps_milli.load(Ordering::Relaxed) as f32 / 1000.0;
+        let fps = if fps > 0.0 { fps } else { 30.0 };
+        if split && let Some(main) = estimate {
+            // The slow path no longer holds the main layer down: it fits the others now.
+            self.send_rate.refit_up(main, pixels, fps);
+        }
+        let low = self.update_low_layer(low_estimate, pixels, fps);
         // The screen share goes to everyone: it fits the slowest path.
         let slowest = estimate.into_iter().chain(low_estimate).min();
         // Before any feedback the pacer holds each connection to the controller's start, so
         // the encoders aim at that, not at the configured rate.
         let aim = estimate.or(Some(liveloop_rtc::START_BITRATE_BPS));
-        let send = &self.flags.send;
-        let pixels = send.source_pixels.load(Ordering::Relaxed);
-        let fps = send.source_fps_milli.load(Ordering::Relaxed) as f32 / 1000.0;
-        let a = self.send_rate.update(
-            self.epoch.elapsed(),
-            aim,
-            self.send_loss,
-            pixels,
-            if fps > 0.0 { fps } else { 30.0 },
-        );
+        let a = self
+            .send_rate
+            .update(self.epoch.elapsed(), aim, self.send_loss, pixels, fps);
         if self.send_allocation.is_none_or(|(_, last)| last != a) {
             tracing::debug!(?estimate, ?a, "send rate");
         }
@@ -95,22 +102,23 @@ impl Runner {
             camera.audio_bps = camera.audio_bps.min(low.audio_bps);
             camera.audio_loss_percent = camera.audio_loss_percent.max(low.audio_loss_percent);
         }
-        send.set(&camera);
+        self.flags.send.set(&camera);
         self.send_allocation = Some((estimate, a));
     }
 
     /// The low layer's own policy, on the lowest estimate among the peers that get it. Its
     /// audio is the main layer's (one Opus stream for everyone): only the video follows it.
-    fn update_low_layer(&mut self, estimate: Option<u32>) -> Option<Allocation> {
+    fn update_low_layer(
+        &mut self,
+        estimate: Option<u32>,
+        pixels: u32,
+        fps: f32,
+    ) -> Option<Allocation> {
         let Some(estimate) = estimate else {
             // A later split starts afresh, from the estimate it is given then.
             self.low_allocation = None;
             return None;
         };
-        let send = &self.flags.send;
-        let pixels = send.source_pixels.load(Ordering::Relaxed);
-        let fps = send.source_fps_milli.load(Ordering::Relaxed) as f32 / 1000.0;
-        let fps = if fps > 0.0 { fps } else { 30.0 };
         if self.low_allocation.is_none() {
             // A new split: the layer starts at the size its path fits, not at the top.
             self.low_rate = SendRate::fitted(self.send_config, estimate, pixels, fps);
