@@ -43,6 +43,7 @@ const errorText = (e) => e?.message ?? String(e);
 
 let settings = {
   displayName: "", matchmakingUrl: "", roomsUrl: "", camera: "", microphone: "", speaker: "", recordingDir: "", avatar: "",
+  builtInThisComputerOnly: false, builtInPorts: [0, 0],
 };
 
 // ---------------------------------------------------------------- the device check
@@ -91,6 +92,7 @@ function renderSettings() {
   $("greeting-name").textContent = settings.displayName ? `, ${settings.displayName}` : "";
   $("matchmaking-url").value = settings.matchmakingUrl;
   $("rooms-url").value = settings.roomsUrl;
+  $("built-in-local-only").checked = settings.builtInThisComputerOnly;
   $("recording-dir").value = settings.recordingDir;
 }
 
@@ -492,6 +494,21 @@ async function startCallNow(command, args) {
     $("round-trip").hidden = true;
     $("room-link-row").hidden = !started.link;
     $("room-link").value = started.link ?? "";
+    // Several addresses on the network (Wi-Fi and Ethernet, IPv4 and IPv6): offer each.
+    const choice = $("room-link-choice");
+    choice.replaceChildren();
+    for (const l of started.links ?? []) {
+      const o = document.createElement("option");
+      o.value = l;
+      o.textContent = new URL(l).host;
+      choice.append(o);
+    }
+    choice.hidden = (started.links ?? []).length < 2;
+    $("room-link-note").textContent = started.linkReach === "network"
+      ? "People on your network can join with this link. For people elsewhere, set a server in Settings."
+      : started.linkReach === "this computer"
+        ? "This link works on this computer only (the built-in servers are kept to this computer, or it has no network)."
+        : "";
     tileFor("self");
     renderControls();
     renderState();
@@ -675,6 +692,7 @@ function bindCall() {
     $("chat-input").value = "";
     sendChat(text);
   });
+  $("room-link-choice").addEventListener("change", (e) => { $("room-link").value = e.target.value; });
   $("copy-link").addEventListener("click", async () => {
     try {
       await navigator.clipboard.writeText($("room-link").value);
@@ -725,6 +743,7 @@ async function start() {
       ...settings,
       matchmakingUrl: $("matchmaking-url").value,
       roomsUrl: $("rooms-url").value,
+      builtInThisComputerOnly: $("built-in-local-only").checked,
       camera: $("camera-select").value,
       microphone: $("microphone-select").value,
       speaker: $("speaker-select").value,
@@ -741,7 +760,9 @@ async function start() {
     renderSettings();
     const status = await invoke("app_status");
     const s = status.servers;
-    const where = s.embedded ? "built-in servers on this computer" : "your configured servers";
+    const where = !s.embedded ? "your configured servers"
+      : s.reach === "network" ? `built-in servers, open to your network (${s.networkRoomsUrls[0] ?? ""})`
+        : "built-in servers on this computer only";
     const el = $("server-status");
     el.className = "ok";
     el.textContent = `Ready — ${where}: matchmaking ${s.matchmakingUrl}, rooms ${s.roomsUrl} (v${status.version})`;

@@ -75,6 +75,12 @@ pub struct CallStarted {
     pub mode: &'static str,
     pub room: Option<String>,
     pub link: Option<String>,
+    /// Every link to the room other computers can open (one per address of this computer on
+    /// the network, best first; `link` is the first), for the UI to offer when several.
+    pub links: Vec<String>,
+    /// Who can use the link: `network` (the built-in servers, people on your network), `this
+    /// computer`, or `server` (a configured server).
+    pub link_reach: &'static str,
     pub me: Option<String>,
     /// Device notes (no camera, no microphone) to show.
     pub notes: Vec<String>,
@@ -155,7 +161,9 @@ impl Calls {
                     call_id: 0,
                     mode: "room",
                     room: Some(room),
+                    links: vec![link.clone()],
                     link: Some(link),
+                    link_reach: "server",
                     me: Some(me),
                     notes,
                 };
@@ -174,6 +182,8 @@ impl Calls {
                     mode: "random",
                     room: None,
                     link: None,
+                    links: Vec::new(),
+                    link_reach: "server",
                     me: None,
                     notes,
                 };

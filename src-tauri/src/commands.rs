@@ -68,10 +68,30 @@ fn display_name(state: &AppState) -> String {
 async fn start(app: AppHandle, state: &AppState, how: Start) -> Result<CallStarted, AppError> {
     let name = display_name(state);
     let devices = devices(state);
-    state
+    let servers = &state.servers;
+    // A room on the built-in room service: the link names this computer's address on the
+    // network (the app itself reaches it on loopback), or says it is for this computer.
+    let built_in_room = servers.embedded
+        && matches!(&how, Start::Room { ws_url, .. }
+            if liveloop_proto::link::same_server(ws_url, &call::rooms_ws_url(&servers.rooms_url)));
+    let mut started = state
         .calls
         .start(app, state.video.clone(), name, devices, how)
-        .await
+        .await?;
+    if built_in_room && let Some(room) = started.room.clone() {
+        let links = servers.network_links(&room);
+        if let Some(first) = links.first() {
+            started.link = Some(first.clone());
+            started.links = links;
+        }
+        // No address on a network (or the setting): only this computer can use it.
+        started.link_reach = if servers.network_rooms_urls.is_empty() {
+            "this computer"
+        } else {
+            "network"
+        };
+    }
+    Ok(started)
 }
 
 /// What a link would do, for the UI to ask about before it ends a call or joins a server the

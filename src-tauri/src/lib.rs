@@ -19,13 +19,33 @@ use tauri_plugin_deep_link::DeepLinkExt;
 pub use error::AppError;
 pub use settings::Settings;
 
-/// Where the app's servers are: configured in Settings, or embedded on loopback.
+/// Where the app's servers are: configured in Settings, or built in (on the network, or on
+/// this computer only).
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Servers {
+    /// What this app connects to (loopback for the built-in ones).
     pub matchmaking_url: String,
     pub rooms_url: String,
     pub embedded: bool,
+    /// Who can use a link to the built-in servers: `network`, `this computer`; `server` for
+    /// configured ones.
+    pub reach: &'static str,
+    /// The built-in room service's base URLs for other computers, best first (empty: this
+    /// computer only, or configured servers).
+    pub network_rooms_urls: Vec<String>,
+}
+
+impl Servers {
+    /// The links to `room` on the built-in room service that other computers can open, best
+    /// first (empty when there are none).
+    #[must_use]
+    pub fn network_links(&self, room: &str) -> Vec<String> {
+        self.network_rooms_urls
+            .iter()
+            .map(|base| call::share_link(&call::rooms_ws_url(base), room))
+            .collect()
+    }
 }
 
 /// State shared by the commands.
@@ -119,26 +139,29 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
             .context("no configuration folder on this system")?,
     };
     let settings_path = dir.join("settings.json");
-    let settings = Settings::load(&settings_path);
-    let (servers, embedded) = if settings.matchmaking_url.is_empty()
-        || settings.rooms_url.is_empty()
-    {
-        let embedded = tauri::async_runtime::block_on(liveloop_server::embedded::start_loopback())
-            .context("could not start the embedded signaling services on loopback")?;
-        let servers = Servers {
-            matchmaking_url: pick(&settings.matchmaking_url, embedded.matchmaking_url()),
-            rooms_url: pick(&settings.rooms_url, embedded.rooms_url()),
-            embedded: true,
+    let mut settings = Settings::load(&settings_path);
+    let (servers, embedded) =
+        if settings.matchmaking_url.is_empty() || settings.rooms_url.is_empty() {
+            let (embedded, servers) = built_in(&settings)?;
+            // The ports it got are kept, so that today's links still work tomorrow.
+            let ports = [embedded.matchmaking.port(), embedded.rooms.port()];
+            if settings.built_in_ports != ports {
+                settings.built_in_ports = ports;
+                if let Err(e) = settings.save(&settings_path) {
+                    tracing::warn!(error = %e, "the built-in servers' ports could not be kept");
+                }
+            }
+            (servers, Some(embedded))
+        } else {
+            let servers = Servers {
+                matchmaking_url: settings.matchmaking_url.clone(),
+                rooms_url: settings.rooms_url.clone(),
+                embedded: false,
+                reach: "server",
+                network_rooms_urls: Vec::new(),
+            };
+            (servers, None)
         };
-        (servers, Some(embedded))
-    } else {
-        let servers = Servers {
-            matchmaking_url: settings.matchmaking_url.clone(),
-            rooms_url: settings.rooms_url.clone(),
-            embedded: false,
-        };
-        (servers, None)
-    };
     tracing::info!(?servers, "signaling servers");
     let video = tauri::async_runtime::block_on(video::VideoHub::start())
         .context("could not start the video server on loopback")?;
@@ -152,6 +175,38 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
         open_link: Mutex::new(link_in(std::env::args())),
         _embedded: embedded,
     })
+}
+
+/// Starts the built-in servers as the settings say: on the network (or this computer only),
+/// at the kept ports.
+fn built_in(settings: &Settings) -> anyhow::Result<(liveloop_server::embedded::Embedded, Servers)> {
+    use liveloop_server::network::Reach;
+    let reach = if settings.built_in_this_computer_only {
+        Reach::ThisComputer
+    } else {
+        Reach::Network
+    };
+    let [mm, rooms] = settings.built_in_ports;
+    let embedded = tauri::async_runtime::block_on(async {
+        liveloop_server::embedded::start_built_in(reach, (mm, rooms))
+    })
+    .context("could not start the built-in signaling services")?;
+    let network_rooms_urls = if settings.rooms_url.is_empty() {
+        embedded.rooms_urls_on_network()
+    } else {
+        Vec::new()
+    };
+    let servers = Servers {
+        matchmaking_url: pick(&settings.matchmaking_url, embedded.matchmaking_url()),
+        rooms_url: pick(&settings.rooms_url, embedded.rooms_url()),
+        embedded: true,
+        reach: match reach {
+            Reach::Network => "network",
+            Reach::ThisComputer => "this computer",
+        },
+        network_rooms_urls,
+    };
+    Ok((embedded, servers))
 }
 
 fn pick(configured: &str, embedded: String) -> String {

@@ -11,10 +11,15 @@ use crate::AppError;
 pub struct Settings {
     /// The name others see.
     pub display_name: String,
-    /// Matchmaking server base URL; empty means the embedded one on loopback.
+    /// Matchmaking server base URL; empty means the built-in one.
     pub matchmaking_url: String,
-    /// Room server base URL; empty means the embedded one on loopback.
+    /// Room server base URL; empty means the built-in one.
     pub rooms_url: String,
+    /// The built-in servers listen on this computer only (loopback), not on the network.
+    pub built_in_this_computer_only: bool,
+    /// The built-in servers' ports (matchmaking, rooms), chosen at the first launch and kept so
+    /// that a shared link stays valid; 0: not chosen yet.
+    pub built_in_ports: [u16; 2],
     /// Device ids from the pickers; empty means the system default.
     pub camera: String,
     pub microphone: String,

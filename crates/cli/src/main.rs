@@ -59,6 +59,26 @@ enum Cmd {
     },
     /// List the screens and windows that can be shared.
     Screens,
+    /// Run the app's built-in servers on the network, without a window or a call (a spare
+    /// computer that hosts rooms and random chat for its network, and tests): prints their
+    /// addresses and links as a JSON line, then runs until interrupted or --seconds.
+    Host {
+        /// Print the link of this room (a room exists once someone joins it).
+        #[arg(long)]
+        room: Option<String>,
+        /// Listen on this computer only (loopback), as the app's setting does.
+        #[arg(long)]
+        local_only: bool,
+        /// The room service's port (0: any free one; taken: the next free one).
+        #[arg(long, default_value_t = 0)]
+        rooms_port: u16,
+        /// The matchmaking service's port (as --rooms-port).
+        #[arg(long, default_value_t = 0)]
+        matchmaking_port: u16,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Random chat through a matchmaking server (`http://host:3000`).
     Random {
         /// Matchmaking server URL.
@@ -252,6 +272,60 @@ fn print(value: &serde_json::Value) {
     println!("{value}");
 }
 
+/// `liveloop-cli host`: the built-in servers, as the app runs them, and their links.
+async fn host(
+    room: Option<String>,
+    local_only: bool,
+    ports: (u16, u16),
+    seconds: Option<u64>,
+) -> Result<()> {
+    use liveloop_server::network::Reach;
+    if let Some(room) = &room
+        && !liveloop_proto::is_valid_id(room)
+    {
+        anyhow::bail!("not a room name: {room}");
+    }
+    let reach = if local_only {
+        Reach::ThisComputer
+    } else {
+        Reach::Network
+    };
+    let servers = liveloop_server::embedded::start_built_in(reach, ports)
+        .context("cannot start the built-in servers")?;
+    let mut rooms = servers.rooms_urls_on_network();
+    let mut matchmaking = servers.matchmaking_urls_on_network();
+    if rooms.is_empty() {
+        // This computer only, or no network: the loopback addresses.
+        rooms.push(servers.rooms_url());
+        matchmaking.push(servers.matchmaking_url());
+    }
+    let links: Vec<String> = room
+        .iter()
+        .flat_map(|room| {
+            rooms.iter().map(move |base| {
+                liveloop_proto::link::share_link(&liveloop_proto::link::rooms_ws_url(base), room)
+            })
+        })
+        .collect();
+    print(&json!({
+        "event": "hosting",
+        "reach": if local_only { "this computer" } else { "network" },
+        "rooms": rooms,
+        "matchmaking": matchmaking,
+        "room": room,
+        "room_link": links.first(),
+        "links": links,
+    }));
+    match seconds {
+        Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+        None => tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl+C")?,
+    }
+    servers.shutdown();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -290,6 +364,13 @@ async fn main() -> Result<()> {
             next_after,
             opts,
         } => (opts, Mode::Random { server, next_after }),
+        Cmd::Host {
+            room,
+            local_only,
+            rooms_port,
+            matchmaking_port,
+            seconds,
+        } => return host(room, local_only, (matchmaking_port, rooms_port), seconds).await,
         Cmd::Screens => {
             for s in liveloop_media::device::screen::list().context("cannot list screens")? {
                 print(&json!({"id": s.id, "name": s.name, "primary": s.is_default}));

@@ -1,0 +1,143 @@
+//! Issue 17: a room link works from another computer. Two network namespaces behind `netlab`'s
+//! router stand in for two computers on one network (support/netlab.rs). Computer A runs the
+//! built-in servers on the network (`liveloop-cli host`, as the app does with no server
+//! configured); the link it prints must name A's address on the network, and a client on
+//! computer B joins with exactly that link. Needs root (CAP_NET_ADMIN), as CI runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use liveloop_e2e::cli_peer::CliPeer;
+use liveloop_e2e::netlab::{NetLab, client_addr};
+use liveloop_e2e::workspace_bin;
+use serde_json::Value;
+
+fn lab(prefix: &str) -> NetLab {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes network namespaces and TUN devices: run the tests as root"
+    );
+    // Nobody's link is impaired (client 9 does not exist).
+    NetLab::start(prefix, &["a", "b"], 9).expect("the network lab")
+}
+
+fn count(events: &[Value], pred: impl Fn(&Value) -> bool) -> usize {
+    events.iter().filter(|e| pred(e)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_hosted_on_one_computer_is_joined_from_another_with_its_link() {
+    let lab = lab("lla");
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let mut cmd = lab.command(0, &cli);
+    cmd.args(["host", "--room", "lan-room", "--seconds", "40"]);
+    let mut host = CliPeer::spawn_command("lan-host", cmd).unwrap();
+    let hosting = host
+        .next("the host's links", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await;
+    eprintln!("hosting: {hosting}");
+    assert_eq!(hosting["reach"], "network");
+    let link = hosting["room_link"]
+        .as_str()
+        .expect("a room link")
+        .to_owned();
+    // The link names A's address on the network (its default route's), not loopback.
+    assert!(
+        link.starts_with(&format!("http://{}:", client_addr(0))) && link.ends_with("/r/lan-room"),
+        "{link}"
+    );
+    let spawn = |n: usize, id: &str| {
+        let mut cmd = lab.command(n, &cli);
+        cmd.args(["join", &link, "--id", id])
+            .args(["--video", "synthetic:320x180@30", "--seconds", "12"])
+            .args(["--chat", &format!("hello from {id}")]);
+        CliPeer::spawn_command(&format!("lan-{id}"), cmd).unwrap()
+    };
+    // A's own user and B's join with the same link.
+    let (a, b) = (spawn(0, "a"), spawn(1, "b"));
+    let (a, b) = (
+        a.finish(Duration::from_secs(40)).await.unwrap(),
+        b.finish(Duration::from_secs(40)).await.unwrap(),
+    );
+    for (name, events, from) in [("a", &a, "b"), ("b", &b, "a")] {
+        let frames = count(events, |e| e["event"] == "frame" && e["from"] == from);
+        let speech = count(events, |e| {
+            e["event"] == "audio"
+                && e["from"] == from
+                && e["rms"].as_f64().is_some_and(|r| r > 0.01)
+        });
+        let chat = count(events, |e| {
+            e["event"] == "chat" && e["from"] == from && e["text"] == format!("hello from {from}")
+        });
+        eprintln!("{name}: {frames} frames, {speech} s of speech, {chat} chat from {from}");
+        assert!(frames > 150, "{name} decoded {frames} frames from {from}");
+        assert!(speech >= 5, "{name} heard {speech} s of {from}");
+        assert_eq!(chat, 1, "{name} did not get {from}'s chat");
+    }
+    host.kill();
+    drop(lab);
+}
+
+/// The link stays valid across a restart: the port is kept (the app keeps it in its settings;
+/// here it is passed again), and a server that comes back on it serves the same link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_port_gives_the_same_link_after_a_restart() {
+    let lab = lab("llk");
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let hosting = |port: u16| {
+        let mut cmd = lab.command(0, &cli);
+        cmd.args(["host", "--room", "kept", "--seconds", "30"])
+            .args(["--rooms-port", &port.to_string()]);
+        CliPeer::spawn_command("kept-host", cmd).unwrap()
+    };
+    let mut first = hosting(0);
+    let link = first
+        .next("the first links", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await["room_link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port: u16 = link
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    first.kill();
+    let mut second = hosting(port);
+    let again = second
+        .next(
+            "the links after the restart",
+            Duration::from_secs(15),
+            |e| e["event"] == "hosting",
+        )
+        .await;
+    assert_eq!(again["room_link"].as_str(), Some(link.as_str()));
+    // And the link works from B.
+    let mut cmd = lab.command(1, &cli);
+    cmd.args([
+        "join",
+        &link,
+        "--id",
+        "b",
+        "--video",
+        "none",
+        "--seconds",
+        "3",
+    ]);
+    let b = CliPeer::spawn_command("kept-b", cmd)
+        .unwrap()
+        .finish(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        b.iter().any(|e| e["event"] == "joined"),
+        "B could not join with the kept link: {b:?}"
+    );
+    second.kill();
+    drop(lab);
+}
