@@ -7,9 +7,11 @@
 
 use std::time::Duration;
 
+use liveloop_e2e::browser::{Browser, BrowserOptions};
 use liveloop_e2e::cli_peer::CliPeer;
 use liveloop_e2e::netlab::{NetLab, client_addr};
-use liveloop_e2e::workspace_bin;
+use liveloop_e2e::{artifacts_dir, temp_dir, workspace_bin};
+use liveloop_media::synthetic::{SyntheticMic, Voice};
 use serde_json::Value;
 
 fn lab(prefix: &str) -> NetLab {
@@ -139,5 +141,129 @@ async fn a_kept_port_gives_the_same_link_after_a_restart() {
         "B could not join with the kept link: {b:?}"
     );
     second.kill();
+    drop(lab);
+}
+
+/// A browser guest on computer B: the HTTPS link the host prints opens the browser client on a
+/// secure origin (the camera needs one), over the host's self-signed certificate (a user
+/// accepts the warning once; Chromium here is told to), and Chromium calls a native client on
+/// computer A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_on_another_computer_joins_over_https() {
+    let lab = lab("llh");
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let mut cmd = lab.command(0, &cli);
+    cmd.args(["host", "--room", "web-room", "--seconds", "60"]);
+    let mut host = CliPeer::spawn_command("https-host", cmd).unwrap();
+    let hosting = host
+        .next("the host's links", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await;
+    let browser_link = hosting["browser_link"]
+        .as_str()
+        .expect("an https link")
+        .to_owned();
+    assert!(
+        browser_link.starts_with(&format!("https://{}:", client_addr(0))),
+        "{browser_link}"
+    );
+    let link = hosting["room_link"].as_str().unwrap().to_owned();
+    let mut cmd = lab.command(0, &cli);
+    cmd.args(["join", &link, "--id", "a-native"]).args([
+        "--video",
+        "synthetic:320x180@30",
+        "--seconds",
+        "40",
+    ]);
+    let mut native = CliPeer::spawn_command("https-native", cmd).unwrap();
+
+    let dir = temp_dir("lan-https").unwrap();
+    let mic = SyntheticMic::new(Voice::Speech, false);
+    let samples: Vec<f32> = (0..48_000 * 10).map(|n| mic.sample(n)).collect();
+    let wav = dir.join("speech.wav");
+    liveloop_media::file::write_wav(&wav, &samples).unwrap();
+    let b = Browser::start_with(
+        &BrowserOptions {
+            fake_audio: Some(wav),
+            netns: Some(lab.namespaces[1].clone()),
+            extra_args: vec!["--ignore-certificate-errors".into()],
+            ..BrowserOptions::default()
+        },
+        &artifacts_dir().unwrap().join("lan-https-console.log"),
+    )
+    .unwrap();
+    b.open("web", &format!("{browser_link}?id=b-web"))
+        .await
+        .unwrap();
+    let secure = b
+        .eval("web", "return window.isSecureContext && location.protocol")
+        .await
+        .unwrap();
+    assert_eq!(secure, "https:", "the page is not on a secure origin");
+    b.eval(
+        "web",
+        r#"state.name = "Guest"; return connect("web-room", "b-web")"#,
+    )
+    .await
+    .unwrap();
+    b.wait(
+        "web",
+        "return state.roomState === 'joined'",
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap();
+    native
+        .next("connected", Duration::from_secs(30), |e| {
+            e["event"] == "peer_connected"
+        })
+        .await;
+    // Both ways: Chromium decodes the native video and hears it, the native client decodes
+    // Chromium's camera.
+    let seen = b
+        .wait(
+            "web",
+            "const s = (await callStats())['a-native']; \
+             return s && s.video.framesDecoded > 60 && s",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    eprintln!("Chromium's view of the native peer: {seen}");
+    native
+        .next("frames from the browser", Duration::from_secs(30), |e| {
+            e["event"] == "frame" && e["from"] == "b-web"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let frames = native.count(|e| e["event"] == "frame" && e["from"] == "b-web");
+    assert!(
+        frames > 30,
+        "the native peer decoded {frames} frames from the browser"
+    );
+    // Audio both ways: Chromium receives the native Opus, and the native client hears the
+    // browser's microphone (its speech file).
+    let audio = b
+        .eval(
+            "web",
+            "const s = (await callStats())['a-native']; return s.audio.packetsReceived ?? 0",
+        )
+        .await
+        .unwrap();
+    assert!(
+        audio.as_f64().is_some_and(|p| p > 100.0),
+        "Chromium received {audio} audio packets"
+    );
+    let speech = native.count(|e| {
+        e["event"] == "audio" && e["from"] == "b-web" && e["rms"].as_f64().is_some_and(|r| r > 0.01)
+    });
+    assert!(
+        speech >= 2,
+        "the native peer heard {speech} s of the browser"
+    );
+    drop(b);
+    native.kill();
+    host.kill();
     drop(lab);
 }

@@ -494,18 +494,23 @@ async function startCallNow(command, args) {
     $("round-trip").hidden = true;
     $("room-link-row").hidden = !started.link;
     $("room-link").value = started.link ?? "";
-    // Several addresses on the network (Wi-Fi and Ethernet, IPv4 and IPv6): offer each.
+    // Several addresses on the network (Wi-Fi and Ethernet, IPv4 and IPv6), and the HTTPS
+    // links browsers need for the camera: offer each.
     const choice = $("room-link-choice");
     choice.replaceChildren();
-    for (const l of started.links ?? []) {
+    const offers = [
+      ...(started.links ?? []).map((l) => [l, `${new URL(l).host} (LiveLoop app)`]),
+      ...(started.browserLinks ?? []).map((l) => [l, `${new URL(l).host} (browser, https)`]),
+    ];
+    for (const [l, label] of offers) {
       const o = document.createElement("option");
       o.value = l;
-      o.textContent = new URL(l).host;
+      o.textContent = label;
       choice.append(o);
     }
-    choice.hidden = (started.links ?? []).length < 2;
+    choice.hidden = offers.length < 2;
     $("room-link-note").textContent = started.linkReach === "network"
-      ? "People on your network can join with this link. For people elsewhere, set a server in Settings."
+      ? "People on your network can join with this link in LiveLoop; for a browser, pick the https link (the browser warns once about this computer's certificate). For people elsewhere, set a server in Settings."
       : started.linkReach === "this computer"
         ? "This link works on this computer only (the built-in servers are kept to this computer, or it has no network)."
         : "";

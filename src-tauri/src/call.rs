@@ -78,6 +78,9 @@ pub struct CallStarted {
     /// Every link to the room other computers can open (one per address of this computer on
     /// the network, best first; `link` is the first), for the UI to offer when several.
     pub links: Vec<String>,
+    /// The HTTPS links to the room for browsers on other computers (the built-in servers; a
+    /// browser asks for the camera only on a secure origin), best first.
+    pub browser_links: Vec<String>,
     /// Who can use the link: `network` (the built-in servers, people on your network), `this
     /// computer`, or `server` (a configured server).
     pub link_reach: &'static str,
@@ -162,6 +165,7 @@ impl Calls {
                     mode: "room",
                     room: Some(room),
                     links: vec![link.clone()],
+                    browser_links: Vec::new(),
                     link: Some(link),
                     link_reach: "server",
                     me: Some(me),
@@ -183,6 +187,7 @@ impl Calls {
                     room: None,
                     link: None,
                     links: Vec::new(),
+                    browser_links: Vec::new(),
                     link_reach: "server",
                     me: None,
                     notes,

@@ -84,6 +84,7 @@ async fn start(app: AppHandle, state: &AppState, how: Start) -> Result<CallStart
             started.link = Some(first.clone());
             started.links = links;
         }
+        started.browser_links = servers.browser_links(&room);
         // No address on a network (or the setting): only this computer can use it.
         started.link_reach = if servers.network_rooms_urls.is_empty() {
             "this computer"

@@ -34,6 +34,8 @@ pub struct Servers {
     /// The built-in room service's base URLs for other computers, best first (empty: this
     /// computer only, or configured servers).
     pub network_rooms_urls: Vec<String>,
+    /// The same over HTTPS, for browser guests (whose camera needs a secure origin).
+    pub network_rooms_https_urls: Vec<String>,
 }
 
 impl Servers {
@@ -42,6 +44,15 @@ impl Servers {
     #[must_use]
     pub fn network_links(&self, room: &str) -> Vec<String> {
         self.network_rooms_urls
+            .iter()
+            .map(|base| call::share_link(&call::rooms_ws_url(base), room))
+            .collect()
+    }
+
+    /// The HTTPS links to `room` for browsers on other computers, best first.
+    #[must_use]
+    pub fn browser_links(&self, room: &str) -> Vec<String> {
+        self.network_rooms_https_urls
             .iter()
             .map(|base| call::share_link(&call::rooms_ws_url(base), room))
             .collect()
@@ -142,11 +153,13 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
     let mut settings = Settings::load(&settings_path);
     let (servers, embedded) =
         if settings.matchmaking_url.is_empty() || settings.rooms_url.is_empty() {
-            let (embedded, servers) = built_in(&settings)?;
+            let (embedded, servers) = built_in(&settings, &dir)?;
             // The ports it got are kept, so that today's links still work tomorrow.
             let ports = [embedded.matchmaking.port(), embedded.rooms.port()];
-            if settings.built_in_ports != ports {
+            let https = embedded.rooms_https.map_or(0, |a| a.port());
+            if settings.built_in_ports != ports || settings.built_in_https_port != https {
                 settings.built_in_ports = ports;
+                settings.built_in_https_port = https;
                 if let Err(e) = settings.save(&settings_path) {
                     tracing::warn!(error = %e, "the built-in servers' ports could not be kept");
                 }
@@ -159,6 +172,7 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
                 embedded: false,
                 reach: "server",
                 network_rooms_urls: Vec::new(),
+                network_rooms_https_urls: Vec::new(),
             };
             (servers, None)
         };
@@ -178,23 +192,54 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
 }
 
 /// Starts the built-in servers as the settings say: on the network (or this computer only),
-/// at the kept ports.
-fn built_in(settings: &Settings) -> anyhow::Result<(liveloop_server::embedded::Embedded, Servers)> {
+/// at the kept ports, the room service over HTTPS too for browser guests (with a certificate
+/// made once for this computer's addresses and kept in `dir`).
+fn built_in(
+    settings: &Settings,
+    dir: &std::path::Path,
+) -> anyhow::Result<(liveloop_server::embedded::Embedded, Servers)> {
     use liveloop_server::network::Reach;
     let reach = if settings.built_in_this_computer_only {
         Reach::ThisComputer
     } else {
         Reach::Network
     };
+    let https = match reach {
+        Reach::ThisComputer => None,
+        Reach::Network => {
+            let mut names: Vec<String> = liveloop_server::network::lan_addresses()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            names.push("localhost".into());
+            match liveloop_server::tls::kept(dir, &names)
+                .and_then(|id| liveloop_server::tls::server_config(&id))
+            {
+                Ok(config) => Some((settings.built_in_https_port, config)),
+                // Browser guests need it; the app and its native guests do not.
+                Err(e) => {
+                    tracing::warn!(error = %e, "no HTTPS for browser guests");
+                    None
+                }
+            }
+        }
+    };
     let [mm, rooms] = settings.built_in_ports;
     let embedded = tauri::async_runtime::block_on(async {
-        liveloop_server::embedded::start_built_in(reach, (mm, rooms))
+        liveloop_server::embedded::start_built_in(liveloop_server::embedded::BuiltIn {
+            reach,
+            ports: (mm, rooms),
+            https,
+        })
     })
     .context("could not start the built-in signaling services")?;
-    let network_rooms_urls = if settings.rooms_url.is_empty() {
-        embedded.rooms_urls_on_network()
+    let (network_rooms_urls, network_rooms_https_urls) = if settings.rooms_url.is_empty() {
+        (
+            embedded.rooms_urls_on_network(),
+            embedded.rooms_https_urls_on_network(),
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let servers = Servers {
         matchmaking_url: pick(&settings.matchmaking_url, embedded.matchmaking_url()),
@@ -205,6 +250,7 @@ fn built_in(settings: &Settings) -> anyhow::Result<(liveloop_server::embedded::E
             Reach::ThisComputer => "this computer",
         },
         network_rooms_urls,
+        network_rooms_https_urls,
     };
     Ok((embedded, servers))
 }

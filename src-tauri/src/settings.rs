@@ -20,6 +20,9 @@ pub struct Settings {
     /// The built-in servers' ports (matchmaking, rooms), chosen at the first launch and kept so
     /// that a shared link stays valid; 0: not chosen yet.
     pub built_in_ports: [u16; 2],
+    /// The built-in room service's HTTPS port (for browser guests), kept as the others; 0: not
+    /// chosen yet.
+    pub built_in_https_port: u16,
     /// Device ids from the pickers; empty means the system default.
     pub camera: String,
     pub microphone: String,

@@ -75,6 +75,14 @@ enum Cmd {
         /// The matchmaking service's port (as --rooms-port).
         #[arg(long, default_value_t = 0)]
         matchmaking_port: u16,
+        /// The room service's HTTPS port, for browser guests (as --rooms-port), with a
+        /// self-signed certificate for this computer's addresses.
+        #[arg(long, default_value_t = 0)]
+        https_port: u16,
+        /// Keep the self-signed certificate in this folder (made anew when the addresses
+        /// change), so that guests accept it once; default: a new one at each start.
+        #[arg(long)]
+        tls_dir: Option<std::path::PathBuf>,
         /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
@@ -276,10 +284,12 @@ fn print(value: &serde_json::Value) {
 async fn host(
     room: Option<String>,
     local_only: bool,
-    ports: (u16, u16),
+    (mm_port, rooms_port, https_port): (u16, u16, u16),
+    tls_dir: Option<std::path::PathBuf>,
     seconds: Option<u64>,
 ) -> Result<()> {
     use liveloop_server::network::Reach;
+    use liveloop_server::tls;
     if let Some(room) = &room
         && !liveloop_proto::is_valid_id(room)
     {
@@ -290,8 +300,30 @@ async fn host(
     } else {
         Reach::Network
     };
-    let servers = liveloop_server::embedded::start_built_in(reach, ports)
-        .context("cannot start the built-in servers")?;
+    // HTTPS for browser guests on other computers (this computer's own browser may use
+    // http://localhost, a secure origin already).
+    let https = if local_only {
+        None
+    } else {
+        let mut names: Vec<String> = liveloop_server::network::lan_addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        names.push("localhost".into());
+        let id = match &tls_dir {
+            Some(dir) => tls::kept(dir, &names),
+            None => tls::self_signed(&names),
+        }
+        .context("no certificate for HTTPS")?;
+        Some((https_port, tls::server_config(&id)?))
+    };
+    let servers = liveloop_server::embedded::start_built_in(liveloop_server::embedded::BuiltIn {
+        reach,
+        ports: (mm_port, rooms_port),
+        https,
+    })
+    .context("cannot start the built-in servers")?;
+    let https_rooms = servers.rooms_https_urls_on_network();
     let mut rooms = servers.rooms_urls_on_network();
     let mut matchmaking = servers.matchmaking_urls_on_network();
     if rooms.is_empty() {
@@ -307,14 +339,25 @@ async fn host(
             })
         })
         .collect();
+    let browser_links: Vec<String> = room
+        .iter()
+        .flat_map(|room| {
+            https_rooms.iter().map(move |base| {
+                liveloop_proto::link::share_link(&liveloop_proto::link::rooms_ws_url(base), room)
+            })
+        })
+        .collect();
     print(&json!({
         "event": "hosting",
         "reach": if local_only { "this computer" } else { "network" },
         "rooms": rooms,
+        "rooms_https": https_rooms,
         "matchmaking": matchmaking,
         "room": room,
         "room_link": links.first(),
         "links": links,
+        "browser_link": browser_links.first(),
+        "browser_links": browser_links,
     }));
     match seconds {
         Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -369,8 +412,13 @@ async fn main() -> Result<()> {
             local_only,
             rooms_port,
             matchmaking_port,
+            https_port,
+            tls_dir,
             seconds,
-        } => return host(room, local_only, (matchmaking_port, rooms_port), seconds).await,
+        } => {
+            let ports = (matchmaking_port, rooms_port, https_port);
+            return host(room, local_only, ports, tls_dir, seconds).await;
+        }
         Cmd::Screens => {
             for s in liveloop_media::device::screen::list().context("cannot list screens")? {
                 print(&json!({"id": s.id, "name": s.name, "primary": s.is_default}));

@@ -18,6 +18,8 @@ pub struct Embedded {
     pub rooms_service: RoomsService,
     /// Who can reach them.
     pub reach: Reach,
+    /// The room service over HTTPS too (for browser guests: a camera needs a secure origin).
+    pub rooms_https: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -40,6 +42,19 @@ impl Embedded {
     #[must_use]
     pub fn rooms_urls_on_network(&self) -> Vec<String> {
         self.on_network(self.rooms.port())
+    }
+
+    /// The room service's HTTPS base URLs for other computers, best first (empty without
+    /// HTTPS, or on this computer only).
+    #[must_use]
+    pub fn rooms_https_urls_on_network(&self) -> Vec<String> {
+        match (self.reach, self.rooms_https) {
+            (Reach::Network, Some(addr)) => network::lan_addresses()
+                .into_iter()
+                .map(|ip| network::base_url("https", ip, addr.port()))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// As [`Embedded::rooms_urls_on_network`], for the matchmaking service.
@@ -97,22 +112,47 @@ pub async fn start(
     } else {
         Reach::Network
     };
-    serve(mm_listener, rooms_listener, reach, matchmaking, rooms)
+    serve(mm_listener, rooms_listener, None, reach, matchmaking, rooms)
+}
+
+/// What the built-in servers serve, and where.
+#[derive(Debug, Clone)]
+pub struct BuiltIn {
+    pub reach: Reach,
+    /// The kept ports of the matchmaking and room services (0: any).
+    pub ports: (u16, u16),
+    /// The room service over HTTPS as well, at this kept port (0: any), with this
+    /// configuration (`tls`).
+    pub https: Option<(u16, std::sync::Arc<rustls::ServerConfig>)>,
 }
 
 /// The app's built-in servers: both services for `reach` at the ports kept from an earlier
 /// launch (`0`: any; taken: the next free one, see `network::bind_kept`), browsers admitted
 /// only from the pages they serve themselves ([`AllowedOrigins::SameHost`]). The ports they
-/// got are in [`Embedded::matchmaking`] and [`Embedded::rooms`], for the caller to keep.
+/// got are in [`Embedded::matchmaking`], [`Embedded::rooms`] and [`Embedded::rooms_https`],
+/// for the caller to keep.
 ///
 /// # Errors
 /// When no port can be bound.
-pub fn start_built_in(reach: Reach, ports: (u16, u16)) -> std::io::Result<Embedded> {
+pub fn start_built_in(options: BuiltIn) -> std::io::Result<Embedded> {
+    let BuiltIn {
+        reach,
+        ports,
+        https,
+    } = options;
     let mm_listener = network::bind_kept(reach, ports.0)?;
     let rooms_listener = network::bind_kept(reach, ports.1)?;
+    let https = match https {
+        Some((port, config)) => Some(crate::tls::TlsListener::new(
+            network::bind_kept(reach, port)?,
+            config,
+        )?),
+        None => None,
+    };
     serve(
         mm_listener,
         rooms_listener,
+        https,
         reach,
         MatchmakingConfig {
             allowed_origins: AllowedOrigins::SameHost,
@@ -128,6 +168,7 @@ pub fn start_built_in(reach: Reach, ports: (u16, u16)) -> std::io::Result<Embedd
 fn serve(
     mm_listener: TcpListener,
     rooms_listener: TcpListener,
+    rooms_https: Option<crate::tls::TlsListener>,
     reach: Reach,
     matchmaking: MatchmakingConfig,
     rooms: RoomsConfig,
@@ -138,6 +179,27 @@ fn serve(
     let rooms_service = RoomsService::new(rooms, watch_rx.clone());
     let mm_router = matchmaking::router(matchmaking);
     let rooms_router = rooms_service.router();
+    let rooms_https_addr = match rooms_https {
+        Some(listener) => {
+            use axum::serve::{Listener as _, ListenerExt as _};
+            let addr = listener.local_addr()?;
+            let (router, rx) = (rooms_router.clone(), watch_rx.clone());
+            tokio::spawn(async move {
+                // `tap_io` gives the connections their peer address (the per-address caps).
+                let served = axum::serve(
+                    listener.tap_io(|_| {}),
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(crate::shutdown_signal(rx))
+                .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "embedded HTTPS room service stopped");
+                }
+            });
+            Some(addr)
+        }
+        None => None,
+    };
     let rx = watch_rx.clone();
     tokio::spawn(async move {
         let served = axum::serve(
@@ -167,6 +229,7 @@ fn serve(
         rooms: rooms_addr,
         rooms_service,
         reach,
+        rooms_https: rooms_https_addr,
         shutdown,
     })
 }
@@ -178,5 +241,9 @@ fn serve(
 /// # Errors
 /// When loopback ports cannot be bound.
 pub async fn start_loopback() -> std::io::Result<Embedded> {
-    start_built_in(Reach::ThisComputer, (0, 0))
+    start_built_in(BuiltIn {
+        reach: Reach::ThisComputer,
+        ports: (0, 0),
+        https: None,
+    })
 }

@@ -6,6 +6,7 @@ pub mod limits;
 pub mod matchmaking;
 pub mod network;
 pub mod rooms;
+pub mod tls;
 pub mod web;
 
 pub use addr::ListenAddr;

@@ -71,6 +71,27 @@ struct Args {
     #[arg(long)]
     status_names: bool,
 
+    /// Serve the room service over HTTPS with this certificate chain (PEM), for deployments
+    /// without a reverse proxy: browsers give a page the camera only on a secure origin.
+    /// Needs --tls-key.
+    #[arg(
+        long,
+        env = "TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// Serve the room service over HTTPS with a certificate made at start for this computer's
+    /// addresses and localhost (browsers warn about it once per start; for trials and local
+    /// networks).
+    #[arg(long)]
+    tls_self_signed: bool,
+
     /// Seconds between WebSocket pings to room clients.
     #[arg(long, default_value_t = 15)]
     ping_interval_secs: u64,
@@ -130,8 +151,20 @@ async fn main() -> Result<()> {
             ..RoomsConfig::default()
         };
         let router = RoomsService::new(config, shutdown_rx.clone()).router();
-        let listener = bind(&args.rooms_addr).await.context("room service")?;
-        tracing::info!(addr = %args.rooms_addr, "room service listening");
+        let mut listener = bind(&args.rooms_addr).await.context("room service")?;
+        let tls = tls_config(&args)?;
+        if let Some(config) = tls {
+            let Listener::Tcp(tcp) = listener else {
+                bail!("HTTPS needs a TCP address for the room service, not a unix socket");
+            };
+            listener = Listener::Tls(
+                liveloop_server::tls::TlsListener::new(tcp, config)
+                    .context("room service over HTTPS")?,
+            );
+            tracing::info!(addr = %args.rooms_addr, "room service listening (HTTPS)");
+        } else {
+            tracing::info!(addr = %args.rooms_addr, "room service listening");
+        }
         tasks.spawn(serve(listener, router, shutdown_rx.clone()));
     }
 
@@ -163,7 +196,29 @@ async fn main() -> Result<()> {
 
 enum Listener {
     Tcp(tokio::net::TcpListener),
+    Tls(liveloop_server::tls::TlsListener),
     Unix(tokio::net::UnixListener),
+}
+
+/// The room service's TLS configuration, from the flags (`None`: plain HTTP).
+fn tls_config(args: &Args) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    use liveloop_server::tls;
+    let id = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => tls::load(cert, key)?,
+        _ if args.tls_self_signed => {
+            let mut names: Vec<String> = liveloop_server::network::lan_addresses()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+            tracing::info!(?names, "a self-signed certificate for HTTPS");
+            tls::self_signed(&names)?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(
+        tls::server_config(&id).context("--tls-cert / --tls-key")?,
+    ))
 }
 
 async fn bind(addr: &ListenAddr) -> Result<Listener> {
@@ -197,6 +252,16 @@ async fn serve(
         Listener::Tcp(l) => {
             axum::serve(
                 l,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(signal)
+            .await?
+        }
+        Listener::Tls(l) => {
+            use axum::serve::ListenerExt as _;
+            // `tap_io` gives the connections their peer address, as for plain TCP.
+            axum::serve(
+                l.tap_io(|_| {}),
                 router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(signal)
