@@ -331,22 +331,18 @@ async fn host(
         rooms.push(servers.rooms_url());
         matchmaking.push(servers.matchmaking_url());
     }
-    let links: Vec<String> = room
-        .iter()
-        .flat_map(|room| {
-            rooms.iter().map(move |base| {
-                liveloop_proto::link::share_link(&liveloop_proto::link::rooms_ws_url(base), room)
+    // The room's link on each base URL (none without --room).
+    let links_on = |bases: &[String]| -> Vec<String> {
+        room.iter()
+            .flat_map(|room| {
+                bases.iter().map(move |base| {
+                    let ws = liveloop_proto::link::rooms_ws_url(base);
+                    liveloop_proto::link::share_link(&ws, room)
+                })
             })
-        })
-        .collect();
-    let browser_links: Vec<String> = room
-        .iter()
-        .flat_map(|room| {
-            https_rooms.iter().map(move |base| {
-                liveloop_proto::link::share_link(&liveloop_proto::link::rooms_ws_url(base), room)
-            })
-        })
-        .collect();
+            .collect()
+    };
+    let (links, browser_links) = (links_on(&rooms), links_on(&https_rooms));
     print(&json!({
         "event": "hosting",
         "reach": if local_only { "this computer" } else { "network" },
