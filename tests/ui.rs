@@ -50,7 +50,9 @@ fn window_opens_navigates_and_talks_to_rust() -> Result<()> {
         "settings"
     );
 
-    // A bad server address is refused with a message and nothing is written.
+    // A bad server address is refused with a message and nothing is written (the file holds
+    // only what the app kept at its start: the built-in servers' ports).
+    let before = std::fs::read_to_string(config_dir.join("settings.json")).ok();
     s.execute(
         "document.getElementById('rooms-url').value = 'localhost:8080'",
         &[],
@@ -61,7 +63,11 @@ fn window_opens_navigates_and_talks_to_rust() -> Result<()> {
         s.text(&toast).ok().filter(|t| !t.is_empty())
     })?;
     assert!(message.contains("http(s)://"), "{message}");
-    assert!(!config_dir.join("settings.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(config_dir.join("settings.json")).ok(),
+        before
+    );
+    assert!(!before.unwrap_or_default().contains("localhost:8080"));
 
     let shot = artifacts_dir()?.join("ui-settings.png");
     s.screenshot(&shot)?;
@@ -78,11 +84,19 @@ fn window_opens_navigates_and_talks_to_rust() -> Result<()> {
         &[],
     )?;
     s.click(&s.find("#save-name")?)?;
-    let saved = wait_for("settings.json", Duration::from_secs(5), || {
-        std::fs::read_to_string(config_dir.join("settings.json")).ok()
+    let saved = wait_for("the name in settings.json", Duration::from_secs(5), || {
+        std::fs::read_to_string(config_dir.join("settings.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|v| v["displayName"] == "Ada Lovelace")
     })?;
-    let saved: serde_json::Value = serde_json::from_str(&saved)?;
-    assert_eq!(saved["displayName"], "Ada Lovelace");
+    // The built-in servers' ports, kept from the start, are still there.
+    assert!(
+        saved["builtInPorts"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p.as_u64().is_some_and(|p| p > 0))),
+        "{saved}"
+    );
     let greeting = s.find("#greeting-name")?;
     wait_for("the greeting", Duration::from_secs(5), || {
         s.text(&greeting)
