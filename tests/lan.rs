@@ -267,3 +267,128 @@ async fn a_browser_on_another_computer_joins_over_https() {
     host.kill();
     drop(lab);
 }
+
+/// Two network namespaces joined by a veth pair: two computers on one Ethernet segment, where
+/// multicast (mDNS) works as on a home network.
+struct Segment {
+    namespaces: [String; 2],
+}
+
+impl Segment {
+    fn start(prefix: &str) -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test makes network namespaces: run the tests as root"
+        );
+        let ip = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        let namespaces = [format!("{prefix}-a"), format!("{prefix}-b")];
+        for ns in &namespaces {
+            // A killed earlier run can leave one behind.
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+        let (va, vb) = (format!("{prefix}-va"), format!("{prefix}-vb"));
+        for ns in &namespaces {
+            ip(&["netns", "add", ns]);
+        }
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        for (n, (ns, dev)) in namespaces.iter().zip([&va, &vb]).enumerate() {
+            ip(&["link", "set", dev, "netns", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            let addr = format!("10.79.0.{}/24", n + 1);
+            ip(&["-n", ns, "addr", "add", &addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "route", "add", "default", "dev", dev]);
+        }
+        Self { namespaces }
+    }
+
+    fn command(&self, n: usize, program: &std::path::Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.namespaces[n]])
+            .arg(program);
+        cmd
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end in it, and so the pair.
+        for ns in &self.namespaces {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+/// Nearby: a host on computer A lists one room; `liveloop-cli nearby` on computer B finds it
+/// within 3 s, with a link that names A, and never the room A did not list (in use all along).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_room_shows_nearby_and_an_unlisted_one_never_does() {
+    let seg = Segment::start("llm");
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let mut cmd = seg.command(0, &cli);
+    cmd.args(["host", "--list-room", "open-room", "--seconds", "30"]);
+    let mut host = CliPeer::spawn_command("nearby-host", cmd).unwrap();
+    let hosting = host
+        .next("the host's links", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await;
+    // A private room in use on the same servers.
+    let rooms = hosting["rooms"][0].as_str().unwrap().to_owned();
+    let secret = format!("{rooms}/r/secret-room");
+    let mut cmd = seg.command(0, &cli);
+    cmd.args([
+        "join",
+        &secret,
+        "--id",
+        "s",
+        "--video",
+        "none",
+        "--seconds",
+        "10",
+    ]);
+    let mut private = CliPeer::spawn_command("nearby-private", cmd).unwrap();
+    private
+        .next("joined", Duration::from_secs(10), |e| {
+            e["event"] == "joined"
+        })
+        .await;
+    let mut cmd = seg.command(1, &cli);
+    cmd.args(["nearby", "--seconds", "6"]);
+    let mut nearby = CliPeer::spawn_command("nearby-b", cmd).unwrap();
+    let found = nearby
+        .next("A's listed room", Duration::from_secs(3), |e| {
+            e["event"] == "nearby"
+                && e["app"]["rooms"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r == "open-room"))
+        })
+        .await;
+    eprintln!("found: {found}");
+    let link = found["room_links"][0].as_str().unwrap();
+    assert!(
+        link.starts_with("http://10.79.0.1:") && link.ends_with("/r/open-room"),
+        "{link}"
+    );
+    let events = nearby.finish(Duration::from_secs(20)).await.unwrap();
+    let leaked: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.to_string().contains("secret-room"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "an unlisted room was announced: {leaked:?}"
+    );
+    private.kill();
+    host.kill();
+}

@@ -41,6 +41,32 @@ const errorText = (e) => e?.message ?? String(e);
 
 // ---------------------------------------------------------------- settings and home
 
+let appStatus = null;
+
+/// Home's Nearby: the rooms other LiveLoop apps on the network list, each joinable in one click.
+async function renderNearby() {
+  let rooms = [];
+  try {
+    rooms = await invoke("nearby_rooms");
+  } catch {
+    return;
+  }
+  const list = $("nearby-list");
+  list.replaceChildren();
+  for (const r of rooms) {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    label.textContent = r.host ? `${r.room} — ${r.host}` : r.room;
+    const join = document.createElement("button");
+    join.textContent = "Join";
+    join.setAttribute("aria-label", `Join room ${r.room}`);
+    join.addEventListener("click", () => openLink(r.link));
+    li.append(label, join);
+    list.append(li);
+  }
+  $("nearby-card").hidden = rooms.length === 0;
+}
+
 let settings = {
   displayName: "", matchmakingUrl: "", roomsUrl: "", camera: "", microphone: "", speaker: "", recordingDir: "", avatar: "",
   builtInThisComputerOnly: false, builtInPorts: [0, 0],
@@ -159,6 +185,8 @@ const call = {
   recording: null, // the file being recorded
   sharing: false,
   id: null, // the call's number: events of other calls are ignored
+  room: null, // the room of a room call
+  listedRoom: null, // the room shown to the network (Nearby), until the call ends
 };
 let videoEndpoint = null;
 
@@ -509,6 +537,12 @@ async function startCallNow(command, args) {
       choice.append(o);
     }
     choice.hidden = offers.length < 2;
+    // Listing is off by default, and only for a room on this app's own servers on the network.
+    const listable = appStatus?.nearby && started.linkReach === "network" && started.room;
+    $("room-listed-row").hidden = !listable;
+    $("room-listed").checked = false;
+    call.listedRoom = null;
+    call.room = started.room ?? null;
     $("room-link-note").textContent = started.linkReach === "network"
       ? "People on your network can join with this link in LiveLoop; for a browser, pick the https link (the browser warns once about this computer's certificate). For people elsewhere, set a server in Settings."
       : started.linkReach === "this computer"
@@ -626,6 +660,11 @@ async function leave() {
   } catch (e) {
     toast(errorText(e), true);
   }
+  // A listed room is shown only while you are in it.
+  if (call.listedRoom) {
+    invoke("room_listed", { room: call.listedRoom, listed: false }).catch(() => {});
+    call.listedRoom = null;
+  }
   endCall();
 }
 
@@ -698,6 +737,18 @@ function bindCall() {
     sendChat(text);
   });
   $("room-link-choice").addEventListener("change", (e) => { $("room-link").value = e.target.value; });
+  $("room-listed").addEventListener("change", async (e) => {
+    const room = call.room;
+    if (!room) return;
+    try {
+      await invoke("room_listed", { room, listed: e.target.checked });
+      call.listedRoom = e.target.checked ? room : null;
+      toast(e.target.checked ? "People on your network see this room under Nearby" : "This room is no longer shown nearby");
+    } catch (err) {
+      e.target.checked = !e.target.checked;
+      toast(errorText(err), true);
+    }
+  });
   $("copy-link").addEventListener("click", async () => {
     try {
       await navigator.clipboard.writeText($("room-link").value);
@@ -764,6 +815,11 @@ async function start() {
     settings = await invoke("get_settings");
     renderSettings();
     const status = await invoke("app_status");
+    appStatus = status;
+    if (status.nearby) {
+      renderNearby();
+      setInterval(renderNearby, 2000);
+    }
     const s = status.servers;
     const where = !s.embedded ? "your configured servers"
       : s.reach === "network" ? `built-in servers, open to your network (${s.networkRoomsUrls[0] ?? ""})`

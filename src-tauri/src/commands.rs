@@ -12,6 +12,8 @@ use crate::{AppError, AppState, Servers, Settings, settings};
 pub struct AppStatus {
     pub version: &'static str,
     pub servers: Servers,
+    /// Whether *Nearby* runs (built-in servers on the network, mDNS started).
+    pub nearby: bool,
     /// A room link the app was started with (given once).
     pub open_link: Option<String>,
 }
@@ -21,8 +23,25 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
     AppStatus {
         version: env!("CARGO_PKG_VERSION"),
         servers: state.servers.clone(),
+        nearby: state.nearby.running(),
         open_link: crate::lock(&state.open_link).take(),
     }
+}
+
+/// The rooms LiveLoop apps nearby chose to list (Home's *Nearby*).
+#[tauri::command]
+pub fn nearby_rooms(state: State<'_, AppState>) -> Vec<crate::nearby::NearbyRoom> {
+    state.nearby.rooms()
+}
+
+/// Shows a room on the built-in servers to people on the network, or stops showing it.
+#[tauri::command]
+pub fn room_listed(state: State<'_, AppState>, room: String, listed: bool) -> Result<(), AppError> {
+    if !liveloop_proto::is_valid_id(&room) {
+        return Err(AppError::InvalidSetting(format!("not a room name: {room}")));
+    }
+    state.nearby.set_listed(&room, listed);
+    Ok(())
 }
 
 #[tauri::command]

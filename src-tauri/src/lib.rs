@@ -6,6 +6,7 @@ mod commands;
 mod devices;
 mod error;
 mod names;
+pub mod nearby;
 pub mod preview;
 mod settings;
 pub mod video;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub preview: preview::Preview,
     /// A room link the app was started with, for the UI to open once.
     pub open_link: Mutex<Option<String>>,
+    /// Apps and listed rooms on the network, and this app's announcement.
+    pub nearby: nearby::Nearby,
     /// Keeps the embedded services alive for the app's lifetime.
     _embedded: Option<liveloop_server::embedded::Embedded>,
 }
@@ -124,6 +127,8 @@ pub fn run() -> anyhow::Result<()> {
             commands::preview_snapshot,
             commands::speaker_test,
             commands::link_check,
+            commands::nearby_rooms,
+            commands::room_listed,
         ])
         .setup(|app| {
             let state = init_state(app.handle())?;
@@ -177,6 +182,23 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
             (servers, None)
         };
     tracing::info!(?servers, "signaling servers");
+    let nearby = match &embedded {
+        Some(e) if servers.reach == "network" && settings.rooms_url.is_empty() => {
+            nearby::Nearby::start(liveloop_server::nearby::Announcement {
+                instance: format!("liveloop-{:016x}", rand::random::<u64>()),
+                name: settings.display_name.clone(),
+                rooms_port: e.rooms.port(),
+                https_port: e.rooms_https.map_or(0, |a| a.port()),
+                matchmaking_port: e.matchmaking.port(),
+                since_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                rooms: Vec::new(),
+                waiting: 0,
+            })
+        }
+        _ => nearby::Nearby::default(),
+    };
     let video = tauri::async_runtime::block_on(video::VideoHub::start())
         .context("could not start the video server on loopback")?;
     Ok(AppState {
@@ -187,6 +209,7 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
         video,
         preview: preview::Preview::default(),
         open_link: Mutex::new(link_in(std::env::args())),
+        nearby,
         _embedded: embedded,
     })
 }

@@ -83,7 +83,21 @@ enum Cmd {
         /// change), so that guests accept it once; default: a new one at each start.
         #[arg(long)]
         tls_dir: Option<std::path::PathBuf>,
+        /// Show this room to people on the network (LiveLoop apps list it under Nearby);
+        /// repeat for more. Other rooms are never announced.
+        #[arg(long = "list-room")]
+        list_rooms: Vec<String>,
+        /// Do not announce these servers on the network (mDNS).
+        #[arg(long)]
+        no_announce: bool,
         /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Print the LiveLoop apps and hosts found on this network (mDNS) as JSON lines: each
+    /// app when found or changed (`nearby`), and when it goes (`gone`).
+    Nearby {
+        /// Stop after this many seconds (default: run until interrupted).
         #[arg(long)]
         seconds: Option<u64>,
     },
@@ -280,16 +294,81 @@ fn print(value: &serde_json::Value) {
     println!("{value}");
 }
 
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random instance id (the clock and the process id, hashed: unique enough on one network).
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_unix_ms());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// `liveloop-cli nearby`: what mDNS finds, as JSON lines.
+async fn nearby(seconds: Option<u64>) -> Result<()> {
+    use liveloop_server::nearby::{Discovery, Event};
+    let discovery = Discovery::start().context("cannot browse the network")?;
+    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    // The daemon's channel blocks: it is read on a blocking thread, a step at a time.
+    let discovery = std::sync::Arc::new(discovery);
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+        let d = discovery.clone();
+        let event = tokio::task::spawn_blocking(move || d.next(Duration::from_millis(250)))
+            .await
+            .context("the discovery thread")?;
+        match event {
+            Some(Event::Found(app)) => {
+                let links: Vec<String> = app
+                    .rooms_url()
+                    .map(|base| {
+                        app.announcement
+                            .rooms
+                            .iter()
+                            .map(|room| {
+                                let ws = liveloop_proto::link::rooms_ws_url(&base);
+                                liveloop_proto::link::share_link(&ws, room)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print(&json!({
+                    "event": "nearby",
+                    "app": app,
+                    "rooms_url": app.rooms_url(),
+                    "matchmaking_url": app.matchmaking_url(),
+                    "room_links": links,
+                }));
+            }
+            Some(Event::Gone(name)) => print(&json!({"event": "gone", "name": name})),
+            None => {}
+        }
+    }
+}
+
 /// `liveloop-cli host`: the built-in servers, as the app runs them, and their links.
 async fn host(
     room: Option<String>,
     local_only: bool,
     (mm_port, rooms_port, https_port): (u16, u16, u16),
     tls_dir: Option<std::path::PathBuf>,
+    announce: Option<Vec<String>>,
     seconds: Option<u64>,
 ) -> Result<()> {
     use liveloop_server::network::Reach;
     use liveloop_server::tls;
+    for room in announce.iter().flatten() {
+        if !liveloop_proto::is_valid_id(room) {
+            anyhow::bail!("not a room name: {room}");
+        }
+    }
     if let Some(room) = &room
         && !liveloop_proto::is_valid_id(room)
     {
@@ -355,6 +434,25 @@ async fn host(
         "browser_link": browser_links.first(),
         "browser_links": browser_links,
     }));
+    // Announced on the network for as long as the servers run (the goodbye on drop).
+    let _discovery = match announce {
+        Some(rooms) => {
+            let mut d = liveloop_server::nearby::Discovery::start()
+                .context("cannot announce on the network")?;
+            d.announce(&liveloop_server::nearby::Announcement {
+                instance: format!("liveloop-{:016x}", rand_id()),
+                name: "liveloop-cli host".into(),
+                rooms_port: servers.rooms.port(),
+                https_port: servers.rooms_https.map_or(0, |a| a.port()),
+                matchmaking_port: servers.matchmaking.port(),
+                since_ms: now_unix_ms(),
+                rooms,
+                waiting: 0,
+            })?;
+            Some(d)
+        }
+        None => None,
+    };
     match seconds {
         Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
         None => tokio::signal::ctrl_c()
@@ -410,11 +508,15 @@ async fn main() -> Result<()> {
             matchmaking_port,
             https_port,
             tls_dir,
+            list_rooms,
+            no_announce,
             seconds,
         } => {
             let ports = (matchmaking_port, rooms_port, https_port);
-            return host(room, local_only, ports, tls_dir, seconds).await;
+            let announce = (!no_announce && !local_only).then_some(list_rooms);
+            return host(room, local_only, ports, tls_dir, announce, seconds).await;
         }
+        Cmd::Nearby { seconds } => return nearby(seconds).await,
         Cmd::Screens => {
             for s in liveloop_media::device::screen::list().context("cannot list screens")? {
                 print(&json!({"id": s.id, "name": s.name, "primary": s.is_default}));

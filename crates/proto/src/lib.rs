@@ -2,6 +2,7 @@
 
 pub mod link;
 pub mod matchmaking;
+pub mod nearby;
 pub mod peer;
 pub mod rooms;
 pub mod rtc_config;

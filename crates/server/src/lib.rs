@@ -4,6 +4,7 @@ pub mod addr;
 pub mod embedded;
 pub mod limits;
 pub mod matchmaking;
+pub mod nearby;
 pub mod network;
 pub mod rooms;
 pub mod tls;

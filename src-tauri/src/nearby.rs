@@ -1,0 +1,148 @@
+//! *Nearby* for the app: a thread owns `liveloop_server::nearby::Discovery`, announces this
+//! app's built-in servers with the rooms its user chose to list, and keeps the list of the
+//! other apps found; the commands read the list and change what is listed. Only with the
+//! built-in servers open to the network (a private room is never announced: only listed
+//! ones are).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use liveloop_server::nearby::{Announcement, Discovery, Event, NearbyList};
+
+/// A room listed by an app nearby, as Home shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NearbyRoom {
+    pub room: String,
+    /// Who hosts it (the host's display name).
+    pub host: String,
+    /// The link to join it with.
+    pub link: String,
+}
+
+/// The running discovery (none without built-in servers on the network, or when mDNS cannot
+/// start: then Home shows no Nearby section and says nothing is lost).
+#[derive(Debug, Default)]
+pub struct Nearby {
+    inner: Option<Arc<Shared>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    list: Mutex<NearbyList>,
+    announcement: Mutex<Announcement>,
+    /// Set when the announcement changed; the thread re-announces.
+    changed: std::sync::atomic::AtomicBool,
+}
+
+impl Nearby {
+    /// Starts announcing `own` and browsing, on a thread of its own.
+    #[must_use]
+    pub fn start(own: Announcement) -> Self {
+        let mut discovery = match Discovery::start() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "no Nearby: mDNS did not start");
+                return Self::default();
+            }
+        };
+        if let Err(e) = discovery.announce(&own) {
+            tracing::warn!(error = %e, "this app is not announced nearby");
+        }
+        let shared = Arc::new(Shared {
+            list: Mutex::new(NearbyList::default()),
+            announcement: Mutex::new(own),
+            changed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("nearby".into())
+            .spawn(move || {
+                // Ends with the app (the last strong reference goes with the state).
+                while let Some(shared) = weak.upgrade() {
+                    if shared
+                        .changed
+                        .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        let a = crate::lock(&shared.announcement).clone();
+                        if let Err(e) = discovery.announce(&a) {
+                            tracing::warn!(error = %e, "nearby announcement not updated");
+                        }
+                    }
+                    drop(shared);
+                    let event = discovery.next(Duration::from_millis(250));
+                    let Some(shared) = weak.upgrade() else {
+                        return;
+                    };
+                    match event {
+                        Some(Event::Found(app)) => {
+                            let name = Discovery::fullname(&app.announcement.instance);
+                            crate::lock(&shared.list).resolved(&name, app);
+                        }
+                        Some(Event::Gone(name)) => {
+                            crate::lock(&shared.list).removed(&name);
+                        }
+                        None => {}
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no Nearby: its thread did not start");
+            return Self::default();
+        }
+        Self {
+            inner: Some(shared),
+        }
+    }
+
+    /// The rooms listed nearby, by host name, then room.
+    #[must_use]
+    pub fn rooms(&self) -> Vec<NearbyRoom> {
+        let Some(shared) = &self.inner else {
+            return Vec::new();
+        };
+        let list = crate::lock(&shared.list);
+        let mut rooms: Vec<NearbyRoom> = list
+            .iter()
+            .filter_map(|app| {
+                let base = app.rooms_url()?;
+                let ws = crate::call::rooms_ws_url(&base);
+                Some(app.announcement.rooms.iter().map(move |room| NearbyRoom {
+                    room: room.clone(),
+                    host: app.announcement.name.clone(),
+                    link: crate::call::share_link(&ws, room),
+                }))
+            })
+            .flatten()
+            .collect();
+        rooms.sort_by(|a, b| (&a.host, &a.room).cmp(&(&b.host, &b.room)));
+        rooms
+    }
+
+    /// Shows `room` to people on the network, or stops showing it.
+    pub fn set_listed(&self, room: &str, listed: bool) {
+        let Some(shared) = &self.inner else {
+            return;
+        };
+        let mut a = crate::lock(&shared.announcement);
+        let mut rooms: BTreeSet<String> = a.rooms.iter().cloned().collect();
+        let changed = if listed {
+            rooms.insert(room.to_owned())
+        } else {
+            rooms.remove(room)
+        };
+        if changed {
+            a.rooms = rooms.into_iter().collect();
+            shared
+                .changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether Nearby runs (the built-in servers are on the network and mDNS started).
+    #[must_use]
+    pub fn running(&self) -> bool {
+        self.inner.is_some()
+    }
+}
