@@ -392,3 +392,73 @@ async fn a_listed_room_shows_nearby_and_an_unlisted_one_never_does() {
     private.kill();
     host.kill();
 }
+
+/// Random chat on the network: two computers each host the built-in servers; a user on each
+/// presses random chat on "the network's" matchmaker, both pick the one announced longest
+/// (A's, started first), and they are matched. With A gone, B's is the one left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_chat_on_one_network_meets_on_the_matchmaker_announced_longest() {
+    let seg = Segment::start("llr");
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let host = |n: usize, label: &str| {
+        let mut cmd = seg.command(n, &cli);
+        cmd.args(["host", "--seconds", "60"]);
+        CliPeer::spawn_command(label, cmd).unwrap()
+    };
+    let mut host_a = host(0, "random-host-a");
+    let hosting_a = host_a
+        .next("A's servers", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await;
+    // B starts later: its matchmaker is the younger one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut host_b = host(1, "random-host-b");
+    let hosting_b = host_b
+        .next("B's servers", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await;
+    let user = |n: usize, label: &str| {
+        let mut cmd = seg.command(n, &cli);
+        cmd.args([
+            "random",
+            "nearby",
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            "12",
+        ]);
+        CliPeer::spawn_command(label, cmd).unwrap()
+    };
+    let (mut ua, mut ub) = (user(0, "random-user-a"), user(1, "random-user-b"));
+    let want = hosting_a["matchmaking"][0].as_str().unwrap().to_owned();
+    for u in [&mut ua, &mut ub] {
+        let chosen = u
+            .next("the matchmaker chosen", Duration::from_secs(10), |e| {
+                e["event"] == "matchmaker"
+            })
+            .await;
+        assert_eq!(chosen["url"].as_str(), Some(want.as_str()), "{chosen}");
+    }
+    for u in [&mut ua, &mut ub] {
+        u.next("matched and connected", Duration::from_secs(20), |e| {
+            e["event"] == "peer_connected"
+        })
+        .await;
+    }
+    ua.kill();
+    ub.kill();
+    // A goes: B's matchmaker is the network's now.
+    host_a.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut again = user(1, "random-user-b2");
+    let chosen = again
+        .next("the matchmaker left", Duration::from_secs(10), |e| {
+            e["event"] == "matchmaker"
+        })
+        .await;
+    assert_eq!(chosen["url"], hosting_b["matchmaking"][0], "{chosen}");
+    again.kill();
+    host_b.kill();
+}

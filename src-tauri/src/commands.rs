@@ -183,7 +183,11 @@ pub async fn call_random(
     app: AppHandle,
     state: State<'_, AppState>,
 ) -> Result<CallStarted, AppError> {
-    let url = state.servers.matchmaking_url.clone();
+    // On the built-in servers, the matchmaker the apps on this network share.
+    let url = state
+        .nearby
+        .shared_matchmaker()
+        .unwrap_or_else(|| state.servers.matchmaking_url.clone());
     let image = avatar(&state);
     start(app, &state, Start::Random { url, image }).await
 }

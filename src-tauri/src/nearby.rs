@@ -140,6 +140,20 @@ impl Nearby {
         }
     }
 
+    /// The matchmaker the apps on this network share, when it is another app's (`None`: this
+    /// app's own, or no Nearby): every app picks the one announced longest, so that two
+    /// people who press random chat on one network meet.
+    #[must_use]
+    pub fn shared_matchmaker(&self) -> Option<String> {
+        let shared = self.inner.as_ref()?;
+        let own = crate::lock(&shared.announcement).clone();
+        let list = crate::lock(&shared.list);
+        match list.shared_matchmaker(Some(&own))? {
+            liveloop_server::nearby::Choice::Theirs(app) => app.matchmaking_url(),
+            liveloop_server::nearby::Choice::Own(_) => None,
+        }
+    }
+
     /// Whether Nearby runs (the built-in servers are on the network and mDNS started).
     #[must_use]
     pub fn running(&self) -> bool {

@@ -101,9 +101,10 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<u64>,
     },
-    /// Random chat through a matchmaking server (`http://host:3000`).
+    /// Random chat through a matchmaking server (`http://host:3000`), or `nearby`: the one
+    /// LiveLoop apps on this network share (the one announced longest, found over mDNS).
     Random {
-        /// Matchmaking server URL.
+        /// Matchmaking server URL, or `nearby`.
         server: String,
         /// Press "Next" after this many seconds in a call.
         #[arg(long)]
@@ -309,6 +310,39 @@ fn rand_id() -> u64 {
     h.finish()
 }
 
+/// The matchmaker the LiveLoop apps on this network share (`proto::nearby`'s rule: announced
+/// longest), from what mDNS finds in 2 s.
+async fn shared_matchmaker() -> Result<String> {
+    use liveloop_server::nearby::{Choice, Discovery, Event, NearbyList};
+    let found = tokio::task::spawn_blocking(|| -> Result<NearbyList> {
+        let discovery = Discovery::start().context("cannot browse the network")?;
+        let mut list = NearbyList::default();
+        let until = Instant::now() + Duration::from_secs(2);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match discovery.next(left) {
+                Some(Event::Found(app)) => {
+                    let name = Discovery::fullname(&app.announcement.instance);
+                    list.resolved(&name, app);
+                }
+                Some(Event::Gone(name)) => {
+                    list.removed(&name);
+                }
+                None => {}
+            }
+        }
+        Ok(list)
+    })
+    .await
+    .context("the discovery thread")??;
+    let chosen = match found.shared_matchmaker(None) {
+        Some(Choice::Theirs(app)) => app.matchmaking_url(),
+        _ => None,
+    };
+    let url = chosen.context("no LiveLoop matchmaker on this network")?;
+    print(&json!({"event": "matchmaker", "url": url}));
+    Ok(url)
+}
+
 /// `liveloop-cli nearby`: what mDNS finds, as JSON lines.
 async fn nearby(seconds: Option<u64>) -> Result<()> {
     use liveloop_server::nearby::{Discovery, Event};
@@ -500,7 +534,14 @@ async fn main() -> Result<()> {
             server,
             next_after,
             opts,
-        } => (opts, Mode::Random { server, next_after }),
+        } => {
+            let server = if server == "nearby" {
+                shared_matchmaker().await?
+            } else {
+                server
+            };
+            (opts, Mode::Random { server, next_after })
+        }
         Cmd::Host {
             room,
             local_only,
