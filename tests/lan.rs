@@ -447,6 +447,21 @@ async fn random_chat_on_one_network_meets_on_the_matchmaker_announced_longest() 
         })
         .await;
     }
+    // A third, alone, waits at A's matchmaker: B's computer sees one person waiting nearby.
+    let mut alone = user(0, "random-user-alone");
+    alone
+        .next("queued", Duration::from_secs(10), |e| e["event"] == "state")
+        .await;
+    let mut cmd = seg.command(1, &cli);
+    cmd.args(["nearby", "--seconds", "8"]);
+    let mut nearby = CliPeer::spawn_command("random-nearby", cmd).unwrap();
+    nearby
+        .next("one waiting at A", Duration::from_secs(8), |e| {
+            e["event"] == "nearby" && e["app"]["waiting"] == 1
+        })
+        .await;
+    nearby.kill();
+    alone.kill();
     ua.kill();
     ub.kill();
     // A goes: B's matchmaker is the network's now.

@@ -45,12 +45,16 @@ let appStatus = null;
 
 /// Home's Nearby: the rooms other LiveLoop apps on the network list, each joinable in one click.
 async function renderNearby() {
-  let rooms = [];
+  let view;
   try {
-    rooms = await invoke("nearby_rooms");
+    view = await invoke("nearby_rooms");
   } catch {
     return;
   }
+  const rooms = view.rooms;
+  $("nearby-waiting").textContent = view.waiting === 1
+    ? "1 person nearby is waiting in random chat."
+    : view.waiting > 1 ? `${view.waiting} people nearby are waiting in random chat.` : "";
   const list = $("nearby-list");
   list.replaceChildren();
   for (const r of rooms) {
@@ -64,7 +68,7 @@ async function renderNearby() {
     li.append(label, join);
     list.append(li);
   }
-  $("nearby-card").hidden = rooms.length === 0;
+  $("nearby-card").hidden = rooms.length === 0 && !view.waiting;
 }
 
 let settings = {

@@ -28,10 +28,11 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
     }
 }
 
-/// The rooms LiveLoop apps nearby chose to list (Home's *Nearby*).
+/// The rooms LiveLoop apps nearby chose to list, and how many wait in random chat there
+/// (Home's *Nearby*).
 #[tauri::command]
-pub fn nearby_rooms(state: State<'_, AppState>) -> Vec<crate::nearby::NearbyRoom> {
-    state.nearby.rooms()
+pub fn nearby_rooms(state: State<'_, AppState>) -> crate::nearby::NearbyView {
+    state.nearby.view()
 }
 
 /// Shows a room on the built-in servers to people on the network, or stops showing it.

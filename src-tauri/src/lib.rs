@@ -184,18 +184,21 @@ fn init_state(app: &tauri::AppHandle) -> anyhow::Result<AppState> {
     tracing::info!(?servers, "signaling servers");
     let nearby = match &embedded {
         Some(e) if servers.reach == "network" && settings.rooms_url.is_empty() => {
-            nearby::Nearby::start(liveloop_server::nearby::Announcement {
-                instance: format!("liveloop-{:016x}", rand::random::<u64>()),
-                name: settings.display_name.clone(),
-                rooms_port: e.rooms.port(),
-                https_port: e.rooms_https.map_or(0, |a| a.port()),
-                matchmaking_port: e.matchmaking.port(),
-                since_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-                rooms: Vec::new(),
-                waiting: 0,
-            })
+            nearby::Nearby::start(
+                liveloop_server::nearby::Announcement {
+                    instance: format!("liveloop-{:016x}", rand::random::<u64>()),
+                    name: settings.display_name.clone(),
+                    rooms_port: e.rooms.port(),
+                    https_port: e.rooms_https.map_or(0, |a| a.port()),
+                    matchmaking_port: e.matchmaking.port(),
+                    since_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    rooms: Vec::new(),
+                    waiting: 0,
+                },
+                e.waiting.clone(),
+            )
         }
         _ => nearby::Nearby::default(),
     };

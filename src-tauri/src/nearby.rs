@@ -10,6 +10,15 @@ use std::time::Duration;
 
 use liveloop_server::nearby::{Announcement, Discovery, Event, NearbyList};
 
+/// What Home shows under *Nearby*.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NearbyView {
+    pub rooms: Vec<NearbyRoom>,
+    /// How many people wait in random chat at the other apps on the network.
+    pub waiting: u64,
+}
+
 /// A room listed by an app nearby, as Home shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -37,9 +46,10 @@ struct Shared {
 }
 
 impl Nearby {
-    /// Starts announcing `own` and browsing, on a thread of its own.
+    /// Starts announcing `own` and browsing, on a thread of its own; `waiting` tells how many
+    /// wait in this app's random chat (announced as it changes, every 2 s at most).
     #[must_use]
-    pub fn start(own: Announcement) -> Self {
+    pub fn start(own: Announcement, waiting: liveloop_server::matchmaking::Waiting) -> Self {
         let mut discovery = match Discovery::start() {
             Ok(d) => d,
             Err(e) => {
@@ -59,8 +69,20 @@ impl Nearby {
         let spawned = std::thread::Builder::new()
             .name("nearby".into())
             .spawn(move || {
+                let mut counted = std::time::Instant::now();
                 // Ends with the app (the last strong reference goes with the state).
                 while let Some(shared) = weak.upgrade() {
+                    if counted.elapsed() >= Duration::from_secs(2) {
+                        counted = std::time::Instant::now();
+                        let now = u32::try_from(waiting.count()).unwrap_or(u32::MAX);
+                        let mut a = crate::lock(&shared.announcement);
+                        if a.waiting != now {
+                            a.waiting = now;
+                            shared
+                                .changed
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     if shared
                         .changed
                         .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -96,13 +118,17 @@ impl Nearby {
         }
     }
 
-    /// The rooms listed nearby, by host name, then room.
+    /// The rooms listed nearby (by host name, then room) and how many wait in random chat.
     #[must_use]
-    pub fn rooms(&self) -> Vec<NearbyRoom> {
+    pub fn view(&self) -> NearbyView {
         let Some(shared) = &self.inner else {
-            return Vec::new();
+            return NearbyView::default();
         };
         let list = crate::lock(&shared.list);
+        let waiting = list
+            .iter()
+            .map(|app| u64::from(app.announcement.waiting))
+            .sum();
         let mut rooms: Vec<NearbyRoom> = list
             .iter()
             .filter_map(|app| {
@@ -117,7 +143,7 @@ impl Nearby {
             .flatten()
             .collect();
         rooms.sort_by(|a, b| (&a.host, &a.room).cmp(&(&b.host, &b.room)));
-        rooms
+        NearbyView { rooms, waiting }
     }
 
     /// Shows `room` to people on the network, or stops showing it.

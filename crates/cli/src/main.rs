@@ -469,11 +469,11 @@ async fn host(
         "browser_links": browser_links,
     }));
     // Announced on the network for as long as the servers run (the goodbye on drop).
-    let _discovery = match announce {
+    let mut announced = match announce {
         Some(rooms) => {
             let mut d = liveloop_server::nearby::Discovery::start()
                 .context("cannot announce on the network")?;
-            d.announce(&liveloop_server::nearby::Announcement {
+            let a = liveloop_server::nearby::Announcement {
                 instance: format!("liveloop-{:016x}", rand_id()),
                 name: "liveloop-cli host".into(),
                 rooms_port: servers.rooms.port(),
@@ -482,17 +482,43 @@ async fn host(
                 since_ms: now_unix_ms(),
                 rooms,
                 waiting: 0,
-            })?;
-            Some(d)
+            };
+            d.announce(&a)?;
+            Some((d, a))
         }
         None => None,
     };
-    match seconds {
-        Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-        None => tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl+C")?,
+    let end = async {
+        match seconds {
+            Some(s) => {
+                tokio::time::sleep(Duration::from_secs(s)).await;
+                Ok(())
+            }
+            None => tokio::signal::ctrl_c().await,
+        }
+    };
+    tokio::pin!(end);
+    // How many wait in its random chat is announced as it changes (every 2 s at most).
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            ended = &mut end => {
+                ended.context("waiting for Ctrl+C")?;
+                break;
+            }
+            _ = tick.tick() => {
+                if let Some((d, a)) = &mut announced {
+                    let now = u32::try_from(servers.waiting.count()).unwrap_or(u32::MAX);
+                    if a.waiting != now {
+                        a.waiting = now;
+                        d.announce(a)?;
+                    }
+                }
+            }
+        }
     }
+    // The goodbye goes out as the announcement is dropped.
+    drop(announced);
     servers.shutdown();
     Ok(())
 }

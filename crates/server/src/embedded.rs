@@ -20,6 +20,8 @@ pub struct Embedded {
     pub reach: Reach,
     /// The room service over HTTPS too (for browser guests: a camera needs a secure origin).
     pub rooms_https: Option<SocketAddr>,
+    /// How many wait in the matchmaking service's queue.
+    pub waiting: matchmaking::Waiting,
     shutdown: watch::Sender<bool>,
 }
 
@@ -177,7 +179,7 @@ fn serve(
     let mm_addr = mm_listener.local_addr()?;
     let rooms_addr = rooms_listener.local_addr()?;
     let rooms_service = RoomsService::new(rooms, watch_rx.clone());
-    let mm_router = matchmaking::router(matchmaking);
+    let (mm_router, waiting) = matchmaking::router_with_waiting(matchmaking);
     let rooms_router = rooms_service.router();
     let rooms_https_addr = match rooms_https {
         Some(listener) => {
@@ -230,6 +232,7 @@ fn serve(
         rooms_service,
         reach,
         rooms_https: rooms_https_addr,
+        waiting,
         shutdown,
     })
 }

@@ -115,11 +115,30 @@ impl Inner {
     }
 }
 
+/// How many users wait for a match now, read from a running service (the app announces it
+/// to the network: *Nearby*). Zero once the service is gone.
+#[derive(Debug, Clone)]
+pub struct Waiting(Weak<Inner>);
+
+impl Waiting {
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |inner| lock(&inner.matcher).status().queue.len())
+    }
+}
+
 /// The service: an axum router with the socket.io layer, and the status endpoints.
 ///
 /// Must be called inside a tokio runtime: it starts the once-a-second matching timer, which ends
 /// when the router is dropped.
 pub fn router(config: MatchmakingConfig) -> Router {
+    router_with_waiting(config).0
+}
+
+/// As [`router`], with a handle on how many wait.
+pub fn router_with_waiting(config: MatchmakingConfig) -> (Router, Waiting) {
     let inner: Shared = Arc::new(Inner {
         epoch: Instant::now(),
         matcher: Mutex::new(Matchmaker::new(config.matcher)),
@@ -148,7 +167,8 @@ pub fn router(config: MatchmakingConfig) -> Router {
         .build_layer();
     io.ns("/", connected.with(register));
     tokio::spawn(timer(Arc::downgrade(&inner), io));
-    Router::new()
+    let waiting = Waiting(Arc::downgrade(&inner));
+    let router = Router::new()
         .route(
             "/",
             get(|| async { Json(json!({"status": "OK", "message": "LiveLoop matchmaking"})) }),
@@ -159,7 +179,8 @@ pub fn router(config: MatchmakingConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             inner,
             limit_handshakes,
-        ))
+        ));
+    (router, waiting)
 }
 
 /// Refuses an engine.io handshake (a `/socket.io/` request without a session id) from an
