@@ -193,9 +193,27 @@ async fn a_browser_on_another_computer_joins_over_https() {
         &artifacts_dir().unwrap().join("lan-https-console.log"),
     )
     .unwrap();
+    // The plain link first: no camera on an insecure page, and the page says where the
+    // secure one is.
+    b.open("web", &link).await.unwrap();
+    let pointed = b
+        .wait(
+            "web",
+            "const n = document.getElementById('insecure'); \
+             return !n.hidden && document.getElementById('secure-link').href",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pointed.as_str(), Some(browser_link.as_str()), "{pointed}");
     b.open("web", &format!("{browser_link}?id=b-web"))
         .await
         .unwrap();
+    let hidden = b
+        .eval("web", "return document.getElementById('insecure').hidden")
+        .await
+        .unwrap();
+    assert_eq!(hidden, true, "the secure page still says it is not secure");
     let secure = b
         .eval("web", "return window.isSecureContext && location.protocol")
         .await

@@ -151,6 +151,10 @@ pub fn start_built_in(options: BuiltIn) -> std::io::Result<Embedded> {
         )?),
         None => None,
     };
+    let https_port = match &https {
+        Some(l) => Some(axum::serve::Listener::local_addr(l)?.port()),
+        None => None,
+    };
     serve(
         mm_listener,
         rooms_listener,
@@ -162,6 +166,7 @@ pub fn start_built_in(options: BuiltIn) -> std::io::Result<Embedded> {
         },
         RoomsConfig {
             allowed_origins: AllowedOrigins::SameHost,
+            https_port,
             ..RoomsConfig::default()
         },
     )

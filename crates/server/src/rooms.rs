@@ -139,6 +139,10 @@ pub struct RoomsConfig {
     pub outbound_buffer: usize,
     /// Longest a single send may take before the socket counts as too slow.
     pub send_timeout: Duration,
+    /// The port this room service also serves HTTPS on, if any: the browser client opened
+    /// over plain HTTP on another computer (no camera: not a secure origin) points the guest
+    /// there.
+    pub https_port: Option<u16>,
 }
 
 impl Default for RoomsConfig {
@@ -152,6 +156,7 @@ impl Default for RoomsConfig {
             pong_wait: Duration::from_secs(20),
             outbound_buffer: 64,
             send_timeout: Duration::from_secs(2),
+            https_port: None,
         }
     }
 }
@@ -260,7 +265,10 @@ impl RoomsService {
     #[must_use]
     pub fn new(config: RoomsConfig, shutdown: watch::Receiver<bool>) -> Self {
         let json = serde_json::to_string(&config.rtc_config).unwrap_or_else(|_| "{}".into());
-        let config_js = format!("window.RTC_CONFIG = {json};\n");
+        let mut config_js = format!("window.RTC_CONFIG = {json};\n");
+        if let Some(port) = config.https_port {
+            config_js.push_str(&format!("window.LIVELOOP_HTTPS_PORT = {port};\n"));
+        }
         // The resume secrets' randomness: rand's thread generator (ChaCha, seeded and reseeded
         // by the operating system).
         let registry = RoomRegistry::new(config.limits.clone(), |bytes| {

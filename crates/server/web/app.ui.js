@@ -19,6 +19,15 @@ var ui = (() => {
     $("room-row").hidden = Boolean(room);
     $("prejoin-title").textContent = room ? `Join “${room}”` : "Join a room";
     $("name").value = params.get("name") || localStorage.getItem("liveloop.name") || "";
+    // Opened over plain HTTP from another computer: no camera here, but the servers speak
+    // HTTPS too (the LiveLoop app's built-in ones): say so, and where.
+    if (!window.isSecureContext && window.LIVELOOP_HTTPS_PORT) {
+      const secure = new URL(location.href);
+      secure.protocol = "https:";
+      secure.port = String(window.LIVELOOP_HTTPS_PORT);
+      $("secure-link").href = secure.href;
+      $("insecure").hidden = false;
+    }
     $("join-form").addEventListener("submit", (e) => {
       e.preventDefault();
       state.name = $("name").value.trim().slice(0, 64);
