@@ -495,3 +495,46 @@ async fn random_chat_on_one_network_meets_on_the_matchmaker_announced_longest() 
     again.kill();
     host_b.kill();
 }
+
+/// The HTTPS link works in the native client too: `wss://` to a LiveLoop app on the local
+/// network takes its self-signed certificate (as plain `ws://` is taken there), so a guest who
+/// got the browser link can open it in LiveLoop as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_https_link_works_in_the_native_client_too() {
+    let lab = lab("llw");
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let mut cmd = lab.command(0, &cli);
+    cmd.args(["host", "--room", "tls-room", "--seconds", "40"]);
+    let mut host = CliPeer::spawn_command("wss-host", cmd).unwrap();
+    let hosting = host
+        .next("the host's links", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await;
+    let (plain, secure) = (
+        hosting["room_link"].as_str().unwrap().to_owned(),
+        hosting["browser_link"].as_str().unwrap().to_owned(),
+    );
+    assert!(secure.starts_with("https://"), "{secure}");
+    let spawn = |n: usize, id: &str, link: &str| {
+        let mut cmd = lab.command(n, &cli);
+        cmd.args(["join", link, "--id", id]).args([
+            "--video",
+            "synthetic:320x180@30",
+            "--seconds",
+            "8",
+        ]);
+        CliPeer::spawn_command(&format!("wss-{id}"), cmd).unwrap()
+    };
+    let (a, b) = (spawn(0, "a", &plain), spawn(1, "b", &secure));
+    let (a, b) = (
+        a.finish(Duration::from_secs(30)).await.unwrap(),
+        b.finish(Duration::from_secs(30)).await.unwrap(),
+    );
+    for (name, events, from) in [("a", &a, "b"), ("b", &b, "a")] {
+        let frames = count(events, |e| e["event"] == "frame" && e["from"] == from);
+        assert!(frames > 90, "{name} decoded {frames} frames from {from}");
+    }
+    host.kill();
+    drop(lab);
+}

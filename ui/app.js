@@ -531,8 +531,8 @@ async function startCallNow(command, args) {
     const choice = $("room-link-choice");
     choice.replaceChildren();
     const offers = [
-      ...(started.links ?? []).map((l) => [l, `${new URL(l).host} (LiveLoop app)`]),
-      ...(started.browserLinks ?? []).map((l) => [l, `${new URL(l).host} (browser, https)`]),
+      ...(started.browserLinks ?? []).map((l) => [l, `${new URL(l).host} (app or browser)`]),
+      ...(started.links ?? []).map((l) => [l, `${new URL(l).host} (LiveLoop app only)`]),
     ];
     for (const [l, label] of offers) {
       const o = document.createElement("option");
@@ -548,7 +548,7 @@ async function startCallNow(command, args) {
     call.listedRoom = null;
     call.room = started.room ?? null;
     $("room-link-note").textContent = started.linkReach === "network"
-      ? "People on your network can join with this link in LiveLoop; for a browser, pick the https link (the browser warns once about this computer's certificate). For people elsewhere, set a server in Settings."
+      ? "People on your network can join with this link, in LiveLoop or a browser (a browser warns once about this computer's certificate). For people elsewhere, set a server in Settings."
       : started.linkReach === "this computer"
         ? "This link works on this computer only (the built-in servers are kept to this computer, or it has no network)."
         : "";

@@ -99,12 +99,16 @@ async fn start(app: AppHandle, state: &AppState, how: Start) -> Result<CallStart
         .start(app, state.video.clone(), name, devices, how)
         .await?;
     if built_in_room && let Some(room) = started.room.clone() {
+        // The https link first: it works in a browser (a secure page may use the camera) and
+        // in LiveLoop alike, so one link serves every guest.
+        started.browser_links = servers.browser_links(&room);
         let links = servers.network_links(&room);
-        if let Some(first) = links.first() {
+        if let Some(first) = started.browser_links.first().or(links.first()) {
             started.link = Some(first.clone());
+        }
+        if !links.is_empty() {
             started.links = links;
         }
-        started.browser_links = servers.browser_links(&room);
         // No address on a network (or the setting): only this computer can use it.
         started.link_reach = if servers.network_rooms_urls.is_empty() {
             "this computer"

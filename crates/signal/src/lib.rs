@@ -3,6 +3,7 @@
 pub mod matchmaking;
 pub mod rooms;
 pub mod session;
+pub mod tls;
 
 /// Errors of the signaling clients.
 #[derive(Debug, thiserror::Error)]

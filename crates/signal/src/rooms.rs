@@ -255,8 +255,15 @@ async fn session(
     events: &mpsc::Sender<SignalEvent>,
     backoff: &mut Backoff,
 ) -> Ended {
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
-        return Ended::Dropped;
+    let connector = crate::tls::connector_for(url);
+    let connected =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector).await;
+    let mut ws = match connected {
+        Ok((ws, _)) => ws,
+        Err(e) => {
+            tracing::debug!(url, error = %e, "room server connection failed");
+            return Ended::Dropped;
+        }
     };
     let text = |m: &ClientMessage| {
         Message::Text(
