@@ -108,3 +108,80 @@ fn window_opens_navigates_and_talks_to_rust() -> Result<()> {
     eprintln!("screenshot of the app window: {}", shot.display());
     Ok(())
 }
+
+/// Issue 17: the room link row of a room on the built-in servers (an https link naming this
+/// computer on the network), and Home's *Nearby* with a room another host on the network
+/// lists (here a `liveloop-cli host` on this computer: mDNS reaches it as it would reach
+/// another computer), joined in one click. Screenshots of both go to the artifacts.
+#[test]
+fn the_room_link_names_this_computer_and_home_lists_a_room_nearby() -> Result<()> {
+    let mut cmd = std::process::Command::new(liveloop_e2e::workspace_bin("liveloop-cli")?);
+    cmd.args(["host", "--list-room", "shown-nearby", "--seconds", "120"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _host = ChildGuard::spawn("nearby host", &mut cmd)?;
+    let env = [
+        ("LIVELOOP_VIDEO", "synthetic:320x180@15"),
+        ("LIVELOOP_AUDIO", "synthetic"),
+    ];
+    let (_driver, s, _config_dir) = liveloop_e2e::app::open_app("ui-nearby", &env, None)?;
+    let view = |v: &str| -> Result<()> {
+        wait_for(&format!("the {v} view"), Duration::from_secs(20), || {
+            (s.execute("return document.body.dataset.view", &[]).ok()? == v).then_some(())
+        })
+    };
+    view("home")?;
+
+    // A room of our own: its link is https, on this computer's network address.
+    s.click(&s.find("#create-room")?)?;
+    view("call")?;
+    let link = wait_for("the room link", Duration::from_secs(10), || {
+        let v = s
+            .execute("return document.getElementById('room-link').value", &[])
+            .ok()?;
+        v.as_str().filter(|l| !l.is_empty()).map(str::to_owned)
+    })?;
+    ensure!(
+        link.starts_with("https://") && !link.contains("127.0.0.1") && link.contains("/r/"),
+        "the room link: {link}"
+    );
+    let note = s.text(&s.find("#room-link-note")?)?;
+    ensure!(note.contains("your network"), "{note}");
+    ensure!(
+        s.displayed(&s.find("#room-listed-row")?)?,
+        "no switch to list the room"
+    );
+    s.screenshot(&artifacts_dir()?.join("ui-room-link.png"))?;
+    s.click(&s.find("#btn-hangup")?)?;
+    view("home")?;
+
+    // Nearby: the host's listed room, joined in one click (a server we have not set up: the
+    // app asks first).
+    let card = s.find("#nearby-card")?;
+    wait_for("the room nearby", Duration::from_secs(15), || {
+        let shown = s.displayed(&card).ok()? && s.text(&card).ok()?.contains("shown-nearby");
+        shown.then_some(())
+    })?;
+    s.screenshot(&artifacts_dir()?.join("ui-home-nearby.png"))?;
+    s.click(&s.find("#nearby-list button")?)?;
+    let join = s.find("#link-join")?;
+    let asked = wait_for(
+        "the join prompt or the call",
+        Duration::from_secs(10),
+        || {
+            if s.displayed(&join).ok()? {
+                return Some(true);
+            }
+            let v = s.execute("return document.body.dataset.view", &[]).ok()?;
+            (v == "call").then_some(false)
+        },
+    )?;
+    eprintln!("asked before joining: {asked}");
+    if asked {
+        s.click(&join)?;
+    }
+    view("call")?;
+    let title = s.text(&s.find("#call-title")?)?;
+    ensure!(title.contains("shown-nearby"), "{title}");
+    Ok(())
+}

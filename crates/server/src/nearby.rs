@@ -31,13 +31,23 @@ pub struct Nearby {
 }
 
 impl Nearby {
-    /// Its room service's base URL (its first address).
+    /// The address links use: the first that `proto::link` counts as the local network (plain
+    /// `ws://` is taken only from there), else the first.
+    fn address(&self) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .find(|ip| liveloop_proto::link::is_local_host(&ip.to_string()))
+            .or(self.addresses.first())
+            .copied()
+    }
+
+    /// Its room service's base URL.
     #[must_use]
     pub fn rooms_url(&self) -> Option<String> {
-        let ip = self.addresses.first()?;
+        let ip = self.address()?;
         Some(crate::network::base_url(
             "http",
-            *ip,
+            ip,
             self.announcement.rooms_port,
         ))
     }
@@ -45,9 +55,9 @@ impl Nearby {
     /// Its matchmaking service's base URL, if it has one.
     #[must_use]
     pub fn matchmaking_url(&self) -> Option<String> {
-        let ip = self.addresses.first()?;
+        let ip = self.address()?;
         (self.announcement.matchmaking_port != 0)
-            .then(|| crate::network::base_url("http", *ip, self.announcement.matchmaking_port))
+            .then(|| crate::network::base_url("http", ip, self.announcement.matchmaking_port))
     }
 }
 
@@ -280,6 +290,20 @@ mod tests {
         assert_eq!(chosen(&list), "d");
         list.removed(&Discovery::fullname("d"));
         assert_eq!(chosen(&list), "own a");
+    }
+
+    #[test]
+    fn links_use_an_address_of_the_local_network_first() {
+        let app = Nearby {
+            announcement: announcement("x", 1),
+            addresses: vec!["192.0.2.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+        };
+        assert_eq!(app.rooms_url().as_deref(), Some("http://[fd00::2]:40000"));
+        let only = Nearby {
+            addresses: vec!["192.0.2.2".parse().unwrap()],
+            ..app
+        };
+        assert_eq!(only.rooms_url().as_deref(), Some("http://192.0.2.2:40000"));
     }
 
     #[test]
