@@ -46,7 +46,7 @@ impl Servers {
     pub fn network_links(&self, room: &str) -> Vec<String> {
         self.network_rooms_urls
             .iter()
-            .map(|base| call::share_link(&call::rooms_ws_url(base), room))
+            .map(|base| liveloop_proto::link::room_link_on(base, room))
             .collect()
     }
 
@@ -55,7 +55,7 @@ impl Servers {
     pub fn browser_links(&self, room: &str) -> Vec<String> {
         self.network_rooms_https_urls
             .iter()
-            .map(|base| call::share_link(&call::rooms_ws_url(base), room))
+            .map(|base| liveloop_proto::link::room_link_on(base, room))
             .collect()
     }
 }
@@ -233,11 +233,7 @@ fn built_in(
     let https = match reach {
         Reach::ThisComputer => None,
         Reach::Network => {
-            let mut names: Vec<String> = liveloop_server::network::lan_addresses()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            names.push("localhost".into());
+            let names = liveloop_server::network::certificate_names();
             match liveloop_server::tls::kept(dir, &names)
                 .and_then(|id| liveloop_server::tls::server_config(&id))
             {

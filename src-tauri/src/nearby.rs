@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use liveloop_server::nearby::{Announcement, Discovery, Event, NearbyList};
+use liveloop_server::nearby::{Announcement, Discovery, NearbyList};
 
 /// What Home shows under *Nearby*.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -97,15 +97,8 @@ impl Nearby {
                     let Some(shared) = weak.upgrade() else {
                         return;
                     };
-                    match event {
-                        Some(Event::Found(app)) => {
-                            let name = Discovery::fullname(&app.announcement.instance);
-                            crate::lock(&shared.list).resolved(&name, app);
-                        }
-                        Some(Event::Gone(name)) => {
-                            crate::lock(&shared.list).removed(&name);
-                        }
-                        None => {}
+                    if let Some(event) = event {
+                        crate::lock(&shared.list).apply(event);
                     }
                 }
             });
@@ -131,16 +124,13 @@ impl Nearby {
             .sum();
         let mut rooms: Vec<NearbyRoom> = list
             .iter()
-            .filter_map(|app| {
-                let base = app.rooms_url()?;
-                let ws = crate::call::rooms_ws_url(&base);
-                Some(app.announcement.rooms.iter().map(move |room| NearbyRoom {
-                    room: room.clone(),
+            .flat_map(|app| {
+                app.room_links().into_iter().map(|(room, link)| NearbyRoom {
+                    room,
                     host: app.announcement.name.clone(),
-                    link: crate::call::share_link(&ws, room),
-                }))
+                    link,
+                })
             })
-            .flatten()
             .collect();
         rooms.sort_by(|a, b| (&a.host, &a.room).cmp(&(&b.host, &b.room)));
         NearbyView { rooms, waiting }

@@ -313,21 +313,14 @@ fn rand_id() -> u64 {
 /// The matchmaker the LiveLoop apps on this network share (`proto::nearby`'s rule: announced
 /// longest), from what mDNS finds in 2 s.
 async fn shared_matchmaker() -> Result<String> {
-    use liveloop_server::nearby::{Choice, Discovery, Event, NearbyList};
+    use liveloop_server::nearby::{Choice, Discovery, NearbyList};
     let found = tokio::task::spawn_blocking(|| -> Result<NearbyList> {
         let discovery = Discovery::start().context("cannot browse the network")?;
         let mut list = NearbyList::default();
         let until = Instant::now() + Duration::from_secs(2);
         while let Some(left) = until.checked_duration_since(Instant::now()) {
-            match discovery.next(left) {
-                Some(Event::Found(app)) => {
-                    let name = Discovery::fullname(&app.announcement.instance);
-                    list.resolved(&name, app);
-                }
-                Some(Event::Gone(name)) => {
-                    list.removed(&name);
-                }
-                None => {}
+            if let Some(event) = discovery.next(left) {
+                list.apply(event);
             }
         }
         Ok(list)
@@ -360,19 +353,7 @@ async fn nearby(seconds: Option<u64>) -> Result<()> {
             .context("the discovery thread")?;
         match event {
             Some(Event::Found(app)) => {
-                let links: Vec<String> = app
-                    .rooms_url()
-                    .map(|base| {
-                        app.announcement
-                            .rooms
-                            .iter()
-                            .map(|room| {
-                                let ws = liveloop_proto::link::rooms_ws_url(&base);
-                                liveloop_proto::link::share_link(&ws, room)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let links: Vec<String> = app.room_links().into_iter().map(|(_, l)| l).collect();
                 print(&json!({
                     "event": "nearby",
                     "app": app,
@@ -418,11 +399,7 @@ async fn host(
     let https = if local_only {
         None
     } else {
-        let mut names: Vec<String> = liveloop_server::network::lan_addresses()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        names.push("localhost".into());
+        let names = liveloop_server::network::certificate_names();
         let id = match &tls_dir {
             Some(dir) => tls::kept(dir, &names),
             None => tls::self_signed(&names),
@@ -448,10 +425,9 @@ async fn host(
     let links_on = |bases: &[String]| -> Vec<String> {
         room.iter()
             .flat_map(|room| {
-                bases.iter().map(move |base| {
-                    let ws = liveloop_proto::link::rooms_ws_url(base);
-                    liveloop_proto::link::share_link(&ws, room)
-                })
+                bases
+                    .iter()
+                    .map(move |base| liveloop_proto::link::room_link_on(base, room))
             })
             .collect()
     };

@@ -114,7 +114,8 @@ impl<K: Ord + Clone> Layers<K> {
     }
 
     /// Whether some peer gets the low layer.
-    pub fn any_low(&self) -> bool {
+    #[cfg(test)]
+    fn any_low(&self) -> bool {
         self.peers.values().any(|p| p.layer == Layer::Low)
     }
 }

@@ -190,6 +190,12 @@ pub fn share_link(ws_url: &str, room: &str) -> String {
     }
 }
 
+/// The link to `room` on the room service at `base` (`http(s)://host:port`).
+#[must_use]
+pub fn room_link_on(base: &str, room: &str) -> String {
+    share_link(&rooms_ws_url(base), room)
+}
+
 /// `http://host:port` (the room service's base URL) → `ws://host:port/ws`.
 #[must_use]
 pub fn rooms_ws_url(base: &str) -> String {

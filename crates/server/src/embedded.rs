@@ -43,34 +43,29 @@ impl Embedded {
     /// (`network::lan_addresses`); empty when only this computer can reach it.
     #[must_use]
     pub fn rooms_urls_on_network(&self) -> Vec<String> {
-        self.on_network(self.rooms.port())
+        self.on_network("http", self.rooms.port())
     }
 
     /// The room service's HTTPS base URLs for other computers, best first (empty without
     /// HTTPS, or on this computer only).
     #[must_use]
     pub fn rooms_https_urls_on_network(&self) -> Vec<String> {
-        match (self.reach, self.rooms_https) {
-            (Reach::Network, Some(addr)) => network::lan_addresses()
-                .into_iter()
-                .map(|ip| network::base_url("https", ip, addr.port()))
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.rooms_https
+            .map_or_else(Vec::new, |addr| self.on_network("https", addr.port()))
     }
 
     /// As [`Embedded::rooms_urls_on_network`], for the matchmaking service.
     #[must_use]
     pub fn matchmaking_urls_on_network(&self) -> Vec<String> {
-        self.on_network(self.matchmaking.port())
+        self.on_network("http", self.matchmaking.port())
     }
 
-    fn on_network(&self, port: u16) -> Vec<String> {
+    fn on_network(&self, scheme: &str, port: u16) -> Vec<String> {
         match self.reach {
             Reach::ThisComputer => Vec::new(),
             Reach::Network => network::lan_addresses()
                 .into_iter()
-                .map(|ip| network::base_url("http", ip, port))
+                .map(|ip| network::base_url(scheme, ip, port))
                 .collect(),
         }
     }

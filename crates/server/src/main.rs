@@ -206,11 +206,7 @@ fn tls_config(args: &Args) -> Result<Option<std::sync::Arc<rustls::ServerConfig>
     let id = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => tls::load(cert, key)?,
         _ if args.tls_self_signed => {
-            let mut names: Vec<String> = liveloop_server::network::lan_addresses()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+            let names = liveloop_server::network::certificate_names();
             tracing::info!(?names, "a self-signed certificate for HTTPS");
             tls::self_signed(&names)?
         }

@@ -52,6 +52,24 @@ impl Nearby {
         ))
     }
 
+    /// `(room, link)` for each room it lists.
+    #[must_use]
+    pub fn room_links(&self) -> Vec<(String, String)> {
+        let Some(base) = self.rooms_url() else {
+            return Vec::new();
+        };
+        self.announcement
+            .rooms
+            .iter()
+            .map(|room| {
+                (
+                    room.clone(),
+                    liveloop_proto::link::room_link_on(&base, room),
+                )
+            })
+            .collect()
+    }
+
     /// Its matchmaking service's base URL, if it has one.
     #[must_use]
     pub fn matchmaking_url(&self) -> Option<String> {
@@ -74,6 +92,19 @@ impl NearbyList {
             return;
         }
         self.apps.insert(fullname.to_owned(), app);
+    }
+
+    /// Takes what [`Discovery::next`] reported.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Found(app) => {
+                let name = Discovery::fullname(&app.announcement.instance);
+                self.resolved(&name, app);
+            }
+            Event::Gone(name) => {
+                self.removed(&name);
+            }
+        }
     }
 
     /// An app went away (its record expired or it said goodbye).

@@ -157,6 +157,15 @@ fn order_addresses(
     out
 }
 
+/// The names a self-signed certificate for the built-in servers is made for: this computer's
+/// addresses for links, `localhost` and `127.0.0.1`.
+#[must_use]
+pub fn certificate_names() -> Vec<String> {
+    let mut names: Vec<String> = lan_addresses().iter().map(ToString::to_string).collect();
+    names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+    names
+}
+
 /// `http://<ip>:<port>` with IPv6 in brackets.
 #[must_use]
 pub fn base_url(scheme: &str, ip: IpAddr, port: u16) -> String {
