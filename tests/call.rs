@@ -224,7 +224,7 @@ struct RandomParticipant {
 }
 
 async fn random_chat(url: &str, name: &str) -> RandomParticipant {
-    let (client, mut events) = MatchClient::connect(url).await.unwrap();
+    let (client, mut events) = MatchClient::connect(url.into()).await.unwrap();
     let client = Arc::new(client);
     let (fwd_tx, fwd_events) = mpsc::channel(1024);
     let (media_tx, media) = mpsc::channel(4096);

@@ -286,14 +286,16 @@ async fn a_browser_on_another_computer_joins_over_https() {
     drop(lab);
 }
 
-/// Two network namespaces joined by a veth pair: two computers on one Ethernet segment, where
-/// multicast (mDNS) works as on a home network.
+/// Network namespaces on one bridge: computers on one Ethernet segment, where multicast
+/// (mDNS) works as on a home network. Computer `n` has 10.79.0.`n+1`; the bridge lives in a
+/// namespace of its own (the switch).
 struct Segment {
-    namespaces: [String; 2],
+    namespaces: Vec<String>,
+    switch: String,
 }
 
 impl Segment {
-    fn start(prefix: &str) -> Self {
+    fn start(prefix: &str, computers: usize) -> Self {
         assert!(
             nix::unistd::geteuid().is_root(),
             "this test makes network namespaces: run the tests as root"
@@ -305,27 +307,46 @@ impl Segment {
                 .unwrap();
             assert!(status.success(), "ip {args:?}");
         };
-        let namespaces = [format!("{prefix}-a"), format!("{prefix}-b")];
-        for ns in &namespaces {
+        let names = ["a", "b", "c", "d"];
+        let namespaces: Vec<String> = names[..computers]
+            .iter()
+            .map(|n| format!("{prefix}-{n}"))
+            .collect();
+        let switch = format!("{prefix}-sw");
+        for ns in namespaces.iter().chain([&switch]) {
             // A killed earlier run can leave one behind.
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", ns])
                 .status();
-        }
-        let (va, vb) = (format!("{prefix}-va"), format!("{prefix}-vb"));
-        for ns in &namespaces {
             ip(&["netns", "add", ns]);
-        }
-        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        for (n, (ns, dev)) in namespaces.iter().zip([&va, &vb]).enumerate() {
-            ip(&["link", "set", dev, "netns", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
-            let addr = format!("10.79.0.{}/24", n + 1);
-            ip(&["-n", ns, "addr", "add", &addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "route", "add", "default", "dev", dev]);
         }
-        Self { namespaces }
+        // No IGMP snooping: with no querier on the segment, multicast goes to every port.
+        ip(&[
+            "-n",
+            &switch,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        ip(&["-n", &switch, "link", "set", "br0", "up"]);
+        for (n, ns) in namespaces.iter().enumerate() {
+            let (dev, port) = (format!("{prefix}-v{n}"), format!("{prefix}-s{n}"));
+            ip(&["link", "add", &dev, "type", "veth", "peer", "name", &port]);
+            ip(&["link", "set", &dev, "netns", ns]);
+            ip(&["link", "set", &port, "netns", &switch]);
+            ip(&["-n", &switch, "link", "set", &port, "master", "br0"]);
+            ip(&["-n", &switch, "link", "set", &port, "up"]);
+            let addr = format!("10.79.0.{}/24", n + 1);
+            ip(&["-n", ns, "addr", "add", &addr, "dev", &dev]);
+            ip(&["-n", ns, "link", "set", &dev, "up"]);
+            ip(&["-n", ns, "route", "add", "default", "dev", &dev]);
+        }
+        Self { namespaces, switch }
     }
 
     fn command(&self, n: usize, program: &std::path::Path) -> std::process::Command {
@@ -338,8 +359,8 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // Deleting a namespace deletes the veth end in it, and so the pair.
-        for ns in &self.namespaces {
+        // Deleting a namespace deletes the veth ends in it, and so the pairs.
+        for ns in self.namespaces.iter().chain([&self.switch]) {
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", ns])
                 .status();
@@ -351,7 +372,7 @@ impl Drop for Segment {
 /// within 3 s, with a link that names A, and never the room A did not list (in use all along).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_room_shows_nearby_and_an_unlisted_one_never_does() {
-    let seg = Segment::start("llm");
+    let seg = Segment::start("llm", 2);
     let cli = workspace_bin("liveloop-cli").unwrap();
     let mut cmd = seg.command(0, &cli);
     cmd.args(["host", "--list-room", "open-room", "--seconds", "30"]);
@@ -413,14 +434,15 @@ async fn a_listed_room_shows_nearby_and_an_unlisted_one_never_does() {
 
 /// Random chat on the network: two computers each host the built-in servers; a user on each
 /// presses random chat on "the network's" matchmaker, both pick the one announced longest
-/// (A's, started first), and they are matched. With A gone, B's is the one left.
+/// (A's, started first), and they are matched. A quits: B's user moves to B's matchmaker, the
+/// network's now, by itself, and a user on a third computer is matched with B's there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_chat_on_one_network_meets_on_the_matchmaker_announced_longest() {
-    let seg = Segment::start("llr");
+    let seg = Segment::start("llr", 3);
     let cli = workspace_bin("liveloop-cli").unwrap();
     let host = |n: usize, label: &str| {
         let mut cmd = seg.command(n, &cli);
-        cmd.args(["host", "--seconds", "60"]);
+        cmd.args(["host", "--seconds", "90"]);
         CliPeer::spawn_command(label, cmd).unwrap()
     };
     let mut host_a = host(0, "random-host-a");
@@ -437,27 +459,24 @@ async fn random_chat_on_one_network_meets_on_the_matchmaker_announced_longest() 
             e["event"] == "hosting"
         })
         .await;
-    let user = |n: usize, label: &str| {
+    let user = |n: usize, label: &str, seconds: u32| {
         let mut cmd = seg.command(n, &cli);
-        cmd.args([
-            "random",
-            "nearby",
-            "--video",
-            "synthetic:320x180@15",
-            "--seconds",
-            "12",
-        ]);
+        cmd.args(["random", "nearby", "--video", "synthetic:320x180@15"])
+            .args(["--seconds", &seconds.to_string()]);
         CliPeer::spawn_command(label, cmd).unwrap()
     };
-    let (mut ua, mut ub) = (user(0, "random-user-a"), user(1, "random-user-b"));
-    let want = hosting_a["matchmaking"][0].as_str().unwrap().to_owned();
+    let (mut ua, mut ub) = (user(0, "random-user-a", 60), user(1, "random-user-b", 70));
+    let (at_a, at_b) = (
+        hosting_a["matchmaking"][0].as_str().unwrap().to_owned(),
+        hosting_b["matchmaking"][0].as_str().unwrap().to_owned(),
+    );
     for u in [&mut ua, &mut ub] {
         let chosen = u
             .next("the matchmaker chosen", Duration::from_secs(10), |e| {
                 e["event"] == "matchmaker"
             })
             .await;
-        assert_eq!(chosen["url"].as_str(), Some(want.as_str()), "{chosen}");
+        assert_eq!(chosen["url"].as_str(), Some(at_a.as_str()), "{chosen}");
     }
     for u in [&mut ua, &mut ub] {
         u.next("matched and connected", Duration::from_secs(20), |e| {
@@ -466,7 +485,7 @@ async fn random_chat_on_one_network_meets_on_the_matchmaker_announced_longest() 
         .await;
     }
     // A third, alone, waits at A's matchmaker: B's computer sees one person waiting nearby.
-    let mut alone = user(0, "random-user-alone");
+    let mut alone = user(0, "random-user-alone", 20);
     alone
         .next("queued", Duration::from_secs(10), |e| e["event"] == "state")
         .await;
@@ -480,19 +499,39 @@ async fn random_chat_on_one_network_meets_on_the_matchmaker_announced_longest() 
         .await;
     nearby.kill();
     alone.kill();
-    ua.kill();
-    ub.kill();
-    // A goes: B's matchmaker is the network's now.
+    // A goes, its user with it, without a goodbye (killed): B's user moves to B's matchmaker
+    // and waits there.
     host_a.kill();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut again = user(1, "random-user-b2");
-    let chosen = again
-        .next("the matchmaker left", Duration::from_secs(10), |e| {
+    ua.kill();
+    let moved = ub
+        .next("moved to B's matchmaker", Duration::from_secs(15), |e| {
+            e["event"] == "matchmaker" && e["moved"] == true
+        })
+        .await;
+    assert_eq!(moved["url"].as_str(), Some(at_b.as_str()), "{moved}");
+    // A user on a third computer finds B's matchmaker and meets B's user there.
+    let mut uc = user(2, "random-user-c", 25);
+    let chosen = uc
+        .next("C's matchmaker", Duration::from_secs(10), |e| {
             e["event"] == "matchmaker"
         })
         .await;
-    assert_eq!(chosen["url"], hosting_b["matchmaking"][0], "{chosen}");
-    again.kill();
+    assert_eq!(chosen["url"].as_str(), Some(at_b.as_str()), "{chosen}");
+    uc.next("C matched and connected", Duration::from_secs(25), |e| {
+        e["event"] == "peer_connected"
+    })
+    .await;
+    ub.next("B matched again", Duration::from_secs(10), |e| {
+        e["event"] == "peer_connected"
+    })
+    .await;
+    // And media flows between them.
+    uc.next("video from B", Duration::from_secs(10), |e| {
+        e["event"] == "frame"
+    })
+    .await;
+    uc.kill();
+    ub.kill();
     host_b.kill();
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use liveloop_engine::echo::echo_media;
 use liveloop_engine::recording::{Recorder, RecordingOptions};
 use liveloop_engine::{
-    AudioTap, Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, join_room_with,
-    random_chat,
+    AudioTap, Command, EngineConfig, EngineEvent, EngineHandle, FrameTap, Matchmaker,
+    join_room_with, random_chat,
 };
 use serde_json::json;
 use tauri::{AppHandle, Emitter};
@@ -98,7 +98,7 @@ pub enum Start {
     },
     /// `image`: your picture for the matchmaking dialect's `userImage` (or empty).
     Random {
-        url: String,
+        matchmaker: Matchmaker,
         image: String,
     },
     /// A test call: a fresh room with an in-process echo peer that sends back what it gets.
@@ -173,14 +173,14 @@ impl Calls {
                 };
                 (h, e, started)
             }
-            Start::Random { url, .. } => {
-                let (h, e) =
-                    tokio::time::timeout(Duration::from_secs(10), random_chat(config, &url, media))
-                        .await
-                        .map_err(|_| {
-                            AppError::Call("the matchmaking server did not answer".into())
-                        })?
-                        .map_err(|e| AppError::Call(e.to_string()))?;
+            Start::Random { matchmaker, .. } => {
+                let (h, e) = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    random_chat(config, matchmaker, media),
+                )
+                .await
+                .map_err(|_| AppError::Call("the matchmaking server did not answer".into()))?
+                .map_err(|e| AppError::Call(e.to_string()))?;
                 let started = CallStarted {
                     call_id: 0,
                     mode: "random",

@@ -189,12 +189,11 @@ pub async fn call_random(
     state: State<'_, AppState>,
 ) -> Result<CallStarted, AppError> {
     // On the built-in servers, the matchmaker the apps on this network share.
-    let url = state
+    let matchmaker = state
         .nearby
-        .shared_matchmaker()
-        .unwrap_or_else(|| state.servers.matchmaking_url.clone());
+        .matchmaker(state.servers.matchmaking_url.clone());
     let image = avatar(&state);
-    start(app, &state, Start::Random { url, image }).await
+    start(app, &state, Start::Random { matchmaker, image }).await
 }
 
 #[tauri::command]

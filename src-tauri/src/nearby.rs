@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use liveloop_engine::Matchmaker;
 use liveloop_server::nearby::{Announcement, Discovery, NearbyList};
 
 /// What Home shows under *Nearby*.
@@ -156,18 +157,20 @@ impl Nearby {
         }
     }
 
-    /// The matchmaker the apps on this network share, when it is another app's (`None`: this
-    /// app's own, or no Nearby): every app picks the one announced longest, so that two
-    /// people who press random chat on one network meet.
+    /// Where random chat finds its matchmaker: with Nearby, the one the apps on this network
+    /// share (every app picks the one announced longest, so that two people who press random
+    /// chat on one network meet), chosen again whenever the connection to it is lost, so that
+    /// everyone moves to the next when that app quits; this app's own is `own_url`. Without
+    /// Nearby, `own_url` alone.
     #[must_use]
-    pub fn shared_matchmaker(&self) -> Option<String> {
-        let shared = self.inner.as_ref()?;
-        let own = crate::lock(&shared.announcement).clone();
-        let list = crate::lock(&shared.list);
-        match list.shared_matchmaker(Some(&own))? {
-            liveloop_server::nearby::Choice::Theirs(app) => app.matchmaking_url(),
-            liveloop_server::nearby::Choice::Own(_) => None,
-        }
+    pub fn matchmaker(&self, own_url: String) -> Matchmaker {
+        let Some(shared) = self.inner.clone() else {
+            return Matchmaker::At(own_url);
+        };
+        Matchmaker::Chosen(Arc::new(move || {
+            let own = crate::lock(&shared.announcement).clone();
+            crate::lock(&shared.list).matchmaker_urls(Some((&own, &own_url)))
+        }))
     }
 
     /// Whether Nearby runs (the built-in servers are on the network and mDNS started).

@@ -20,8 +20,8 @@ use liveloop_engine::meter::OwnUsage;
 use liveloop_engine::recording::{Recorder, RecordingOptions};
 use liveloop_engine::{AudioTap, FrameTap};
 use liveloop_engine::{
-    Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Media, State, join_room_with,
-    random_chat,
+    Command, EngineConfig, EngineEvent, EngineHandle, ErrorKind, Matchmaker, Media, State,
+    join_room_with, random_chat,
 };
 use liveloop_media::VideoFormat;
 use liveloop_media::{AudioSource, VideoSource};
@@ -310,30 +310,39 @@ fn rand_id() -> u64 {
     h.finish()
 }
 
-/// The matchmaker the LiveLoop apps on this network share (`proto::nearby`'s rule: announced
-/// longest), from what mDNS finds in 2 s.
-async fn shared_matchmaker() -> Result<String> {
-    use liveloop_server::nearby::{Choice, Discovery, NearbyList};
-    let found = tokio::task::spawn_blocking(|| -> Result<NearbyList> {
-        let discovery = Discovery::start().context("cannot browse the network")?;
-        let mut list = NearbyList::default();
-        let until = Instant::now() + Duration::from_secs(2);
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            if let Some(event) = discovery.next(left) {
-                list.apply(event);
+/// The matchmakers the LiveLoop apps on this network share (`proto::nearby`'s rule: the one
+/// announced longest first), from what mDNS finds: browsed for 2 s before the first choice,
+/// and on for the rest of the run, so that a reconnect picks from what is there then.
+async fn shared_matchmaker() -> Result<Matchmaker> {
+    use liveloop_server::nearby::{Discovery, NearbyList};
+    let list = Arc::new(std::sync::Mutex::new(NearbyList::default()));
+    let discovery = Discovery::start().context("cannot browse the network")?;
+    let found = list.clone();
+    std::thread::Builder::new()
+        .name("nearby".into())
+        .spawn(move || {
+            loop {
+                if let Some(event) = discovery.next(Duration::from_secs(1)) {
+                    found
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .apply(event);
+                }
             }
-        }
-        Ok(list)
-    })
-    .await
-    .context("the discovery thread")??;
-    let chosen = match found.shared_matchmaker(None) {
-        Some(Choice::Theirs(app)) => app.matchmaking_url(),
-        _ => None,
+        })
+        .context("cannot start the discovery thread")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let urls = move || {
+        list.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .matchmaker_urls(None)
     };
-    let url = chosen.context("no LiveLoop matchmaker on this network")?;
-    print(&json!({"event": "matchmaker", "url": url}));
-    Ok(url)
+    let first = urls()
+        .into_iter()
+        .next()
+        .context("no LiveLoop matchmaker on this network")?;
+    print(&json!({"event": "matchmaker", "url": first}));
+    Ok(Matchmaker::Chosen(Arc::new(urls)))
 }
 
 /// `liveloop-cli nearby`: what mDNS finds, as JSON lines.
@@ -540,7 +549,7 @@ async fn main() -> Result<()> {
             let server = if server == "nearby" {
                 shared_matchmaker().await?
             } else {
-                server
+                Matchmaker::At(server)
             };
             (opts, Mode::Random { server, next_after })
         }
@@ -618,7 +627,7 @@ async fn main() -> Result<()> {
         }
         Mode::Random { server, .. } => tokio::time::timeout(
             Duration::from_secs(opts.connect_timeout),
-            random_chat(config, &server, media),
+            random_chat(config, server, media),
         )
         .await
         .map_err(|_| anyhow::anyhow!("the matchmaking server did not answer"))?
@@ -657,7 +666,7 @@ enum Mode {
         id: String,
     },
     Random {
-        server: String,
+        server: Matchmaker,
         next_after: Option<u64>,
     },
 }

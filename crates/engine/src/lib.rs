@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use liveloop_media::synthetic::Stamp;
 use liveloop_media::{AudioSource, VideoFrame, VideoSource};
+pub use liveloop_signal::matchmaking::Matchmaker;
 use liveloop_signal::session::{RandomSession, RoomSession, Signaling};
 use tokio::sync::mpsc;
 
@@ -204,6 +205,11 @@ pub enum EngineEvent {
     Joined {
         id: String,
     },
+    /// Random chat: connected again after the matchmaker was lost, to the one at `url`
+    /// (another one when the one in use went away), and looking for a partner there.
+    Matchmaker {
+        url: String,
+    },
     /// A participant to call (a room member, or a random-chat partner).
     PeerJoined {
         id: String,
@@ -275,6 +281,7 @@ impl EngineEvent {
         Some(match self {
             Self::State(s) => json!({"event": "state", "state": s.as_str()}),
             Self::Joined { id } => json!({"event": "joined", "id": id}),
+            Self::Matchmaker { url } => json!({"event": "matchmaker", "url": url, "moved": true}),
             Self::PeerJoined { id, name } => {
                 json!({"event": "peer_joined", "id": id, "name": name})
             }
@@ -426,17 +433,20 @@ pub fn join_room_with(
     ))
 }
 
-/// Connects to the matchmaking server at `url` (`http://host:port`) and asks for a partner.
+/// Connects to a matchmaking server (`http://host:port`, or the first that answers among
+/// those a [`Matchmaker::Chosen`] names) and asks for a partner. When that server goes away,
+/// the call ends and the search goes on at the server chosen then
+/// ([`EngineEvent::Matchmaker`]).
 ///
 /// # Errors
-/// When the server cannot be reached, or the name or image would be refused.
+/// When no server can be reached, or the name or image would be refused.
 pub async fn random_chat(
     config: EngineConfig,
-    url: &str,
+    matchmaker: impl Into<Matchmaker>,
     media: Media,
 ) -> Result<(EngineHandle, mpsc::Receiver<EngineEvent>), EngineError> {
     let (session, events) =
-        RandomSession::connect(url, config.name.clone(), config.image.clone()).await?;
+        RandomSession::connect(matchmaker, config.name.clone(), config.image.clone()).await?;
     session.find_partner().await?;
     Ok(runner::start(
         config,

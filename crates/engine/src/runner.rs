@@ -426,15 +426,20 @@ impl Runner {
             SessionEvent::Reconnecting { attempt, delay } => {
                 self.reconnecting = true;
                 if attempt == 1 {
-                    self.error(
-                        ErrorKind::ServerUnreachable,
+                    let message = if self.mode == Mode::Random {
+                        "lost the matchmaking server; looking for a partner again once connected"
+                            .to_owned()
+                    } else {
                         format!(
                             "lost the signaling server; calls go on, retrying every {} s at most",
                             delay.as_secs().max(1)
-                        ),
-                    )
-                    .await;
+                        )
+                    };
+                    self.error(ErrorKind::ServerUnreachable, message).await;
                 }
+            }
+            SessionEvent::Matchmaker { url } => {
+                self.emit(EngineEvent::Matchmaker { url }).await;
             }
             _ => {}
         }

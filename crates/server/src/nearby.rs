@@ -121,19 +121,41 @@ impl NearbyList {
     /// this app's announcement, which takes part like the others.
     #[must_use]
     pub fn shared_matchmaker<'a>(&'a self, own: Option<&'a Announcement>) -> Option<Choice<'a>> {
+        self.matchmakers(own).into_iter().next()
+    }
+
+    /// Every matchmaker in the order [`NearbyList::shared_matchmaker`] prefers them: when
+    /// the first has gone without a goodbye (its record not expired yet), the next is the one
+    /// everyone moves to.
+    #[must_use]
+    pub fn matchmakers<'a>(&'a self, own: Option<&'a Announcement>) -> Vec<Choice<'a>> {
         let theirs = self
             .apps
             .values()
             .filter(|n| n.announcement.matchmaking_port != 0)
             .map(Choice::Theirs);
-        let own = own.into_iter().map(Choice::Own);
-        theirs.chain(own).min_by(|a, b| {
-            let key = |c: &Choice<'_>| {
+        let mut all: Vec<Choice<'a>> = theirs.chain(own.into_iter().map(Choice::Own)).collect();
+        all.sort_by(|a, b| {
+            let key = |c: &Choice<'a>| {
                 let a = c.announcement();
                 (a.since_ms, a.instance.clone())
             };
             key(a).cmp(&key(b))
-        })
+        });
+        all
+    }
+
+    /// The URLs of [`NearbyList::matchmakers`], this app's own as `own_url` (its loopback
+    /// address, say).
+    #[must_use]
+    pub fn matchmaker_urls(&self, own: Option<(&Announcement, &str)>) -> Vec<String> {
+        self.matchmakers(own.map(|(a, _)| a))
+            .into_iter()
+            .filter_map(|c| match c {
+                Choice::Own(_) => own.map(|(_, url)| url.to_owned()),
+                Choice::Theirs(app) => app.matchmaking_url(),
+            })
+            .collect()
     }
 }
 
@@ -321,6 +343,33 @@ mod tests {
         assert_eq!(chosen(&list), "d");
         list.removed(&Discovery::fullname("d"));
         assert_eq!(chosen(&list), "own a");
+    }
+
+    #[test]
+    fn the_matchmakers_come_in_the_order_of_choice_with_our_own_among_them() {
+        let mut list = NearbyList::default();
+        for (name, since, port) in [("b", 300, 40_002), ("c", 100, 40_002), ("e", 50, 0)] {
+            let mut a = announcement(name, since);
+            a.matchmaking_port = port;
+            list.resolved(
+                &Discovery::fullname(name),
+                Nearby {
+                    announcement: a,
+                    addresses: vec!["10.0.0.9".parse().unwrap()],
+                },
+            );
+        }
+        let own = announcement("a", 200);
+        // e has no matchmaker; ours comes between c and b.
+        assert_eq!(
+            list.matchmaker_urls(Some((&own, "http://127.0.0.1:7"))),
+            [
+                "http://10.0.0.9:40002",
+                "http://127.0.0.1:7",
+                "http://10.0.0.9:40002"
+            ]
+        );
+        assert_eq!(list.matchmaker_urls(None).len(), 2);
     }
 
     #[test]

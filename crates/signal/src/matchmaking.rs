@@ -1,10 +1,12 @@
 //! The matchmaking-dialect client (seed 000) over socket.io.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use liveloop_proto::matchmaking::{self as mm, RequestRoom};
-use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::asynchronous::{Client, ClientBuilder, ReconnectSettings};
 use rust_socketio::{Event, Payload};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -46,6 +48,101 @@ pub enum MatchEvent {
         message: String,
         retry_after_ms: Option<u64>,
     },
+    /// The connection to the matchmaker dropped: the call it set up, if any, is over (its
+    /// server, which alone could relay for it, is gone). Reconnecting, attempt `attempt`.
+    Lost {
+        attempt: u32,
+    },
+    /// Connected again, to `url` (another matchmaker when [`Matchmaker::Chosen`] chose
+    /// another): nobody there knows us yet, so the search starts again.
+    Reconnected {
+        url: String,
+    },
+}
+
+/// Where random chat finds its matchmaker.
+#[derive(Clone)]
+pub enum Matchmaker {
+    /// One server (`http://host:3000`): a lost connection comes back to it.
+    At(String),
+    /// The candidates in order of preference, asked anew at every connect and reconnect (the
+    /// matchmakers LiveLoop apps on this network share, say); the first that accepts a TCP
+    /// connection is used, so a server that has gone without saying so is passed over.
+    Chosen(Arc<dyn Fn() -> Vec<String> + Send + Sync>),
+}
+
+impl std::fmt::Debug for Matchmaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::At(url) => f.debug_tuple("At").field(url).finish(),
+            Self::Chosen(_) => f.write_str("Chosen(..)"),
+        }
+    }
+}
+
+impl From<&str> for Matchmaker {
+    fn from(url: &str) -> Self {
+        Self::At(url.to_owned())
+    }
+}
+
+impl From<&String> for Matchmaker {
+    fn from(url: &String) -> Self {
+        Self::At(url.clone())
+    }
+}
+
+impl From<String> for Matchmaker {
+    fn from(url: String) -> Self {
+        Self::At(url)
+    }
+}
+
+/// How long a candidate matchmaker has to accept a TCP connection before the next is tried.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The `host:port` a matchmaker URL (`http(s)://host[:port][/...]`) connects to.
+fn authority(url: &str) -> Option<String> {
+    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        (false, url.strip_prefix("http://")?)
+    };
+    let host = rest.split(['/', '?', '#']).next()?.rsplit('@').next()?;
+    if host.is_empty() {
+        return None;
+    }
+    let has_port = match host.rfind(']') {
+        Some(end) => host.get(end + 1..).is_some_and(|t| t.starts_with(':')),
+        None => host.contains(':'),
+    };
+    Some(if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:{}", if secure { 443 } else { 80 })
+    })
+}
+
+impl Matchmaker {
+    /// The matchmaker to connect to now: the fixed one, or the first candidate that answers.
+    /// `None` when there is no candidate (or none answered).
+    pub async fn pick(&self) -> Option<String> {
+        let candidates = match self {
+            Self::At(url) => return Some(url.clone()),
+            Self::Chosen(choose) => choose(),
+        };
+        for url in candidates {
+            let Some(addr) = authority(&url) else {
+                continue;
+            };
+            match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
+                Ok(Ok(_)) => return Some(url),
+                Ok(Err(e)) => tracing::info!(%url, error = %e, "matchmaker passed over"),
+                Err(_) => tracing::info!(%url, "matchmaker passed over: no answer"),
+            }
+        }
+        None
+    }
 }
 
 /// The call as this client knows it.
@@ -184,22 +281,55 @@ fn first(payload: Payload) -> Value {
 }
 
 impl MatchClient {
-    /// Connects to a matchmaking server (`http://host:3000`), reconnecting by itself with a
-    /// 1 s → 5 s delay, and waits until the server has accepted the connection.
+    /// Connects to a matchmaking server, reconnecting by itself with a 1 s → 5 s delay (to the
+    /// matchmaker [`Matchmaker::pick`] picks then), and waits until the server has accepted
+    /// the connection. A reconnect reports [`MatchEvent::Lost`], then
+    /// [`MatchEvent::Reconnected`].
     ///
     /// # Errors
-    /// [`SignalError::Invalid`] when the server cannot be reached.
-    pub async fn connect(url: &str) -> Result<(Self, mpsc::Receiver<MatchEvent>), SignalError> {
+    /// [`SignalError::Invalid`] when no matchmaker can be reached.
+    pub async fn connect(
+        matchmaker: Matchmaker,
+    ) -> Result<(Self, mpsc::Receiver<MatchEvent>), SignalError> {
+        let url = matchmaker.pick().await.ok_or_else(|| {
+            SignalError::Invalid("no matchmaking server answers on this network".into())
+        })?;
         let (tx, events) = mpsc::channel(EVENT_QUEUE);
         let state = Arc::new(Mutex::new(CallState::default()));
         let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
         let ready_tx = Mutex::new(Some(ready_tx));
         let (st_any, tx_any) = (state.clone(), tx.clone());
         let (st_err, tx_err) = (state.clone(), tx.clone());
+        // The server now, and the attempts since the connection was lost (0: connected).
+        let current = Arc::new(Mutex::new(url.clone()));
+        let attempts = Arc::new(AtomicU32::new(0));
+        let (cur_re, att_re, st_re, tx_re) =
+            (current.clone(), attempts.clone(), state.clone(), tx.clone());
+        let (cur_con, att_con, tx_con) = (current, attempts, tx.clone());
         let client = ClientBuilder::new(url)
             .reconnect(true)
             .reconnect_on_disconnect(true)
             .reconnect_delay(1_000, 5_000)
+            .on_reconnect(move || {
+                let attempt = att_re.fetch_add(1, Ordering::SeqCst) + 1;
+                // Whatever call the old server set up is over.
+                {
+                    let mut st = st_re.lock().unwrap_or_else(PoisonError::into_inner);
+                    st.peer = None;
+                    st.room_id = None;
+                }
+                let (matchmaker, current, tx) = (matchmaker.clone(), cur_re.clone(), tx_re.clone());
+                async move {
+                    let _ = tx.send(MatchEvent::Lost { attempt }).await;
+                    let mut settings = ReconnectSettings::new();
+                    if let Some(url) = matchmaker.pick().await {
+                        settings.address(url.clone());
+                        *current.lock().unwrap_or_else(PoisonError::into_inner) = url;
+                    }
+                    settings
+                }
+                .boxed()
+            })
             .on_any(move |event: Event, payload: Payload, _| {
                 let name = String::from(event);
                 let evs = {
@@ -222,7 +352,19 @@ impl MatchClient {
                 if let Some(tx) = ready_tx.lock().ok().and_then(|mut t| t.take()) {
                     let _ = tx.send(());
                 }
-                async {}.boxed()
+                let again = att_con.swap(0, Ordering::SeqCst) > 0;
+                let url = cur_con
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                forward(
+                    tx_con.clone(),
+                    if again {
+                        vec![MatchEvent::Reconnected { url }]
+                    } else {
+                        Vec::new()
+                    },
+                )
             })
             .connect()
             .await
@@ -366,6 +508,45 @@ impl MatchClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_matchmaker_url_names_the_address_to_probe() {
+        assert_eq!(
+            authority("http://10.0.0.2:3000").as_deref(),
+            Some("10.0.0.2:3000")
+        );
+        assert_eq!(
+            authority("http://[fd00::2]:3000/x").as_deref(),
+            Some("[fd00::2]:3000")
+        );
+        assert_eq!(
+            authority("http://[fd00::2]").as_deref(),
+            Some("[fd00::2]:80")
+        );
+        assert_eq!(
+            authority("https://mm.example.com").as_deref(),
+            Some("mm.example.com:443")
+        );
+        assert_eq!(authority("ws://x:1"), None);
+        assert_eq!(authority("http://"), None);
+    }
+
+    #[tokio::test]
+    async fn a_chosen_matchmaker_is_the_first_that_answers() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (live, dead_addr) = (live.local_addr().unwrap(), dead.local_addr().unwrap());
+        drop(dead);
+        let urls = vec![
+            format!("http://{dead_addr}"),
+            "not a url".to_owned(),
+            format!("http://{live}"),
+        ];
+        let m = Matchmaker::Chosen(Arc::new(move || urls.clone()));
+        assert_eq!(m.pick().await, Some(format!("http://{live}")));
+        let none = Matchmaker::Chosen(Arc::new(Vec::new));
+        assert_eq!(none.pick().await, None);
+    }
 
     #[test]
     fn one_sided_match_done_still_starts_the_call_from_the_offer() {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::SignalError;
-use crate::matchmaking::{MatchClient, MatchEvent};
+use crate::matchmaking::{MatchClient, MatchEvent, Matchmaker};
 use crate::rooms::{RoomClient, SignalEvent};
 
 /// What a session reports, in either dialect.
@@ -42,6 +42,9 @@ pub enum SessionEvent {
     Error { code: String, message: String },
     /// The connection dropped; retrying after `delay`.
     Reconnecting { attempt: u32, delay: Duration },
+    /// Random chat: connected (again) to the matchmaker at `url`, another one than before when
+    /// the one in use went away.
+    Matchmaker { url: String },
 }
 
 /// A message for one participant.
@@ -238,6 +241,9 @@ pub struct RandomSession {
     client: Arc<MatchClient>,
     name: String,
     image: String,
+    /// Looking for partners (from `find_partner` to `end_call`): a new matchmaker after a
+    /// lost one is asked at once.
+    wants: Arc<std::sync::atomic::AtomicBool>,
     /// When the last `request-room` went out, and a request waiting for the limit.
     last_request: Mutex<Option<Instant>>,
     pending: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -256,13 +262,16 @@ impl RandomSession {
 }
 
 impl RandomSession {
-    /// Connects to the matchmaking server at `url` as `name` (with a `userImage` data URL or
-    /// empty). Ask for a partner with [`Signaling::find_partner`].
+    /// Connects to the matchmaking server (one, or the first that answers among those
+    /// `matchmaker` chooses: see [`Matchmaker`]) as `name` (with a `userImage` data URL or
+    /// empty). Ask for a partner with [`Signaling::find_partner`]. When the matchmaker goes
+    /// away, the call it set up ends, and the session reconnects (to another matchmaker, when
+    /// chosen) and asks there for a partner again.
     ///
     /// # Errors
-    /// When the server cannot be reached, or for a name the server would refuse.
+    /// When no server can be reached, or for a name the server would refuse.
     pub async fn connect(
-        url: &str,
+        matchmaker: impl Into<Matchmaker>,
         name: String,
         image: String,
     ) -> Result<(Self, mpsc::Receiver<SessionEvent>), SignalError> {
@@ -273,25 +282,37 @@ impl RandomSession {
         }
         .validate()
         .map_err(|e| SignalError::Invalid(e.to_string()))?;
-        let (client, mut events) = MatchClient::connect(url).await?;
+        let (client, mut events) = MatchClient::connect(matchmaker.into()).await?;
+        let client = Arc::new(client);
+        let wants = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(1024);
         // Connected is signed in: socket.io names no one, so the id is empty.
         let _ = tx.send(SessionEvent::Ready { id: String::new() }).await;
+        let (c, w, n, i) = (client.clone(), wants.clone(), name.clone(), image.clone());
         tokio::spawn(async move {
             let mut partner = RandomPartner::default();
             while let Some(event) = events.recv().await {
+                let again = matches!(event, MatchEvent::Reconnected { .. });
                 for out in partner.translate(event) {
                     if tx.send(out).await.is_err() {
                         return;
                     }
                 }
+                // A new server knows nothing of us: ask again if we were looking.
+                if again
+                    && w.load(std::sync::atomic::Ordering::SeqCst)
+                    && let Err(e) = c.request(&n, &i).await
+                {
+                    tracing::warn!(error = %e, "request-room after a reconnect failed");
+                }
             }
         });
         Ok((
             Self {
-                client: Arc::new(client),
+                client,
                 name,
                 image,
+                wants,
                 last_request: Mutex::new(None),
                 pending: Mutex::new(None),
             },
@@ -348,6 +369,21 @@ impl RandomPartner {
                 .into_iter()
                 .collect(),
             MatchEvent::Error { code, message, .. } => vec![SessionEvent::Error { code, message }],
+            // The server that relayed for the call is gone: the call is over (as if the
+            // partner had left), and a search starts again on the next server.
+            MatchEvent::Lost { attempt } => {
+                let left = self.current.take().map(|id| SessionEvent::PeerLeft { id });
+                left.into_iter()
+                    .chain([SessionEvent::Reconnecting {
+                        attempt,
+                        delay: Duration::from_secs(1),
+                    }])
+                    .collect()
+            }
+            MatchEvent::Reconnected { url } => vec![
+                SessionEvent::Ready { id: String::new() },
+                SessionEvent::Matchmaker { url },
+            ],
         }
     }
 }
@@ -376,6 +412,7 @@ impl Signaling for RandomSession {
     /// 5 s) allows, so pressing Next quickly never earns a `rate_limited` refusal.
     async fn find_partner(&self) -> Result<(), SignalError> {
         self.cancel_pending();
+        self.wants.store(true, std::sync::atomic::Ordering::SeqCst);
         if self.client.state().peer.is_some() {
             self.client.stop().await?;
         }
@@ -398,6 +435,7 @@ impl Signaling for RandomSession {
 
     async fn end_call(&self) -> Result<(), SignalError> {
         self.cancel_pending();
+        self.wants.store(false, std::sync::atomic::Ordering::SeqCst);
         self.client.stop().await
     }
 
@@ -492,5 +530,40 @@ mod tests {
             vec![SessionEvent::PeerLeft { id: "s2".into() }]
         );
         assert!(p.translate(MatchEvent::PeerLeft).is_empty());
+    }
+
+    #[test]
+    fn a_lost_matchmaker_ends_the_call_and_the_next_one_signs_in_again() {
+        let mut p = RandomPartner::default();
+        p.translate(MatchEvent::Matched {
+            room_id: "r".into(),
+            peer: "s1".into(),
+            peer_name: "S1".into(),
+            peer_image: String::new(),
+            make_offer: true,
+        });
+        assert_eq!(
+            p.translate(MatchEvent::Lost { attempt: 1 }),
+            vec![
+                SessionEvent::PeerLeft { id: "s1".into() },
+                SessionEvent::Reconnecting {
+                    attempt: 1,
+                    delay: Duration::from_secs(1)
+                }
+            ]
+        );
+        // A second failed attempt has no call left to end.
+        assert_eq!(p.translate(MatchEvent::Lost { attempt: 2 }).len(), 1);
+        assert_eq!(
+            p.translate(MatchEvent::Reconnected {
+                url: "http://10.0.0.2:3000".into()
+            }),
+            vec![
+                SessionEvent::Ready { id: String::new() },
+                SessionEvent::Matchmaker {
+                    url: "http://10.0.0.2:3000".into()
+                }
+            ]
+        );
     }
 }
