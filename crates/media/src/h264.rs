@@ -115,28 +115,49 @@ impl H264Encoder {
     /// # Errors
     /// When openh264 refuses the value.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), MediaError> {
+        let rising = bps > self.config.bitrate_bps;
         self.config.bitrate_bps = bps;
         if !self.started {
             return self.rebuild();
         }
-        let mut info = openh264_sys2::SBitrateInfo {
+        let bitrate = i32::try_from(bps).unwrap_or(i32::MAX);
+        // The openh264 crate caps the layer's bitrate at the rate the encoder started with, and
+        // openh264 refuses a target above the cap or a cap below the target: the cap moves
+        // with the target, before it on the way up and after it on the way down.
+        let mut cap = openh264_sys2::SBitrateInfo {
+            iLayer: openh264_sys2::SPATIAL_LAYER_0,
+            iBitrate: bitrate,
+        };
+        let mut target = openh264_sys2::SBitrateInfo {
             iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
-            iBitrate: i32::try_from(bps).unwrap_or(i32::MAX),
+            iBitrate: bitrate,
         };
-        // SAFETY: the encoder is initialised (a frame was encoded), ENCODER_OPTION_BITRATE takes a
-        // pointer to an SBitrateInfo, which lives on this stack frame for the whole call.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            self.encoder.raw_api().set_option(
+        let mut steps = [
+            (openh264_sys2::ENCODER_OPTION_MAX_BITRATE, &mut cap, "cap"),
+            (
                 openh264_sys2::ENCODER_OPTION_BITRATE,
-                std::ptr::addr_of_mut!(info).cast(),
-            )
-        };
-        if rc != 0 {
-            return Err(MediaError::codec(
-                "H.264 encoder",
-                format!("bitrate {bps} refused ({rc})"),
-            ));
+                &mut target,
+                "bitrate",
+            ),
+        ];
+        if !rising {
+            steps.reverse();
+        }
+        for (option, info, what) in steps {
+            // SAFETY: the encoder is initialised (a frame was encoded); both options take a
+            // pointer to an SBitrateInfo, which lives on this stack frame for the whole call.
+            #[allow(unsafe_code)]
+            let rc = unsafe {
+                self.encoder
+                    .raw_api()
+                    .set_option(option, std::ptr::from_mut(info).cast())
+            };
+            if rc != 0 {
+                return Err(MediaError::codec(
+                    "H.264 encoder",
+                    format!("{what} {bps} refused ({rc})"),
+                ));
+            }
         }
         Ok(())
     }

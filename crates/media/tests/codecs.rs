@@ -215,3 +215,56 @@ fn opus_fec_and_concealment_cover_losses() {
         .sum();
     assert!(silent < 50 * 20, "50 silent frames took {silent} bytes");
 }
+
+/// A small picture's bitrate can be raised past the rate its encoder started at (the
+/// send-rate policy raises it as the estimate grows; a low layer starts at the size its
+/// estimate fits): found in the LAN app test, where every frame at 320x180 logged "bitrate
+/// refused" once the target rose. The encoder must then spend more, and keep decoding.
+#[test]
+fn h264_bitrate_rises_past_the_rate_it_started_at() {
+    let cam = SyntheticCamera::new(320, 180, 15.0);
+    let mut enc = H264Encoder::new(H264Config {
+        bitrate_bps: 100_000,
+        fps: 15.0,
+    })
+    .unwrap();
+    let mut dec = H264Decoder::new().unwrap();
+    let mut n = 0;
+    // The bytes of 15 frames (one second), keyframes aside.
+    let mut second = |enc: &mut H264Encoder, dec: &mut H264Decoder| {
+        let mut bytes = 0;
+        for _ in 0..15 {
+            let src = cam.render(n, 1_700_000_000_000_000 + n * 66_666);
+            n += 1;
+            let coded = enc.encode(&src).unwrap();
+            assert!(dec.decode(&coded.data).unwrap().is_some(), "frame {n}");
+            if !coded.keyframe {
+                bytes += coded.data.len();
+            }
+        }
+        bytes
+    };
+    second(&mut enc, &mut dec);
+    let low = second(&mut enc, &mut dec);
+    for bps in [400_000, 563_398, 1_500_000] {
+        enc.set_bitrate(bps)
+            .unwrap_or_else(|e| panic!("{bps} bit/s: {e}"));
+        assert_eq!(enc.config().bitrate_bps, bps);
+        second(&mut enc, &mut dec);
+    }
+    let high = second(&mut enc, &mut dec);
+    eprintln!("320x180@15: {low} bytes/s at 100 kbit/s, {high} at 1.5 Mbit/s");
+    assert!(
+        high > low * 3 / 2,
+        "{low} bytes/s at 100 kbit/s, {high} at 1.5 Mbit/s"
+    );
+    // And back down.
+    enc.set_bitrate(200_000).unwrap();
+    second(&mut enc, &mut dec);
+    let down = second(&mut enc, &mut dec);
+    eprintln!("{down} bytes/s at 200 kbit/s again");
+    assert!(
+        down < high,
+        "{down} bytes/s at 200 kbit/s again, {high} at 1.5 Mbit/s"
+    );
+}
