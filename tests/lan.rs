@@ -286,6 +286,101 @@ async fn a_browser_on_another_computer_joins_over_https() {
     drop(lab);
 }
 
+/// The app itself as the host: on computer A, with no server configured (so its built-in
+/// servers are on the network), *Create room* shows a link naming A's address; a CLI on
+/// computer B joins with exactly that link; video, audio and chat go both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_hosts_a_room_that_another_computer_joins_with_the_link_it_shows() {
+    use liveloop_e2e::wait_for;
+    let seg = Segment::start("llp", 2);
+    let env = [
+        ("LIVELOOP_VIDEO", "synthetic:320x180@15"),
+        ("LIVELOOP_AUDIO", "synthetic"),
+    ];
+    let settings = serde_json::json!({"displayName": "Host App"});
+    let (_driver, s, _dir) =
+        liveloop_e2e::app::open_app_in_netns("lan-app", &seg.namespaces[0], &env, Some(&settings))
+            .unwrap();
+    let js = |script: &str| s.execute(script, &[]).unwrap();
+    let view = |v: &str| {
+        wait_for(&format!("the {v} view"), Duration::from_secs(30), || {
+            (js("return document.body.dataset.view") == v).then_some(())
+        })
+        .unwrap();
+    };
+    view("home");
+    let click = |css: &str| {
+        wait_for(
+            &format!("{css} to take a click"),
+            Duration::from_secs(5),
+            || s.click(&s.find(css).ok()?).ok(),
+        )
+        .unwrap();
+    };
+    click("#create-room");
+    view("call");
+    let link = wait_for("the room link", Duration::from_secs(10), || {
+        let v = js("return document.getElementById('room-link').value");
+        v.as_str().filter(|l| !l.is_empty()).map(str::to_owned)
+    })
+    .unwrap();
+    eprintln!("the app's link: {link}");
+    assert!(
+        link.starts_with("https://10.79.0.1:") && link.contains("/r/"),
+        "the link does not name A's address: {link}"
+    );
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let mut cmd = seg.command(1, &cli);
+    cmd.args(["join", &link, "--id", "b", "--name", "Computer B"])
+        .args(["--video", "synthetic:320x180@15", "--seconds", "60"])
+        .args(["--chat", "hello from b"]);
+    let b = CliPeer::spawn_command("lan-app-b", cmd).unwrap();
+    // B's video is drawn in the app, and its speech makes it the active speaker there.
+    let frames = wait_for("B's video in the app", Duration::from_secs(40), || {
+        let n = js("return window.__liveloop.tiles()['b']?.frames ?? 0").as_u64()?;
+        (n >= 30).then_some(n)
+    })
+    .unwrap_or_else(|e| {
+        let _ = s.screenshot(&artifacts_dir().unwrap().join("lan-app-failure.png"));
+        panic!("{e:#}: {}", js("return window.__liveloop.tiles()"));
+    });
+    eprintln!("the app drew {frames} frames of B");
+    wait_for("B speaking in the app", Duration::from_secs(20), || {
+        let n = js("return document.querySelectorAll(\".tile[data-id='b'].speaking\").length");
+        (n.as_u64()? == 1).then_some(())
+    })
+    .unwrap();
+    wait_for("B's chat in the app", Duration::from_secs(20), || {
+        let m = js("return window.__liveloop.messages()");
+        m.as_array()?
+            .iter()
+            .any(|t| t == "hello from b")
+            .then_some(())
+    })
+    .unwrap();
+    // And the app's video, speech and chat reach B.
+    let app_id = b.seen("the app's frames", |v| v["event"] == "frame")["from"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.seen("the app's speech", |v| {
+        v["event"] == "audio"
+            && v["from"] == app_id.as_str()
+            && v["rms"].as_f64().is_some_and(|r| r > 0.01)
+    });
+    s.execute(
+        "document.getElementById('chat-input').value = 'hello from the app'",
+        &[],
+    )
+    .unwrap();
+    click("#chat-form button");
+    b.seen("the app's chat", |v| {
+        v["event"] == "chat" && v["text"] == "hello from the app"
+    });
+    s.screenshot(&artifacts_dir().unwrap().join("lan-app-host.png"))
+        .unwrap();
+}
+
 /// Network namespaces on one bridge: computers on one Ethernet segment, where multicast
 /// (mDNS) works as on a home network. Computer `n` has 10.79.0.`n+1`; the bridge lives in a
 /// namespace of its own (the switch).
@@ -375,7 +470,14 @@ async fn a_listed_room_shows_nearby_and_an_unlisted_one_never_does() {
     let seg = Segment::start("llm", 2);
     let cli = workspace_bin("liveloop-cli").unwrap();
     let mut cmd = seg.command(0, &cli);
-    cmd.args(["host", "--list-room", "open-room", "--seconds", "30"]);
+    cmd.args([
+        "host",
+        "--room",
+        "open-room",
+        "--list-nearby",
+        "--seconds",
+        "30",
+    ]);
     let mut host = CliPeer::spawn_command("nearby-host", cmd).unwrap();
     let hosting = host
         .next("the host's links", Duration::from_secs(15), |e| {

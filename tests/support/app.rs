@@ -33,6 +33,31 @@ pub fn open_app_with_args(
     settings: Option<&serde_json::Value>,
     args: &[&str],
 ) -> Result<(ChildGuard, Session, PathBuf)> {
+    open(label, None, env, settings, args)
+}
+
+/// [`open_app`] on another "computer": tauri-driver, WebKitWebDriver and the app run in the
+/// network namespace `netns` (with a D-Bus session of their own there), reached from here
+/// through [`forward_from_netns`]. The display is shared: X11's socket is a file.
+///
+/// # Errors
+/// No display, tools missing, or the session cannot start.
+pub fn open_app_in_netns(
+    label: &str,
+    netns: &str,
+    env: &[(&str, &str)],
+    settings: Option<&serde_json::Value>,
+) -> Result<(ChildGuard, Session, PathBuf)> {
+    open(label, Some(netns), env, settings, &[])
+}
+
+fn open(
+    label: &str,
+    netns: Option<&str>,
+    env: &[(&str, &str)],
+    settings: Option<&serde_json::Value>,
+    args: &[&str],
+) -> Result<(ChildGuard, Session, PathBuf)> {
     ensure!(
         std::env::var_os("DISPLAY").is_some(),
         "no DISPLAY: run the UI tests under Xvfb (the README's test command does)"
@@ -52,7 +77,15 @@ pub fn open_app_with_args(
     }
     let port = free_port()?;
     let native_port = free_port()?;
-    let mut cmd = Command::new(driver);
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, "dbus-run-session", "--"])
+                .arg(driver);
+            cmd
+        }
+        None => Command::new(driver),
+    };
     cmd.args([
         "--port",
         &port.to_string(),
@@ -67,9 +100,21 @@ pub fn open_app_with_args(
         cmd.env(k, v);
     }
     let guard = ChildGuard::spawn("tauri-driver", &mut cmd)?;
-    wait_for("tauri-driver to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })?;
+    wait_for(
+        "tauri-driver to listen",
+        Duration::from_secs(20),
+        || match netns {
+            Some(ns) => connects_in_netns(ns, port).then_some(()),
+            None => std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(drop),
+        },
+    )?;
+    // tauri-driver listens on loopback only: there, its loopback is the namespace's.
+    let port = match netns {
+        Some(ns) => forward_from_netns(ns, port)?,
+        None => port,
+    };
     // Under load WebKitWebDriver can drop the first session request while it starts up.
     let mut attempt = 0;
     let session = loop {
@@ -84,4 +129,62 @@ pub fn open_app_with_args(
         }
     };
     Ok((guard, session, config_dir))
+}
+
+/// Runs `f` on a thread that has entered the network namespace `netns` (sockets it makes
+/// belong there, and stay there).
+fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("cannot enter {path}"))?;
+        Ok(f())
+    })
+}
+
+/// Whether something listens on `port` on the loopback of network namespace `netns`.
+fn connects_in_netns(netns: &str, port: u16) -> bool {
+    in_netns(netns, move || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .join()
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or(false)
+}
+
+/// Makes `port` on the loopback of network namespace `netns` reachable on this namespace's
+/// loopback, at the port returned, for as long as the test process runs: each connection is
+/// accepted here and connected there, bytes copied both ways.
+///
+/// # Errors
+/// When no port can be had here.
+pub fn forward_from_netns(netns: &str, port: u16) -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let local = listener.local_addr()?.port();
+    // The listener was made here; the thread that accepts then connects there.
+    drop(in_netns(netns, move || {
+        for conn in listener.incoming() {
+            let Ok(near) = conn else { continue };
+            let Ok(far) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let (Ok(near2), Ok(far2)) = (near.try_clone(), far.try_clone()) else {
+                continue;
+            };
+            let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pipe(near, far);
+            pipe(far2, near2);
+        }
+    }));
+    Ok(local)
 }

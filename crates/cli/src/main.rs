@@ -87,6 +87,9 @@ enum Cmd {
         /// repeat for more. Other rooms are never announced.
         #[arg(long = "list-room")]
         list_rooms: Vec<String>,
+        /// Show the --room to people on the network (as `--list-room <that room>`).
+        #[arg(long, requires = "room")]
+        list_nearby: bool,
         /// Do not announce these servers on the network (mDNS).
         #[arg(long)]
         no_announce: bool,
@@ -560,10 +563,14 @@ async fn main() -> Result<()> {
             matchmaking_port,
             https_port,
             tls_dir,
-            list_rooms,
+            mut list_rooms,
+            list_nearby,
             no_announce,
             seconds,
         } => {
+            if list_nearby {
+                list_rooms.extend(room.clone());
+            }
             let ports = (matchmaking_port, rooms_port, https_port);
             let announce = (!no_announce && !local_only).then_some(list_rooms);
             return host(room, local_only, ports, tls_dir, announce, seconds).await;
