@@ -381,9 +381,52 @@ async fn the_app_hosts_a_room_that_another_computer_joins_with_the_link_it_shows
         .unwrap();
 }
 
+/// A LAN outside the private ranges (here 198.51.100.0/24; at home, often global IPv6) is
+/// still the local network: the native client takes the host's plain link and its https
+/// link with the self-signed certificate, because the host's address is inside one of its
+/// own interface prefixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lan_on_public_addresses_counts_as_local_for_both_links() {
+    let seg = Segment::start_on("llg", 2, "198.51.100");
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let mut cmd = seg.command(0, &cli);
+    cmd.args(["host", "--room", "public-lan", "--seconds", "30"]);
+    let mut host = CliPeer::spawn_command("public-host", cmd).unwrap();
+    let hosting = host
+        .next("the host's links", Duration::from_secs(15), |e| {
+            e["event"] == "hosting"
+        })
+        .await;
+    for (key, id) in [("room_link", "b-plain"), ("browser_link", "b-tls")] {
+        let link = hosting[key].as_str().unwrap().to_owned();
+        assert!(link.contains("//198.51.100.1:"), "{key}: {link}");
+        let mut cmd = seg.command(1, &cli);
+        cmd.args([
+            "join",
+            &link,
+            "--id",
+            id,
+            "--video",
+            "none",
+            "--seconds",
+            "2",
+        ]);
+        let b = CliPeer::spawn_command(&format!("public-{key}"), cmd)
+            .unwrap()
+            .finish(Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(
+            b.iter().any(|e| e["event"] == "joined"),
+            "{link} was not joined: {b:?}"
+        );
+    }
+    host.kill();
+}
+
 /// Network namespaces on one bridge: computers on one Ethernet segment, where multicast
-/// (mDNS) works as on a home network. Computer `n` has 10.79.0.`n+1`; the bridge lives in a
-/// namespace of its own (the switch).
+/// (mDNS) works as on a home network. Computer `n` has 10.79.0.`n+1` (or `<net>.n+1` with
+/// [`Segment::start_on`]); the bridge lives in a namespace of its own (the switch).
 struct Segment {
     namespaces: Vec<String>,
     switch: String,
@@ -391,6 +434,11 @@ struct Segment {
 
 impl Segment {
     fn start(prefix: &str, computers: usize) -> Self {
+        Self::start_on(prefix, computers, "10.79.0")
+    }
+
+    /// On the /24 network `net` (`a.b.c`).
+    fn start_on(prefix: &str, computers: usize, net: &str) -> Self {
         assert!(
             nix::unistd::geteuid().is_root(),
             "this test makes network namespaces: run the tests as root"
@@ -436,7 +484,7 @@ impl Segment {
             ip(&["link", "set", &port, "netns", &switch]);
             ip(&["-n", &switch, "link", "set", &port, "master", "br0"]);
             ip(&["-n", &switch, "link", "set", &port, "up"]);
-            let addr = format!("10.79.0.{}/24", n + 1);
+            let addr = format!("{net}.{}/24", n + 1);
             ip(&["-n", ns, "addr", "add", &addr, "dev", &dev]);
             ip(&["-n", ns, "link", "set", &dev, "up"]);
             ip(&["-n", ns, "route", "add", "default", "dev", &dev]);

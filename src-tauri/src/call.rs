@@ -63,7 +63,9 @@ pub use liveloop_proto::link::{RoomLink, rooms_ws_url, share_link};
 /// # Errors
 /// [`AppError::InvalidLink`] saying what is wrong.
 pub fn parse_link(text: &str) -> Result<RoomLink, AppError> {
-    liveloop_proto::link::parse_link(text).map_err(|e| AppError::InvalidLink(e.to_string()))
+    // Plain ws:// also from this computer's own networks (a LAN on global IPv6, say).
+    liveloop_proto::link::parse_link_on(text, &liveloop_signal::net::on_link)
+        .map_err(|e| AppError::InvalidLink(e.to_string()))
 }
 
 /// What starting a call tells the UI.

@@ -202,7 +202,8 @@ fn ice_servers(json: Option<&str>) -> Result<Vec<liveloop_rtc::IceServer>> {
 /// A room link in any form the app takes (`liveloop://join/…`, `http(s)://host/r/<room>`,
 /// a bare room name) → (server, room).
 fn parse_link(link: &str) -> Result<(Option<String>, String)> {
-    let link = liveloop_proto::link::parse_link(link)?;
+    // Plain ws:// also from this computer's own networks (a LAN on global IPv6, say).
+    let link = liveloop_proto::link::parse_link_on(link, &liveloop_signal::net::on_link)?;
     Ok((link.server, link.room))
 }
 

@@ -53,11 +53,9 @@ pub fn server_host(url: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-/// Whether `host` (`name`, `name:port`, `1.2.3.4:5`, `[::1]:5`) is this computer or the local
-/// network: a loopback, private (RFC 1918, IPv6 unique local) or link-local address,
-/// `localhost`, or an mDNS `.local` name.
-#[must_use]
-pub fn is_local_host(host: &str) -> bool {
+/// The name or address in `host` (`name`, `name:port`, `1.2.3.4:5`, `[::1]:5`, `::1`), port
+/// and brackets removed, lower case, without a trailing dot.
+fn host_name(host: &str) -> String {
     let name = if let Some(v6) = host.strip_prefix('[') {
         v6.split(']').next().unwrap_or_default()
     } else if host.matches(':').count() == 1 {
@@ -65,9 +63,27 @@ pub fn is_local_host(host: &str) -> bool {
     } else {
         host
     };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether `host` (`name`, `name:port`, `1.2.3.4:5`, `[::1]:5`) is this computer or the local
+/// network: a loopback, private (RFC 1918, IPv6 unique local) or link-local address,
+/// `localhost`, or an mDNS `.local` name.
+#[must_use]
+pub fn is_local_host(host: &str) -> bool {
+    is_local_host_on(host, &|_| false)
+}
+
+/// [`is_local_host`], or an address `on_link` says is on one of this computer's own networks
+/// (inside an interface's prefix: a home LAN on global IPv6, or on addresses outside the
+/// private ranges). The caller knows the interfaces; this crate does no I/O.
+#[must_use]
+pub fn is_local_host_on(host: &str, on_link: &dyn Fn(IpAddr) -> bool) -> bool {
+    let name = host_name(host);
     match name.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(IpAddr::V4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || on_link(ip.into())
+        }
         Ok(IpAddr::V6(ip)) => {
             let first = ip.segments()[0];
             ip.is_loopback()
@@ -76,9 +92,29 @@ pub fn is_local_host(host: &str) -> bool {
                 || ip
                     .to_ipv4_mapped()
                     .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+                || on_link(ip.into())
         }
         Err(_) => name == "localhost" || name.ends_with(".localhost") || name.ends_with(".local"),
     }
+}
+
+/// Whether `ip` is inside the network `net`/`prefix_len` (`prefix_len` past the address's
+/// length counts as the whole address; the two families never match).
+#[must_use]
+pub fn in_prefix(ip: IpAddr, net: IpAddr, prefix_len: u8) -> bool {
+    let bits = |a: IpAddr| -> (u128, u32) {
+        match a {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+            IpAddr::V6(v6) => (u128::from(v6), 128),
+        }
+    };
+    let ((a, la), (b, lb)) = (bits(ip), bits(net));
+    if la != lb {
+        return false;
+    }
+    let len = u32::from(prefix_len).min(la);
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    a & mask == b & mask
 }
 
 /// Whether two room-server URLs name the same server (scheme, host and port), so that a link
@@ -95,11 +131,17 @@ pub fn same_server(a: &str, b: &str) -> bool {
 /// Refuses a server with white space or control characters in it (no URL has them, and a
 /// shared link would lose them: found by libFuzzer on the room_link target), and a `ws://`
 /// server that is not local (see the module).
-fn check_server(server: &str, text: &str) -> Result<(), LinkError> {
+fn check_server(
+    server: &str,
+    text: &str,
+    on_link: &dyn Fn(IpAddr) -> bool,
+) -> Result<(), LinkError> {
     if server.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(LinkError::BadServer(text.to_owned()));
     }
-    if server.starts_with("ws://") && !server_host(server).is_some_and(is_local_host) {
+    if server.starts_with("ws://")
+        && !server_host(server).is_some_and(|h| is_local_host_on(h, on_link))
+    {
         return Err(LinkError::Insecure(text.to_owned()));
     }
     Ok(())
@@ -110,6 +152,15 @@ fn check_server(server: &str, text: &str) -> Result<(), LinkError> {
 /// # Errors
 /// A [`LinkError`] saying what is wrong.
 pub fn parse_link(text: &str) -> Result<RoomLink, LinkError> {
+    parse_link_on(text, &|_| false)
+}
+
+/// [`parse_link`], taking plain `ws://` also from addresses `on_link` says are on this
+/// computer's own networks (see [`is_local_host_on`]).
+///
+/// # Errors
+/// A [`LinkError`] saying what is wrong.
+pub fn parse_link_on(text: &str, on_link: &dyn Fn(IpAddr) -> bool) -> Result<RoomLink, LinkError> {
     let text = text.trim();
     if let Some(rest) = text.strip_prefix("liveloop://join/") {
         let (room, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -127,7 +178,7 @@ pub fn parse_link(text: &str) -> Result<RoomLink, LinkError> {
             return Err(LinkError::BadServer(text.to_owned()));
         }
         if let Some(s) = &server {
-            check_server(s, text)?;
+            check_server(s, text, on_link)?;
         }
         return Ok(RoomLink {
             room: room.to_owned(),
@@ -155,7 +206,7 @@ pub fn parse_link(text: &str) -> Result<RoomLink, LinkError> {
                 return Err(LinkError::BadRoom(text.to_owned()));
             }
             let server = format!("{ws}{host}/ws");
-            check_server(&server, text)?;
+            check_server(&server, text, on_link)?;
             return Ok(RoomLink {
                 room: room.to_owned(),
                 server: Some(server),
@@ -305,6 +356,40 @@ mod tests {
         );
         assert_eq!(rooms_ws_url("https://x.example/"), "wss://x.example/ws");
         assert_eq!(rooms_ws_url("ws://h/ws"), "ws://h/ws");
+    }
+
+    #[test]
+    fn an_address_on_one_of_our_networks_is_local_too() {
+        // This computer on a home LAN with global IPv6 (2001:db8:1::/64) and on 192.0.2.0/24.
+        let nets: [(IpAddr, u8); 2] = [
+            ("2001:db8:1::5".parse().unwrap(), 64),
+            ("192.0.2.2".parse().unwrap(), 24),
+        ];
+        let on_link = |ip: IpAddr| nets.iter().any(|(net, len)| in_prefix(ip, *net, *len));
+        for local in [
+            "[2001:db8:1::9]:41234",
+            "192.0.2.77:80",
+            "2001:db8:1:0:aa::1",
+        ] {
+            assert!(!is_local_host(local), "{local}");
+            assert!(is_local_host_on(local, &on_link), "{local}");
+        }
+        for remote in ["[2001:db8:2::9]:1", "192.0.3.1", "calls.example"] {
+            assert!(!is_local_host_on(remote, &on_link), "{remote}");
+        }
+        let link = "http://[2001:db8:1::9]:41234/r/team";
+        assert!(matches!(parse_link(link), Err(LinkError::Insecure(_))));
+        assert_eq!(
+            parse_link_on(link, &on_link).unwrap().server.as_deref(),
+            Some("ws://[2001:db8:1::9]:41234/ws")
+        );
+        // Prefix edges.
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_prefix(v4("10.0.0.1"), v4("10.255.0.0"), 8));
+        assert!(!in_prefix(v4("11.0.0.1"), v4("10.0.0.0"), 8));
+        assert!(in_prefix(v4("1.2.3.4"), v4("9.9.9.9"), 0));
+        assert!(in_prefix(v4("1.2.3.4"), v4("1.2.3.4"), 200));
+        assert!(!in_prefix(v4("1.2.3.4"), v4("::1"), 0));
     }
 
     #[test]

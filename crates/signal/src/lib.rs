@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod matchmaking;
+pub mod net;
 pub mod rooms;
 pub mod session;
 pub mod tls;

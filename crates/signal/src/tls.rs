@@ -1,6 +1,7 @@
 //! TLS for the room client's WebSocket (`wss://`). Servers elsewhere are checked against the
 //! system's trusted roots, as a browser checks them. On this computer or the local network (the
-//! hosts `proto::link` already takes plain `ws://` from), any certificate is taken: a LiveLoop
+//! hosts `proto::link` already takes plain `ws://` from, and addresses inside this computer's
+//! own interface prefixes: `crate::net`), any certificate is taken: a LiveLoop
 //! app's built-in servers have a self-signed one, and trusting it there is no weaker than the
 //! plain `ws://` that is accepted there anyway. The handshake's signature is still checked
 //! against the certificate presented.
@@ -17,7 +18,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 #[must_use]
 pub fn connector_for(url: &str) -> Option<tokio_tungstenite::Connector> {
     let local = url.starts_with("wss://")
-        && liveloop_proto::link::server_host(url).is_some_and(liveloop_proto::link::is_local_host);
+        && liveloop_proto::link::server_host(url)
+            .is_some_and(|h| liveloop_proto::link::is_local_host_on(h, &crate::net::on_link));
     if !local {
         return None;
     }
