@@ -933,3 +933,45 @@ async fn seed_example_flow_with_the_js_client() -> Result<()> {
     );
     Ok(())
 }
+
+/// Issue 17, point 5: the app's built-in servers take browser connections only from the pages
+/// they serve themselves; native clients (no `Origin`) as before. Another site open in the
+/// same browser cannot join rooms or queue for random chat through them.
+#[tokio::test]
+async fn the_built_in_servers_take_browsers_only_from_their_own_pages() -> Result<()> {
+    let servers = embedded::start_loopback().await?;
+    let (rooms, mm) = (servers.rooms, servers.matchmaking_url());
+    let own_rooms_page = format!("http://{rooms}");
+    assert!(
+        liveloop_e2e::rooms_client::RoomClient::connect(rooms, Some(&own_rooms_page))
+            .await
+            .is_ok(),
+        "the room service's own page"
+    );
+    assert!(
+        liveloop_e2e::rooms_client::RoomClient::connect(rooms, None)
+            .await
+            .is_ok(),
+        "native clients send no Origin"
+    );
+    for foreign in ["https://evil.example", "http://127.0.0.1:1", "null"] {
+        let refused = liveloop_e2e::rooms_client::RoomClient::connect(rooms, Some(foreign)).await;
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("403"), "{foreign}: {message}");
+    }
+    SioClient::connect_from_page(&mm, Some(&mm))
+        .await
+        .context("the matchmaking service's own page")?;
+    SioClient::connect_from_page(&mm, None)
+        .await
+        .context("a native client")?;
+    for foreign in ["https://evil.example", own_rooms_page.as_str()] {
+        assert!(
+            SioClient::connect_from_page(&mm, Some(foreign))
+                .await
+                .is_err(),
+            "{foreign} queued at the matchmaker"
+        );
+    }
+    Ok(())
+}

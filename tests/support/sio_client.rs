@@ -34,13 +34,26 @@ impl SioClient {
     /// # Errors
     /// When the connection fails.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_from_page(url, None).await
+    }
+
+    /// [`SioClient::connect`] as a web page at `origin` would (its `Origin` header).
+    ///
+    /// # Errors
+    /// When the connection fails or the server refuses it.
+    pub async fn connect_from_page(url: &str, origin: Option<&str>) -> Result<Self> {
         let (tx, events) = mpsc::unbounded_channel();
         let tx_err = tx.clone();
         let tx_close = tx.clone();
-        let (connected_tx, connected) = tokio::sync::oneshot::channel::<()>();
-        let connected_tx = std::sync::Mutex::new(Some(connected_tx));
-        let client = ClientBuilder::new(url)
-            .reconnect(false)
+        // The server's CONNECT, or its CONNECT_ERROR (a refusal) with its reason.
+        let (connected_tx, connected) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let connected_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(connected_tx)));
+        let refused_tx = connected_tx.clone();
+        let mut builder = ClientBuilder::new(url).reconnect(false);
+        if let Some(origin) = origin {
+            builder = builder.opening_header("Origin", origin);
+        }
+        let client = builder
             .on_any(move |event: Event, payload: Payload, _| {
                 let _ = tx.send((String::from(event), first_arg(payload)));
                 async {}.boxed()
@@ -48,7 +61,13 @@ impl SioClient {
             .on(Event::Error, move |payload: Payload, _| {
                 // Our server's `error` event arrives here (rust_socketio maps the name to
                 // Event::Error); transport errors arrive as strings.
-                let _ = tx_err.send(("error".to_owned(), first_arg(payload)));
+                let payload = first_arg(payload);
+                if let Some(text) = payload.as_str().filter(|t| t.contains("ConnectError"))
+                    && let Some(tx) = refused_tx.lock().ok().and_then(|mut t| t.take())
+                {
+                    let _ = tx.send(Err(text.to_owned()));
+                }
+                let _ = tx_err.send(("error".to_owned(), payload));
                 async {}.boxed()
             })
             .on(Event::Close, move |_, _| {
@@ -57,7 +76,7 @@ impl SioClient {
             })
             .on(Event::Connect, move |_, _| {
                 if let Some(tx) = connected_tx.lock().ok().and_then(|mut t| t.take()) {
-                    let _ = tx.send(());
+                    let _ = tx.send(Ok(()));
                 }
                 async {}.boxed()
             })
@@ -68,7 +87,8 @@ impl SioClient {
         // not part of any namespace yet. Wait for the server's CONNECT, as socket.io-client does.
         tokio::time::timeout(Duration::from_secs(5), connected)
             .await
-            .context("no CONNECT from the server")??;
+            .context("no CONNECT from the server")??
+            .map_err(|why| anyhow::anyhow!("the server refused the connection: {why}"))?;
         Ok(Self { client, events })
     }
 
