@@ -177,26 +177,32 @@ struct Opts {
     #[arg(long, default_value_t = 1500)]
     bitrate: u32,
     /// ICE servers, as the server's `RTC_CONFIG_JSON`: `{"iceServers":[{"urls":…,
-    /// "username":…,"credential":…}]}` (STUN and TURN).
+    /// "username":…,"credential":…}]}` (STUN and TURN); with `"iceTransportPolicy":"relay"`,
+    /// relay candidates only (the other side never learns this computer's addresses).
     #[arg(long, env = "LIVELOOP_RTC_CONFIG")]
     rtc_config: Option<String>,
 }
 
-/// The ICE servers of an `RTC_CONFIG_JSON` document, checked as the server checks it.
-fn ice_servers(json: Option<&str>) -> Result<Vec<liveloop_rtc::IceServer>> {
+/// The ICE servers of an `RTC_CONFIG_JSON` document, checked as the server checks it, and
+/// whether it asks for relay candidates only (`iceTransportPolicy: "relay"`).
+fn ice_servers(json: Option<&str>) -> Result<(Vec<liveloop_rtc::IceServer>, bool)> {
     let Some(json) = json else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     };
     let config = liveloop_proto::rtc_config::RtcConfig::parse(json).context("--rtc-config")?;
-    Ok(config
-        .ice_servers
-        .iter()
-        .map(|s| liveloop_rtc::IceServer {
-            urls: s.urls.as_slice().to_vec(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
-        })
-        .collect())
+    let relay_only = config.ice_transport_policy.as_deref() == Some("relay");
+    Ok((
+        config
+            .ice_servers
+            .iter()
+            .map(|s| liveloop_rtc::IceServer {
+                urls: s.urls.as_slice().to_vec(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect(),
+        relay_only,
+    ))
 }
 
 /// A room link in any form the app takes (`liveloop://join/…`, `http(s)://host/r/<room>`,
@@ -597,11 +603,13 @@ async fn main() -> Result<()> {
         None => None,
     };
     let feed = call_recorder.as_ref().map(Recorder::feeder);
+    let (ice_servers, relay_only) = ice_servers(opts.rtc_config.as_deref())?;
     let config = EngineConfig {
         name: opts.name.clone(),
         bitrate_bps: opts.bitrate.saturating_mul(1000),
         stats_interval: opts.stats.then_some(Duration::from_secs(1)),
-        ice_servers: ice_servers(opts.rtc_config.as_deref())?,
+        ice_servers,
+        relay_only,
         local_preview: feed
             .clone()
             .map(|f| FrameTap(Arc::new(move |frame| f.local_frame(frame)))),
@@ -873,7 +881,8 @@ mod tests {
         assert!(audio_source("/no/such.wav").is_err());
         let turn =
             r#"{"iceServers":[{"urls":["turn:t.example:3478"],"username":"u","credential":"p"}]}"#;
-        let servers = ice_servers(Some(turn)).unwrap_or_default();
+        let (servers, relay_only) = ice_servers(Some(turn)).unwrap_or_default();
+        assert!(!relay_only);
         assert_eq!(servers.len(), 1);
         assert_eq!(servers[0].urls, vec!["turn:t.example:3478".to_owned()]);
         assert_eq!(
@@ -881,6 +890,8 @@ mod tests {
             ("u", "p")
         );
         assert!(ice_servers(Some("{\"iceServers\":[{\"urls\":\"http://x\"}]}")).is_err());
-        assert!(ice_servers(None).unwrap_or_default().is_empty());
+        assert!(ice_servers(None).unwrap_or_default().0.is_empty());
+        let relay = r#"{"iceServers":[{"urls":"turn:t.example"}],"iceTransportPolicy":"relay"}"#;
+        assert!(ice_servers(Some(relay)).unwrap_or_default().1);
     }
 }

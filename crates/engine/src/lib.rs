@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub udp_addrs: Vec<String>,
     /// STUN and TURN servers.
     pub ice_servers: Vec<liveloop_rtc::IceServer>,
+    /// Relay candidates only (the TURN servers'): the other side never learns our addresses.
+    pub relay_only: bool,
     /// How often [`EngineEvent::Stats`] is reported; `None`: never.
     pub stats_interval: Option<Duration>,
     /// Sees every captured frame before it is encoded (the self-view).
@@ -84,6 +86,7 @@ impl Default for EngineConfig {
             bitrate_bps: 1_500_000,
             udp_addrs: Vec::new(),
             ice_servers: Vec::new(),
+            relay_only: false,
             stats_interval: Some(Duration::from_secs(1)),
             local_preview: None,
             local_audio: None,

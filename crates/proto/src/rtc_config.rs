@@ -14,6 +14,17 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+impl IceServer {
+    /// Whether any of its URLs is `turn:` or `turns:`.
+    #[must_use]
+    pub fn is_turn(&self) -> bool {
+        self.urls
+            .as_slice()
+            .iter()
+            .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+    }
+}
+
 /// `urls` may be one string or a list, as in the browser API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -71,6 +82,11 @@ pub enum RtcConfigError {
     Scheme { index: usize, url: String },
     #[error("iceServers[{0}] is a TURN server and needs both username and credential")]
     TurnCredentials(usize),
+    #[error(
+        "iceServers[{0}] is a TURN server with a static username or credential; with a TURN \
+         secret, credentials are made for each client: leave both out"
+    )]
+    StaticTurnCredentials(usize),
     #[error("iceTransportPolicy must be \"all\" or \"relay\", not {0:?}")]
     TransportPolicy(String),
     #[error("bundlePolicy must be \"balanced\", \"max-compat\" or \"max-bundle\", not {0:?}")]
@@ -89,11 +105,46 @@ impl RtcConfig {
         Ok(config)
     }
 
+    /// Parses `RTC_CONFIG_JSON` for a server that makes time-limited TURN credentials from a
+    /// shared secret (`--turn-secret`): its TURN servers carry no username or credential
+    /// (they are made for each client, [`RtcConfig::with_turn_credentials`]).
+    ///
+    /// # Errors
+    /// As [`RtcConfig::parse`]; [`RtcConfigError::StaticTurnCredentials`] for a TURN server
+    /// with a static username or credential.
+    pub fn parse_for_secret(json: &str) -> Result<Self, RtcConfigError> {
+        let config: Self =
+            serde_json::from_str(json).map_err(|e| RtcConfigError::Json(e.to_string()))?;
+        config.validate_with(true)?;
+        Ok(config)
+    }
+
+    /// Whether any server is a TURN server.
+    #[must_use]
+    pub fn has_turn(&self) -> bool {
+        self.ice_servers.iter().any(IceServer::is_turn)
+    }
+
+    /// This configuration with `username` and `credential` on every TURN server.
+    #[must_use]
+    pub fn with_turn_credentials(&self, username: &str, credential: &str) -> Self {
+        let mut out = self.clone();
+        for server in out.ice_servers.iter_mut().filter(|s| s.is_turn()) {
+            server.username = Some(username.to_owned());
+            server.credential = Some(credential.to_owned());
+        }
+        out
+    }
+
     /// Checks URL schemes, TURN credentials and the policies.
     ///
     /// # Errors
     /// See [`RtcConfig::parse`].
     pub fn validate(&self) -> Result<(), RtcConfigError> {
+        self.validate_with(false)
+    }
+
+    fn validate_with(&self, from_secret: bool) -> Result<(), RtcConfigError> {
         for (index, server) in self.ice_servers.iter().enumerate() {
             let urls = server.urls.as_slice();
             if urls.is_empty() || urls.iter().any(String::is_empty) {
@@ -103,6 +154,11 @@ impl RtcConfig {
                 let scheme = url.split(':').next().unwrap_or_default();
                 match scheme {
                     "stun" | "stuns" => {}
+                    "turn" | "turns" if from_secret => {
+                        if server.username.is_some() || server.credential.is_some() {
+                            return Err(RtcConfigError::StaticTurnCredentials(index));
+                        }
+                    }
                     "turn" | "turns" => {
                         if server.username.is_none() || server.credential.is_none() {
                             return Err(RtcConfigError::TurnCredentials(index));
@@ -168,5 +224,30 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains(says), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn with_a_secret_turn_servers_come_bare_and_get_credentials_per_client() {
+        let bare =
+            r#"{"iceServers":[{"urls":"stun:s:3478"},{"urls":["turn:t:3478","turns:t:5349"]}]}"#;
+        assert_eq!(
+            RtcConfig::parse(bare),
+            Err(RtcConfigError::TurnCredentials(1))
+        );
+        let config = RtcConfig::parse_for_secret(bare).unwrap();
+        assert!(config.has_turn());
+        let given = config.with_turn_credentials("1700000000:ada", "c2VjcmV0");
+        assert_eq!(given.ice_servers[0].username, None);
+        assert_eq!(
+            given.ice_servers[1].username.as_deref(),
+            Some("1700000000:ada")
+        );
+        assert_eq!(given.ice_servers[1].credential.as_deref(), Some("c2VjcmV0"));
+        given.validate().unwrap();
+        let fixed = r#"{"iceServers":[{"urls":"turn:t","username":"u","credential":"p"}]}"#;
+        assert_eq!(
+            RtcConfig::parse_for_secret(fixed),
+            Err(RtcConfigError::StaticTurnCredentials(0))
+        );
     }
 }

@@ -174,8 +174,14 @@ pub(crate) async fn build_connection(
             credential: s.credential.clone(),
         })
         .collect();
+    let policy = if options.relay_only {
+        rtc::peer_connection::configuration::RTCIceTransportPolicy::Relay
+    } else {
+        rtc::peer_connection::configuration::RTCIceTransportPolicy::All
+    };
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(ice_servers)
+        .with_ice_transport_policy(policy)
         .build();
     let udp = if options.udp_addrs.is_empty() {
         vec!["0.0.0.0:0".to_owned()]

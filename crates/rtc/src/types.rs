@@ -48,6 +48,9 @@ pub struct PeerOptions {
     pub polite: bool,
     /// Addresses to gather host candidates on; empty means `0.0.0.0:0` (every interface).
     pub udp_addrs: Vec<String>,
+    /// Relay candidates only (`iceTransportPolicy: "relay"`): the other side never learns
+    /// this computer's addresses, only the TURN server's.
+    pub relay_only: bool,
 }
 
 /// Connection states the application cares about.

@@ -8,6 +8,7 @@ pub mod nearby;
 pub mod network;
 pub mod rooms;
 pub mod tls;
+pub mod turn;
 pub mod web;
 
 pub use addr::ListenAddr;

@@ -50,6 +50,17 @@ struct Args {
     #[arg(long, env = "RTC_CONFIG_JSON")]
     rtc_config_json: Option<String>,
 
+    /// The secret shared with the TURN server (coturn: use-auth-secret, static-auth-secret):
+    /// each client then gets time-limited credentials for the TURN servers in
+    /// RTC_CONFIG_JSON (which list them without username or credential), never a static
+    /// password. Served by /api/rtc-config on both services and in the browser client's page.
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+
+    /// How long handed-out TURN credentials stay valid, in seconds.
+    #[arg(long, env = "TURN_TTL_SECS", default_value_t = liveloop_server::turn::DEFAULT_TTL.as_secs())]
+    turn_ttl_secs: u64,
+
     /// Users the matchmaking queue holds at most; more get a queue_full error.
     #[arg(long, default_value_t = 10_000)]
     queue_capacity: usize,
@@ -110,10 +121,23 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let rtc_config = match &args.rtc_config_json {
-        Some(json) => RtcConfig::parse(json).context("RTC_CONFIG_JSON is invalid")?,
-        None => RtcConfig::default(),
+    let turn = args.turn_secret.as_ref().map(|s| {
+        liveloop_server::turn::TurnSecret::new(
+            s.clone(),
+            Duration::from_secs(args.turn_ttl_secs.max(60)),
+        )
+    });
+    let rtc_config = match (&args.rtc_config_json, &turn) {
+        (Some(json), None) => RtcConfig::parse(json).context("RTC_CONFIG_JSON is invalid")?,
+        (Some(json), Some(_)) => {
+            RtcConfig::parse_for_secret(json).context("RTC_CONFIG_JSON is invalid")?
+        }
+        (None, None) => RtcConfig::default(),
+        (None, Some(_)) => bail!("--turn-secret needs RTC_CONFIG_JSON naming the TURN servers"),
     };
+    if turn.is_some() && !rtc_config.has_turn() {
+        bail!("--turn-secret is set, but RTC_CONFIG_JSON names no turn: or turns: server");
+    }
     let allowed_origins = AllowedOrigins::parse(&args.allowed_origins);
     let services = if args.only.is_empty() {
         vec![Service::Matchmaking, Service::Rooms]
@@ -133,6 +157,8 @@ async fn main() -> Result<()> {
             max_connections_per_ip: args.max_connections_per_ip,
             status_names: args.status_names,
             handshakes_per_ip_per_sec: args.handshakes_per_ip_per_sec,
+            rtc_config: rtc_config.clone(),
+            turn: turn.clone(),
         };
         let router = matchmaking::router(config);
         let listener = bind(&args.matchmaking_addr)
@@ -145,6 +171,7 @@ async fn main() -> Result<()> {
         let config = RoomsConfig {
             allowed_origins,
             rtc_config,
+            turn,
             max_connections_per_ip: args.max_connections_per_ip,
             ping_interval: Duration::from_secs(args.ping_interval_secs.max(1)),
             pong_wait: Duration::from_secs(args.pong_wait_secs.max(1)),

@@ -14,6 +14,7 @@ use axum::routing::get;
 use liveloop_core::conn_limit::{NewConnectionRate, TooManyConnections};
 use liveloop_core::matchmaker::{Config, Matchmaker};
 use liveloop_proto::matchmaking as mm;
+use liveloop_proto::rtc_config::RtcConfig;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -42,6 +43,11 @@ pub struct MatchmakingConfig {
     /// by `max_connections_per_ip` (it ends after 10 s), so this caps a handshake flood.
     /// `0`: no limit.
     pub handshakes_per_ip_per_sec: u32,
+    /// What `GET /api/rtc-config` hands clients (the room service's `RTC_CONFIG_JSON`): seed
+    /// 000's clients bring their own, LiveLoop's ask here for the TURN servers.
+    pub rtc_config: RtcConfig,
+    /// Time-limited credentials for its TURN servers, made for each request.
+    pub turn: Option<crate::turn::TurnSecret>,
 }
 
 /// The default rate of new engine.io sessions per address: a household or an office behind
@@ -57,6 +63,8 @@ impl Default for MatchmakingConfig {
             max_connections_per_ip: crate::limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
             status_names: false,
             handshakes_per_ip_per_sec: DEFAULT_HANDSHAKES_PER_IP_PER_SEC,
+            rtc_config: RtcConfig::default(),
+            turn: None,
         }
     }
 }
@@ -71,6 +79,8 @@ struct Inner {
     /// Each connected socket's count against [`Inner::per_ip`], given back at disconnect.
     permits: Mutex<HashMap<Sid, IpPermit>>,
     handshakes: Mutex<NewConnectionRate>,
+    rtc_config: RtcConfig,
+    turn: Option<crate::turn::TurnSecret>,
 }
 
 /// Why a connection is refused before it is registered (socket.io's `connect_error`).
@@ -150,6 +160,8 @@ pub fn router_with_waiting(config: MatchmakingConfig) -> (Router, Waiting) {
             config.handshakes_per_ip_per_sec.saturating_mul(5),
             config.handshakes_per_ip_per_sec as f32,
         )),
+        rtc_config: config.rtc_config,
+        turn: config.turn,
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(256 * 1024)
@@ -174,6 +186,18 @@ pub fn router_with_waiting(config: MatchmakingConfig) -> (Router, Waiting) {
             get(|| async { Json(json!({"status": "OK", "message": "LiveLoop matchmaking"})) }),
         )
         .route("/api/status", get(status))
+        .route(
+            "/api/rtc-config",
+            get(|State(inner): State<Shared>| async move {
+                (
+                    [(axum::http::header::CACHE_CONTROL, "no-store")],
+                    Json(crate::turn::for_client(
+                        &inner.rtc_config,
+                        inner.turn.as_ref(),
+                    )),
+                )
+            }),
+        )
         .with_state(inner.clone())
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(

@@ -143,6 +143,9 @@ pub struct RoomsConfig {
     /// over plain HTTP on another computer (no camera: not a secure origin) points the guest
     /// there.
     pub https_port: Option<u16>,
+    /// Time-limited TURN credentials for every TURN server in `rtc_config`, made anew for
+    /// each page and each `/api/rtc-config` request (`--turn-secret`).
+    pub turn: Option<crate::turn::TurnSecret>,
 }
 
 impl Default for RoomsConfig {
@@ -157,6 +160,7 @@ impl Default for RoomsConfig {
             outbound_buffer: 64,
             send_timeout: Duration::from_secs(2),
             https_port: None,
+            turn: None,
         }
     }
 }
@@ -264,8 +268,9 @@ impl RoomsService {
     /// A service that closes its sockets when `shutdown` turns true.
     #[must_use]
     pub fn new(config: RoomsConfig, shutdown: watch::Receiver<bool>) -> Self {
-        let json = serde_json::to_string(&config.rtc_config).unwrap_or_else(|_| "{}".into());
-        let mut config_js = format!("window.RTC_CONFIG = {json};\n");
+        // Everything in config.js but the RTC configuration, which may carry credentials
+        // made for each page.
+        let mut config_js = String::new();
         if let Some(port) = config.https_port {
             config_js.push_str(&format!("window.LIVELOOP_HTTPS_PORT = {port};\n"));
         }
@@ -398,19 +403,37 @@ impl RoomsService {
     }
 }
 
+impl RoomsService {
+    /// The RTC configuration for one client: with a TURN secret, fresh time-limited
+    /// credentials on its TURN servers.
+    #[must_use]
+    pub fn rtc_config_for_client(&self) -> RtcConfig {
+        crate::turn::for_client(&self.0.config.rtc_config, self.0.config.turn.as_ref())
+    }
+}
+
 async fn config_js(State(svc): State<RoomsService>) -> Response {
+    let json = serde_json::to_string(&svc.rtc_config_for_client()).unwrap_or_else(|_| "{}".into());
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/javascript; charset=utf-8",
-        )],
-        svc.0.config_js.clone(),
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            // Credentials in it are made for this page.
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("window.RTC_CONFIG = {json};\n{}", svc.0.config_js),
     )
         .into_response()
 }
 
 async fn rtc_config(State(svc): State<RoomsService>) -> Response {
-    axum::Json(svc.0.config.rtc_config.clone()).into_response()
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(svc.rtc_config_for_client()),
+    )
+        .into_response()
 }
 
 async fn stats(State(svc): State<RoomsService>) -> Response {

@@ -65,6 +65,7 @@ impl Runner {
             polite,
             udp_addrs: self.config.udp_addrs.clone(),
             ice_servers: self.config.ice_servers.clone(),
+            relay_only: self.config.relay_only,
         };
         let peer = match Peer::new(options, tx).await {
             Ok(p) => Arc::new(p),
