@@ -11,6 +11,7 @@
 )]
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -23,6 +24,17 @@ const SECRET: &str = "liveloop-test-secret";
 /// coturn on loopback with `use-auth-secret`; its UDP and TCP port.
 fn coturn() -> (ChildGuard, u16) {
     let port = free_port().unwrap();
+    let args = [
+        "--use-auth-secret",
+        "--static-auth-secret",
+        SECRET,
+        "--no-tls",
+    ];
+    (coturn_with(port, &args), port)
+}
+
+/// coturn on loopback at `port` (TCP and, unless `--no-udp` is among `args`, UDP).
+fn coturn_with(port: u16, args: &[&str]) -> ChildGuard {
     let log = temp_dir("coturn").unwrap().join("turn.log");
     let mut cmd = Command::new("turnserver");
     cmd.args([
@@ -33,14 +45,8 @@ fn coturn() -> (ChildGuard, u16) {
         "127.0.0.1",
     ])
     .args(["--listening-port", &port.to_string()])
-    .args(["--use-auth-secret", "--static-auth-secret", SECRET])
-    .args([
-        "--realm",
-        "liveloop.test",
-        "--no-tls",
-        "--no-dtls",
-        "--no-cli",
-    ])
+    .args(args)
+    .args(["--realm", "liveloop.test", "--no-dtls", "--no-cli"])
     .args([
         "--allow-loopback-peers",
         "--min-port",
@@ -57,7 +63,109 @@ fn coturn() -> (ChildGuard, u16) {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     })
     .unwrap();
-    (guard, port)
+    guard
+}
+
+/// liveloop-server's room and matchmaking services on loopback, with `args`; the room port.
+fn liveloop_server(args: &[&str], rtc_config: Option<&Value>) -> (ChildGuard, u16, u16) {
+    let (rooms, mm) = (free_port().unwrap(), free_port().unwrap());
+    let mut cmd = Command::new(workspace_bin("liveloop-server").unwrap());
+    cmd.args(["--rooms-addr", &format!("127.0.0.1:{rooms}")])
+        .args(["--matchmaking-addr", &format!("127.0.0.1:{mm}")])
+        .args(args)
+        .stdout(Stdio::null());
+    if let Some(c) = rtc_config {
+        cmd.env("RTC_CONFIG_JSON", c.to_string());
+    }
+    let server = ChildGuard::spawn("liveloop-server", &mut cmd).unwrap();
+    wait_for("the server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", rooms)).ok()
+    })
+    .unwrap();
+    (server, rooms, mm)
+}
+
+/// A CA and a certificate it signed for `localhost` (openssl): `(ca.pem, cert, key)`.
+fn test_certificates() -> (PathBuf, PathBuf, PathBuf) {
+    let dir = temp_dir("turn-tls").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=LiveLoop test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "turn.key",
+            "-out",
+            "turn.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "turn.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "turn.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("turn.pem"),
+        dir.join("turn.key"),
+    )
 }
 
 fn http_get(port: u16, path: &str) -> String {
@@ -84,35 +192,39 @@ fn now_unix() -> u64 {
         .as_secs()
 }
 
-/// Two CLIs in one room, relay-only through `rtc_config`; their events.
+/// Two CLIs in one room, relay-only through `rtc_config` (trusting the roots in `ca`,
+/// if any); their events.
 async fn relay_call(
     rooms_port: u16,
     room: &str,
     rtc_config: &Value,
     seconds: u32,
+    ca: Option<&Path>,
 ) -> Vec<Vec<Value>> {
     let ws = format!("ws://127.0.0.1:{rooms_port}/ws");
     let config = rtc_config.to_string();
     let spawn = |id: &str| {
-        CliPeer::spawn(
-            &format!("turn-{room}-{id}"),
-            &[
-                "join",
-                "--server",
-                &ws,
-                "--room",
-                room,
-                "--id",
-                id,
-                "--video",
-                "synthetic:320x180@15",
-                "--seconds",
-                &seconds.to_string(),
-                "--rtc-config",
-                &config,
-            ],
-        )
-        .unwrap()
+        let mut cmd = Command::new(workspace_bin("liveloop-cli").unwrap());
+        cmd.args([
+            "join",
+            "--server",
+            &ws,
+            "--room",
+            room,
+            "--id",
+            id,
+            "--video",
+            "synthetic:320x180@15",
+            "--seconds",
+            &seconds.to_string(),
+            "--stats",
+            "--rtc-config",
+            &config,
+        ]);
+        if let Some(ca) = ca {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
+        CliPeer::spawn_command(&format!("turn-{room}-{id}"), cmd).unwrap()
     };
     let (a, b) = (spawn("a"), spawn("b"));
     vec![
@@ -121,24 +233,64 @@ async fn relay_call(
     ]
 }
 
+/// Each side received more than 30 frames through the relay, and its stats said relayed;
+/// prints join → connected and the median relay round trip.
+fn assert_relayed_media(label: &str, calls: &[Vec<Value>]) {
+    for (events, from) in calls.iter().zip(["b", "a"]) {
+        let frames = events
+            .iter()
+            .filter(|e| e["event"] == "frame" && e["from"] == from)
+            .count();
+        let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+        let mut rtts: Vec<f64> = events
+            .iter()
+            .filter(|e| e["event"] == "stats")
+            .flat_map(|e| e["peers"].as_array().cloned().unwrap_or_default())
+            .filter(|p| p["relayed"] == true && p["rtt_ms"].as_f64() > Some(0.0))
+            .filter_map(|p| p["rtt_ms"].as_f64())
+            .collect();
+        rtts.sort_by(f64::total_cmp);
+        if rtts.is_empty() {
+            eprintln!(
+                "{label}: stats {:?}",
+                events.iter().rfind(|e| e["event"] == "stats")
+            );
+        }
+        eprintln!(
+            "{label} relay-only: {frames} frames from {from}, join → connected {} ms, \
+             relay round trip p50 {:?} ms over {} reports",
+            summary["join_to_connected_ms"],
+            rtts.get(rtts.len() / 2),
+            rtts.len()
+        );
+        assert!(
+            frames > 30,
+            "{label}: {frames} frames from {from} through the relay"
+        );
+        assert!(
+            !rtts.is_empty(),
+            "{label}: no stats said the call was relayed"
+        );
+    }
+}
+
+fn never_connected(label: &str, calls: &[Vec<Value>]) {
+    for events in calls {
+        assert!(
+            !events.iter().any(|e| e["event"] == "peer_connected"),
+            "{label}: a relay-only call connected"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_calls_use_time_limited_credentials_that_coturn_takes_and_that_expire() {
     let (_turn, turn_port) = coturn();
-    let (rooms, mm) = (free_port().unwrap(), free_port().unwrap());
-    let mut cmd = Command::new(workspace_bin("liveloop-server").unwrap());
-    cmd.args(["--rooms-addr", &format!("127.0.0.1:{rooms}")])
-        .args(["--matchmaking-addr", &format!("127.0.0.1:{mm}")])
-        .args(["--turn-secret", SECRET, "--turn-ttl-secs", "3600"])
-        .env(
-            "RTC_CONFIG_JSON",
-            json!({"iceServers": [{"urls": format!("turn:127.0.0.1:{turn_port}")}]}).to_string(),
-        )
-        .stdout(Stdio::null());
-    let _server = ChildGuard::spawn("liveloop-server", &mut cmd).unwrap();
-    wait_for("the server", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", rooms)).ok()
-    })
-    .unwrap();
+    let turn_url = json!({"iceServers": [{"urls": format!("turn:127.0.0.1:{turn_port}")}]});
+    let (_server, rooms, mm) = liveloop_server(
+        &["--turn-secret", SECRET, "--turn-ttl-secs", "3600"],
+        Some(&turn_url),
+    );
 
     // Both services hand out credentials valid for the TTL, different each time.
     let first = body_json(&http_get(rooms, "/api/rtc-config"));
@@ -156,19 +308,7 @@ async fn relay_only_calls_use_time_limited_credentials_that_coturn_takes_and_tha
     // coturn takes them: a relay-only call connects and carries media.
     let mut relay = first.clone();
     relay["iceTransportPolicy"] = json!("relay");
-    let calls = relay_call(rooms, "relayed", &relay, 8).await;
-    for (events, from) in calls.iter().zip(["b", "a"]) {
-        let frames = events
-            .iter()
-            .filter(|e| e["event"] == "frame" && e["from"] == from)
-            .count();
-        let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
-        eprintln!(
-            "relay-only: {frames} frames from {from}, join → connected {} ms",
-            summary["join_to_connected_ms"]
-        );
-        assert!(frames > 30, "{frames} frames from {from} through the relay");
-    }
+    assert_relayed_media("udp", &relay_call(rooms, "relayed", &relay, 8, None).await);
 
     // Expired credentials (made an hour and a half ago for an hour), and ones made with
     // another secret: coturn refuses them, and a relay-only call cannot connect.
@@ -182,12 +322,65 @@ async fn relay_only_calls_use_time_limited_credentials_that_coturn_takes_and_tha
                 "username": c.username, "credential": c.credential}],
             "iceTransportPolicy": "relay",
         });
-        let calls = relay_call(rooms, label, &refused, 6).await;
-        for events in &calls {
-            assert!(
-                !events.iter().any(|e| e["event"] == "peer_connected"),
-                "{label} credentials connected a relay-only call"
-            );
-        }
+        never_connected(label, &relay_call(rooms, label, &refused, 6, None).await);
     }
+}
+
+/// Where no UDP reaches the TURN server (coturn here listens on none), relay-only calls
+/// still connect over TCP (`?transport=tcp`) and TLS (`turns:`, its certificate checked
+/// against a CA the CLIs are told to trust), which webrtc-rs reaches through our bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_calls_reach_turn_over_tcp_and_tls_when_no_udp_does() {
+    let (ca, cert, key) = test_certificates();
+    let (port, tls_port) = (free_port().unwrap(), free_port().unwrap());
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let tls = tls_port.to_string();
+    let _turn = coturn_with(
+        port,
+        &[
+            "--lt-cred-mech",
+            "--user",
+            "liveloop:relay-pass",
+            "--no-udp",
+            "--no-tls",
+        ],
+    );
+    let _turns = coturn_with(
+        free_port().unwrap(),
+        &[
+            "--lt-cred-mech",
+            "--user",
+            "liveloop:relay-pass",
+            "--no-udp",
+            "--tls-listening-port",
+            &tls,
+            "--cert",
+            &cert,
+            "--pkey",
+            &key,
+        ],
+    );
+    let (_server, rooms, _) = liveloop_server(&[], None);
+    let config = |url: String| {
+        json!({"iceServers": [{"urls": url, "username": "liveloop", "credential": "relay-pass"}],
+               "iceTransportPolicy": "relay"})
+    };
+    let tcp = config(format!("turn:127.0.0.1:{port}?transport=tcp"));
+    assert_relayed_media("tcp", &relay_call(rooms, "tcp", &tcp, 8, None).await);
+    let turns = config(format!("turns:localhost:{tls_port}?transport=tcp"));
+    assert_relayed_media("tls", &relay_call(rooms, "tls", &turns, 8, Some(&ca)).await);
+    // Over UDP the same server cannot be reached: the calls above went over the streams.
+    let udp = config(format!("turn:127.0.0.1:{port}"));
+    never_connected(
+        "udp to a TCP-only server",
+        &relay_call(rooms, "udp", &udp, 5, None).await,
+    );
+    // And a TLS server whose certificate is not trusted is not used.
+    never_connected(
+        "untrusted TLS",
+        &relay_call(rooms, "untrusted", &turns, 5, None).await,
+    );
 }

@@ -891,7 +891,7 @@ mod tests {
         );
         assert!(ice_servers(Some("{\"iceServers\":[{\"urls\":\"http://x\"}]}")).is_err());
         assert!(ice_servers(None).unwrap_or_default().0.is_empty());
-        let relay = r#"{"iceServers":[{"urls":"turn:t.example"}],"iceTransportPolicy":"relay"}"#;
+        let relay = r#"{"iceServers":[{"urls":"turn:t.example","username":"u","credential":"p"}],"iceTransportPolicy":"relay"}"#;
         assert!(ice_servers(Some(relay)).unwrap_or_default().1);
     }
 }

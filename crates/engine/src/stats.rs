@@ -12,6 +12,8 @@ pub struct PeerReport {
     pub id: String,
     /// ICE round-trip time (STUN on the selected pair).
     pub rtt_ms: f64,
+    /// The call runs through our TURN relay.
+    pub relayed: bool,
     /// Packets lost over the interval, in percent of those expected.
     pub loss_percent: f64,
     pub audio_jitter_ms: f64,
@@ -104,6 +106,7 @@ pub(crate) fn report(
     PeerReport {
         id: id.to_owned(),
         rtt_ms: now.peer.rtt_ms,
+        relayed: now.peer.relayed,
         loss_percent: if received + lost > 0.0 {
             100.0 * lost / (received + lost)
         } else {

@@ -21,6 +21,15 @@ use webrtc::peer_connection::{
 use crate::handler::Handler;
 use crate::{PeerOptions, RtcError, Shared, VideoCodec, keyframe, rtc_err};
 
+/// How long a relay pair waits for a better one before it is nominated.
+pub(crate) fn relay_wait(relay_only: bool) -> Duration {
+    if relay_only {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(500)
+    }
+}
+
 pub(crate) fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -163,6 +172,11 @@ pub(crate) async fn build_connection(
     );
     let settings = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        // A relay pair waits this long for a direct one to succeed before it is nominated
+        // (webrtc-rs: 2 s, which every relayed call paid in full). Relay-only has nothing
+        // better to wait for; otherwise as long as a server-reflexive pair waits (0.5 s), so
+        // a direct path that works over the internet still wins.
+        .with_relay_acceptance_min_wait(Some(relay_wait(options.relay_only)))
         .with_multicast_dns_mode(mdns)
         .build();
     let ice_servers = options
@@ -196,6 +210,9 @@ pub(crate) async fn build_connection(
             .with_setting_engine(settings)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler(shared.clone())))
+            .with_runtime(Arc::new(crate::runtime::PumpedRuntime::new(
+                shared.relay_pump.clone(),
+            )))
             .with_udp_addrs(udp)
             .with_data_channel_send_buffer_limit(crate::DATA_CHANNEL_SEND_LIMIT)
             .build(),

@@ -1,7 +1,8 @@
 //! What the crate's fuzz targets need (docs/fuzzing.md; as in liveloop-core): the bolero
 //! runner, the fuzzer's bytes read as choices, and the check that each target's seed inputs
-//! are in its corpus. Included by `receive/fuzz.rs`, the one target, in test builds; its
-//! corpus lives in `src/__fuzz__/rtp_receive/corpus/`.
+//! are in its corpus. A module of the crate in test builds, used by the targets `rtp_receive`
+//! (`receive/fuzz.rs`, corpus in `src/__fuzz__/rtp_receive/corpus/`) and `turn_stream`
+//! (`turn_bridge.rs`).
 
 use std::path::PathBuf;
 

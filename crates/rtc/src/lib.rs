@@ -3,14 +3,19 @@
 mod bwe;
 mod connection;
 mod events;
+#[cfg(test)]
+#[allow(dead_code)]
+mod fuzz_support;
 mod handler;
 mod keyframe;
 mod negotiation;
 mod pacer;
 mod receive;
 pub mod reorder;
+mod runtime;
 mod send;
 mod stats;
+mod turn_bridge;
 mod types;
 mod video;
 
@@ -69,6 +74,8 @@ struct Shared {
     held_candidates: Mutex<Option<Vec<serde_json::Value>>>,
     /// The send-side bandwidth estimate, as the interceptor chain last reported it.
     send_estimate: keyframe::SendEstimate,
+    /// Bounds the driver's sleeps while a TURN relay may carry our packets (`runtime.rs`).
+    relay_pump: runtime::RelayPump,
 }
 
 /// Local candidates held back at most while our description is set (a host has a few
@@ -88,6 +95,33 @@ impl Shared {
             self.emit(PeerEvent::LocalCandidate(c));
         }
     }
+}
+
+/// The options with every TURN server over TCP or TLS replaced by a loopback bridge to it
+/// (`turn_bridge.rs`), and the bridges. A bridge that cannot start leaves its URL out (and
+/// says so): the other servers still work.
+async fn bridge_stream_turn(
+    mut options: PeerOptions,
+) -> (PeerOptions, Vec<turn_bridge::TurnBridge>) {
+    let mut bridges = Vec::new();
+    for server in &mut options.ice_servers {
+        let mut urls = Vec::with_capacity(server.urls.len());
+        for url in &server.urls {
+            let Some(stream) = turn_bridge::StreamServer::from_url(url) else {
+                urls.push(url.clone());
+                continue;
+            };
+            match turn_bridge::TurnBridge::start(stream).await {
+                Ok(bridge) => {
+                    urls.push(format!("turn:{}?transport=udp", bridge.local));
+                    bridges.push(bridge);
+                }
+                Err(e) => tracing::warn!("{url}: cannot start the TURN bridge: {e}"),
+            }
+        }
+        server.urls = urls;
+    }
+    (options, bridges)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,6 +157,8 @@ impl Shared {
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
+    /// TURN over TCP and TLS, which webrtc-rs reaches through these (`turn_bridge.rs`).
+    _turn_bridges: Vec<turn_bridge::TurnBridge>,
     polite: bool,
     video: video::VideoSend,
     audio: Arc<TrackLocalStaticSample>,
@@ -178,7 +214,13 @@ impl Peer {
             video_refused: AtomicBool::new(false),
             held_candidates: Mutex::new(None),
             send_estimate: keyframe::SendEstimate::default(),
+            relay_pump: runtime::RelayPump::default(),
         });
+        // Until a pair is picked, any configured TURN server may end up carrying the call.
+        shared
+            .relay_pump
+            .set(options.ice_servers.iter().any(IceServer::is_turn));
+        let (options, turn_bridges) = bridge_stream_turn(options).await;
         // mDNS (resolving a browser's `.local` candidates) is optional: where its multicast
         // group cannot be joined (a network with no default route or no multicast, ENODEV),
         // the peer is built without it and gathers plain host candidates.
@@ -262,6 +304,7 @@ impl Peer {
         Ok(Self {
             pc,
             shared,
+            _turn_bridges: turn_bridges,
             polite: options.polite,
             video,
             audio,
@@ -509,6 +552,9 @@ impl Peer {
     /// On a WebRTC error.
     pub async fn close(&self) -> Result<(), RtcError> {
         self.shared.closed.store(true, Ordering::Relaxed);
+        // Unbounded again, so that webrtc-rs's wait for its driver to release the TURN
+        // allocations is not cut short (`runtime.rs`).
+        self.shared.relay_pump.set(false);
         self.pc.close().await.map_err(rtc_err)
     }
 }

@@ -6,6 +6,10 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::statistics::report::RTCStatsReportEntry;
 use webrtc::peer_connection::StatsSelector;
 
+use std::sync::atomic::Ordering;
+
+use rtc::peer_connection::transport::RTCIceCandidateType;
+
 use crate::Peer;
 
 /// A snapshot of one connection's counters (cumulative; rates are the caller's differences).
@@ -29,6 +33,9 @@ pub struct PeerStats {
     /// The largest fraction of our packets the remote reported lost in its latest receiver
     /// reports (0 to 1, over our audio and video streams).
     pub remote_loss: f64,
+    /// The connection runs through our TURN relay (the selected pair starts at our relay
+    /// candidate).
+    pub relayed: bool,
 }
 
 impl Peer {
@@ -44,6 +51,19 @@ impl Peer {
             stats.rtt_ms = pair.current_round_trip_time * 1000.0;
             stats.bytes_sent = pair.bytes_sent;
             stats.bytes_received = pair.bytes_received;
+            // rtc 0.21.1 names a local candidate's entry `RTCLocalIceCandidate_<id>` and
+            // refers to it from the pair by `<id>` alone; either form is taken.
+            let local = format!("RTCLocalIceCandidate_{}", pair.local_candidate_id);
+            stats.relayed = report.iter().any(|e| {
+                matches!(e, RTCStatsReportEntry::LocalCandidate(c)
+                    if (c.stats.id == local || c.stats.id == pair.local_candidate_id)
+                        && c.candidate_type == RTCIceCandidateType::Relay)
+            });
+            // A pair is picked: the driver needs bounded sleeps only if it is relayed
+            // (`runtime.rs`).
+            if pair.nominated && !self.shared.closed.load(Ordering::Relaxed) {
+                self.shared.relay_pump.set(stats.relayed);
+            }
         }
         for inbound in report.inbound_rtp_streams() {
             let received = &inbound.received_rtp_stream_stats;

@@ -40,6 +40,16 @@ pub struct IceServer {
     pub credential: String,
 }
 
+impl IceServer {
+    /// Whether any of its URLs is a TURN relay (`turn:` or `turns:`).
+    #[must_use]
+    pub fn is_turn(&self) -> bool {
+        self.urls
+            .iter()
+            .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+    }
+}
+
 /// How to build a peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerOptions {

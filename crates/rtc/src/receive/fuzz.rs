@@ -22,8 +22,7 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 
 use super::*;
 
-#[path = "../fuzz_support.rs"]
-mod support;
+use crate::fuzz_support as support;
 use crate::reorder::Reorder;
 use support::Choices;
 
