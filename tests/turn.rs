@@ -384,3 +384,117 @@ async fn relay_only_calls_reach_turn_over_tcp_and_tls_when_no_udp_does() {
         &relay_call(rooms, "untrusted", &turns, 5, None).await,
     );
 }
+
+/// Chromium relay-only through the same coturn, with a native peer relay-only too: the page
+/// gets `iceTransportPolicy: "relay"` from the room service's config.js, offers relay
+/// candidates only, and media flows both ways through the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_relay_only_calls_a_native_peer_through_coturn() {
+    use liveloop_proto::rtc_config::RtcConfig;
+    use liveloop_server::embedded;
+    use liveloop_server::matchmaking::MatchmakingConfig;
+    use liveloop_server::rooms::RoomsConfig;
+
+    let port = free_port().unwrap();
+    let _turn = coturn_with(
+        port,
+        &[
+            "--lt-cred-mech",
+            "--user",
+            "liveloop:relay-pass",
+            "--no-tls",
+        ],
+    );
+    let relay = json!({
+        "iceServers": [{"urls": format!("turn:127.0.0.1:{port}"),
+            "username": "liveloop", "credential": "relay-pass"}],
+        "iceTransportPolicy": "relay",
+    });
+    let rooms = RoomsConfig {
+        rtc_config: RtcConfig::parse(&relay.to_string()).unwrap(),
+        ..RoomsConfig::default()
+    };
+    let server = embedded::start(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        rooms,
+    )
+    .await
+    .unwrap();
+    let log = liveloop_e2e::artifacts_dir()
+        .unwrap()
+        .join("turn-chromium-console.log");
+    let b = liveloop_e2e::browser::Browser::start(None, &log).unwrap();
+    let base = format!("http://{}", server.rooms);
+    b.open("web", &format!("{base}/r/relayed?id=web"))
+        .await
+        .unwrap();
+    b.eval("web", r#"return connect("relayed", "web")"#)
+        .await
+        .unwrap();
+    b.wait(
+        "web",
+        "return state.roomState === 'joined'",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let mut cmd = Command::new(workspace_bin("liveloop-cli").unwrap());
+    cmd.args([
+        "join",
+        "--server",
+        &format!("ws://{}/ws", server.rooms),
+        "--room",
+        "relayed",
+        "--id",
+        "native",
+        "--video",
+        "synthetic:320x180@15",
+        "--seconds",
+        "30",
+        "--stats",
+        "--rtc-config",
+        &relay.to_string(),
+    ]);
+    let mut native = CliPeer::spawn_command("turn-chromium-native", cmd).unwrap();
+    native
+        .next("connected", Duration::from_secs(20), |e| {
+            e["event"] == "peer_connected"
+        })
+        .await;
+    // Chromium decodes the native video, and the native peer Chromium's.
+    b.wait(
+        "web",
+        "const s = (await callStats())['native']; return s && s.video.framesDecoded > 30",
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    native
+        .next("frames from Chromium", Duration::from_secs(20), |e| {
+            e["event"] == "stats"
+                && e["peers"].as_array().is_some_and(|p| {
+                    p.iter()
+                        .any(|p| p["relayed"] == true && p["frames_decoded"].as_u64() > Some(30))
+                })
+        })
+        .await;
+    // The page offered relay candidates only: none of its own addresses.
+    let candidates = b
+        .eval(
+            "web",
+            "const p = state.peers.get('native'); \
+             const st = await p.pc.getStats(); const types = []; \
+             st.forEach((r) => { if (r.type === 'local-candidate') types.push(r.candidateType); }); \
+             return types",
+        )
+        .await
+        .unwrap();
+    let types = candidates.as_array().unwrap();
+    assert!(!types.is_empty(), "no local candidates in Chromium's stats");
+    assert!(
+        types.iter().all(|t| t == "relay"),
+        "Chromium's candidates: {types:?}"
+    );
+}
