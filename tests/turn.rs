@@ -498,3 +498,116 @@ async fn chromium_relay_only_calls_a_native_peer_through_coturn() {
         "Chromium's candidates: {types:?}"
     );
 }
+
+/// Private mode in random chat: the stranger (a socket.io client of ours, standing in for
+/// any peer) receives our offer and every candidate we trickle, and none carries an address
+/// of ours: relay candidates only, their related address hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_mode_in_random_chat_shows_the_stranger_no_address_of_ours() {
+    use liveloop_e2e::sio_client::SioClient;
+    use liveloop_server::embedded;
+    use liveloop_server::matchmaking::MatchmakingConfig;
+    use liveloop_server::rooms::RoomsConfig;
+
+    let port = free_port().unwrap();
+    let _turn = coturn_with(
+        port,
+        &[
+            "--lt-cred-mech",
+            "--user",
+            "liveloop:relay-pass",
+            "--no-tls",
+        ],
+    );
+    let server = embedded::start(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        (0, 0),
+        MatchmakingConfig::default(),
+        RoomsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.matchmaking);
+    let turn = json!({"iceServers": [{"urls": format!("turn:127.0.0.1:{port}"),
+        "username": "liveloop", "credential": "relay-pass"}]});
+
+    // Without a TURN server, private mode refuses to start rather than show our addresses.
+    let refused = Command::new(workspace_bin("liveloop-cli").unwrap())
+        .args(["random", &url, "--private", "--connect-timeout", "2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("TURN"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The CLI queues first, so it makes the offer.
+    let mut cmd = Command::new(workspace_bin("liveloop-cli").unwrap());
+    cmd.args([
+        "random",
+        &url,
+        "--video",
+        "synthetic:320x180@15",
+        "--seconds",
+        "20",
+    ])
+    .args(["--private", "--rtc-config", &turn.to_string()]);
+    let _cli = CliPeer::spawn_command("turn-private", cmd).unwrap();
+    wait_for("the CLI to queue", Duration::from_secs(10), || {
+        let status = ureq::get(&format!("{url}/api/status")).call().ok()?;
+        let v: Value = status.into_body().read_json().ok()?;
+        (v["queue"]["size"] == 1).then_some(())
+    })
+    .unwrap();
+    let mut stranger = SioClient::connect(&url).await.unwrap();
+    stranger
+        .emit(
+            "request-room",
+            json!({"name": "Stranger", "roomId": null, "userImage": ""}),
+        )
+        .await
+        .unwrap();
+    let done = stranger.expect("match-done").await.unwrap();
+    assert_eq!(done["makeOffer"], false);
+    let offer = stranger.expect("negotiation-call-offer").await.unwrap();
+    let sdp = offer["offer"]["sdp"].as_str().unwrap().to_owned();
+    let mut candidates: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect();
+    // Everything it trickles over the next seconds.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(Ok((event, payload))) = tokio::time::timeout_at(until, stranger.next()).await {
+        if event == "new-ice-candidates"
+            && let Some(c) = payload["candidate"]["candidate"].as_str()
+            && !c.is_empty()
+        {
+            candidates.push(c.to_owned());
+        }
+    }
+    eprintln!("what the stranger got: {candidates:#?}");
+    assert!(
+        candidates.iter().any(|c| c.contains(" typ relay")),
+        "no relay candidate reached the stranger"
+    );
+    for c in &candidates {
+        assert!(
+            c.contains(" typ relay"),
+            "a candidate that is not relayed: {c}"
+        );
+        if let Some(related) = c.split(" raddr ").nth(1) {
+            assert!(
+                related.starts_with("0.0.0.0 rport 0"),
+                "our address as related: {c}"
+            );
+        }
+    }
+    // The SDP names no address of ours either: the connection line is the placeholder.
+    for line in sdp.lines().filter(|l| l.starts_with("c=")) {
+        assert!(line.ends_with(" 0.0.0.0"), "{line}");
+    }
+}

@@ -181,6 +181,10 @@ struct Opts {
     /// relay candidates only (the other side never learns this computer's addresses).
     #[arg(long, env = "LIVELOOP_RTC_CONFIG")]
     rtc_config: Option<String>,
+    /// Private mode: relay candidates only, through the TURN servers of `--rtc-config` (the
+    /// other side never learns this computer's addresses). Refused without a TURN server.
+    #[arg(long)]
+    private: bool,
 }
 
 /// The ICE servers of an `RTC_CONFIG_JSON` document, checked as the server checks it, and
@@ -603,7 +607,15 @@ async fn main() -> Result<()> {
         None => None,
     };
     let feed = call_recorder.as_ref().map(Recorder::feeder);
-    let (ice_servers, relay_only) = ice_servers(opts.rtc_config.as_deref())?;
+    let (ice_servers, mut relay_only) = ice_servers(opts.rtc_config.as_deref())?;
+    if opts.private {
+        if !ice_servers.iter().any(liveloop_rtc::IceServer::is_turn) {
+            anyhow::bail!(
+                "--private needs a TURN server in --rtc-config: private mode sends relay candidates only"
+            );
+        }
+        relay_only = true;
+    }
     let config = EngineConfig {
         name: opts.name.clone(),
         bitrate_bps: opts.bitrate.saturating_mul(1000),

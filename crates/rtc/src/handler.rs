@@ -25,8 +25,15 @@ pub(crate) struct Handler(pub(crate) Arc<Shared>);
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, e: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = e.candidate.to_json()
-            && let Ok(json) = serde_json::to_value(&init)
+        // A relay candidate's related address is our own (the address the TURN server saw):
+        // it is only informational (RFC 8445 §5.1.3), and private mode is about not
+        // showing it, so it goes out as 0.0.0.0:0, as Chromium sends it.
+        if let Ok(init) = e.candidate.to_json().map(|mut init| {
+            if let Some(hidden) = hide_related_address(&init.candidate) {
+                init.candidate = hidden;
+            }
+            init
+        }) && let Ok(json) = serde_json::to_value(&init)
         {
             let mut held = lock(&self.0.held_candidates);
             match held.as_mut() {
@@ -188,5 +195,58 @@ async fn received(
                 }
             }
         }
+    }
+}
+
+/// A relay candidate line with its related address replaced by `0.0.0.0 0`; `None` when
+/// nothing is to hide (not relay, or no related address).
+pub(crate) fn hide_related_address(candidate: &str) -> Option<String> {
+    let tokens: Vec<&str> = candidate.split(' ').collect();
+    let relay = tokens.windows(2).any(|w| w == ["typ", "relay"]);
+    if !relay || !tokens.contains(&"raddr") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut replace = None;
+    for t in tokens {
+        match replace.take() {
+            Some(with) => out.push(with),
+            None => {
+                replace = match t {
+                    "raddr" => Some("0.0.0.0"),
+                    "rport" => Some("0"),
+                    _ => None,
+                };
+                out.push(t);
+            }
+        }
+    }
+    Some(out.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_related_address;
+
+    #[test]
+    fn relay_candidates_go_out_without_our_address() {
+        assert_eq!(
+            hide_related_address(
+                "candidate:1 1 udp 16777215 203.0.113.9 50000 typ relay raddr 192.168.1.20 rport 41000"
+            )
+            .as_deref(),
+            Some("candidate:1 1 udp 16777215 203.0.113.9 50000 typ relay raddr 0.0.0.0 rport 0")
+        );
+        assert_eq!(
+            hide_related_address("candidate:2 1 udp 2130706431 192.168.1.20 41000 typ host"),
+            None
+        );
+        assert_eq!(
+            hide_related_address(
+                "candidate:3 1 udp 1694498815 198.51.100.4 41000 typ srflx raddr 192.168.1.20 rport 41000"
+            ),
+            None,
+            "a server-reflexive candidate is not private anyway"
+        );
     }
 }
