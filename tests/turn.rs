@@ -611,3 +611,109 @@ async fn private_mode_in_random_chat_shows_the_stranger_no_address_of_ours() {
         assert!(line.ends_with(" 0.0.0.0"), "{line}");
     }
 }
+
+/// Behind a firewall that lets UDP reach the TURN server alone (netlab: everything else
+/// across A's link passes, UDP only to and from the server), A's call still connects through
+/// the relay, without relay-only being asked for: the direct pairs fail and a relay pair is
+/// taken after its wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewall_that_lets_udp_reach_only_the_turn_server_still_gets_a_relayed_call() {
+    use liveloop_e2e::netlab::{NetLab, root_addr};
+
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes network namespaces and TUN devices: run the tests as root"
+    );
+    let lab = NetLab::start("llturn", &["a", "b"], 0).expect("the network lab");
+    lab.allow_udp_only_with(root_addr());
+    let port = free_port().unwrap();
+    let log = temp_dir("coturn-lab").unwrap().join("turn.log");
+    let mut cmd = Command::new("turnserver");
+    let root = root_addr().to_string();
+    cmd.args(["-n", "--listening-ip", &root, "--relay-ip", &root])
+        .args(["--listening-port", &port.to_string()])
+        .args([
+            "--lt-cred-mech",
+            "--user",
+            "liveloop:relay-pass",
+            "--realm",
+            "liveloop.test",
+        ])
+        .args([
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--min-port",
+            "49300",
+            "--max-port",
+            "49400",
+        ])
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _turn = ChildGuard::spawn("coturn", &mut cmd).unwrap();
+    wait_for("coturn to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect((root_addr(), port)).ok()
+    })
+    .unwrap();
+    let server = liveloop_server::embedded::start(
+        root_addr().into(),
+        (0, 0),
+        liveloop_server::matchmaking::MatchmakingConfig::default(),
+        liveloop_server::rooms::RoomsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let ws = format!("ws://{}/ws", server.rooms);
+    let config = json!({"iceServers": [{"urls": format!("turn:{root}:{port}"),
+        "username": "liveloop", "credential": "relay-pass"}]})
+    .to_string();
+    let cli = workspace_bin("liveloop-cli").unwrap();
+    let spawn = |n: usize, id: &str| {
+        let mut cmd = lab.command(n, &cli);
+        cmd.args(["join", "--server", &ws, "--room", "firewalled", "--id", id])
+            .args([
+                "--video",
+                "synthetic:320x180@15",
+                "--seconds",
+                "10",
+                "--stats",
+            ])
+            .args(["--rtc-config", &config]);
+        CliPeer::spawn_command(&format!("turn-firewall-{id}"), cmd).unwrap()
+    };
+    let (a, b) = (spawn(0, "a"), spawn(1, "b"));
+    let calls = [
+        a.finish(Duration::from_secs(60)).await.unwrap(),
+        b.finish(Duration::from_secs(60)).await.unwrap(),
+    ];
+    for (events, from) in calls.iter().zip(["b", "a"]) {
+        let frames = events
+            .iter()
+            .filter(|e| e["event"] == "frame" && e["from"] == from)
+            .count();
+        let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+        eprintln!(
+            "firewalled: {frames} frames from {from}, join → connected {} ms",
+            summary["join_to_connected_ms"]
+        );
+        assert!(
+            frames > 30,
+            "{frames} frames from {from} behind the firewall"
+        );
+    }
+    // A relay carries it (A's, or B's relay address, which A's UDP may reach: either way
+    // through the TURN server, the one UDP destination A has).
+    let relayed = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "stats")
+            .flat_map(|e| e["peers"].as_array().cloned().unwrap_or_default())
+            .any(|p| p["relayed"] == true)
+    };
+    assert!(
+        relayed(&calls[0]) || relayed(&calls[1]),
+        "neither side's stats said relayed"
+    );
+}

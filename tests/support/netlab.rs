@@ -119,6 +119,25 @@ struct Shared {
     impaired: Ipv4Addr,
     up: Link,
     down: Link,
+    /// UDP across the impaired client's link only to and from this address (a strict
+    /// firewall that lets UDP reach the TURN server alone); `None`: all UDP.
+    udp_only_with: Option<Ipv4Addr>,
+}
+
+/// Whether the firewall of [`NetLab::allow_udp_only_with`] lets an IPv4 packet from `src` to
+/// `dst` through: anything but UDP passes, and UDP across `impaired`'s link only with `allowed`.
+fn firewall_admits(
+    packet: &[u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    impaired: Ipv4Addr,
+    allowed: Option<Ipv4Addr>,
+) -> bool {
+    const UDP: u8 = 17;
+    let Some(allowed) = allowed else { return true };
+    let udp = packet.get(9) == Some(&UDP);
+    let crosses = src == impaired || dst == impaired;
+    !(udp && crosses) || src == allowed || dst == allowed
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -188,6 +207,7 @@ impl NetLab {
                 impaired: client_addr(impaired),
                 up: Link::new(Impairment::default(), 0x1234_5678),
                 down: Link::new(Impairment::default(), 0x8765_4321),
+                udp_only_with: None,
             })),
             stop: Arc::new(AtomicBool::new(false)),
             router: None,
@@ -248,6 +268,12 @@ impl NetLab {
     }
 
     /// Sets the impaired link's behaviour (both directions), from now on.
+    /// From now on the impaired client sends and receives UDP only to and from `addr`
+    /// (TCP and everything else as before): a strict firewall.
+    pub fn allow_udp_only_with(&self, addr: Ipv4Addr) {
+        crate::lock(&self.shared).udp_only_with = Some(addr);
+    }
+
     pub fn impair(&self, impairment: Impairment) {
         let mut s = crate::lock(&self.shared);
         s.up.impairment = impairment;
@@ -364,7 +390,9 @@ fn route(tuns: &[(Ipv4Addr, File)], shared: &Mutex<Shared>, stop: &AtomicBool) {
                 let at = {
                     let mut s = crate::lock(shared);
                     let impaired = s.impaired;
-                    if src == impaired {
+                    if !firewall_admits(packet, src, dst, impaired, s.udp_only_with) {
+                        None
+                    } else if src == impaired {
                         s.up.admit(now, len)
                     } else if dst == impaired {
                         s.down.admit(now, len)
@@ -389,6 +417,31 @@ fn route(tuns: &[(Ipv4Addr, File)], shared: &Mutex<Shared>, stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_firewall_lets_udp_cross_only_with_the_allowed_address() {
+        let (me, other, turn) = (client_addr(0), client_addr(1), root_addr());
+        let mut udp = vec![0x45u8; 20];
+        udp[9] = 17;
+        let mut tcp = udp.clone();
+        tcp[9] = 6;
+        assert!(
+            firewall_admits(&udp, me, other, me, None),
+            "off: all passes"
+        );
+        assert!(!firewall_admits(&udp, me, other, me, Some(turn)));
+        assert!(!firewall_admits(&udp, other, me, me, Some(turn)));
+        assert!(firewall_admits(&udp, me, turn, me, Some(turn)));
+        assert!(firewall_admits(&udp, turn, me, me, Some(turn)));
+        assert!(
+            firewall_admits(&tcp, me, other, me, Some(turn)),
+            "TCP passes"
+        );
+        assert!(
+            firewall_admits(&udp, other, turn, me, Some(turn)),
+            "another client's UDP is not filtered"
+        );
+    }
 
     #[test]
     fn a_clean_link_delivers_at_once() {
