@@ -11,6 +11,7 @@
 )]
 
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -35,35 +36,64 @@ fn coturn() -> (ChildGuard, u16) {
 
 /// coturn on loopback at `port` (TCP and, unless `--no-udp` is among `args`, UDP).
 fn coturn_with(port: u16, args: &[&str]) -> ChildGuard {
+    coturn_on(Ipv4Addr::LOCALHOST, port, args)
+}
+
+/// coturn listening and relaying on `ip`.
+fn coturn_on(ip: Ipv4Addr, port: u16, args: &[&str]) -> ChildGuard {
     let log = temp_dir("coturn").unwrap().join("turn.log");
+    let ip_text = ip.to_string();
     let mut cmd = Command::new("turnserver");
-    cmd.args([
-        "-n",
-        "--listening-ip",
-        "127.0.0.1",
-        "--relay-ip",
-        "127.0.0.1",
-    ])
-    .args(["--listening-port", &port.to_string()])
-    .args(args)
-    .args(["--realm", "liveloop.test", "--no-dtls", "--no-cli"])
-    .args([
-        "--allow-loopback-peers",
-        "--min-port",
-        "49160",
-        "--max-port",
-        "49260",
-    ])
-    .arg("--log-file")
-    .arg(&log)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    cmd.args(["-n", "--listening-ip", &ip_text, "--relay-ip", &ip_text])
+        .args(["--listening-port", &port.to_string()])
+        .args(args)
+        .args(["--realm", "liveloop.test", "--no-dtls", "--no-cli"])
+        .args([
+            "--allow-loopback-peers",
+            "--min-port",
+            "49160",
+            "--max-port",
+            "49260",
+        ])
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let guard = ChildGuard::spawn("coturn", &mut cmd).expect("coturn (apt package coturn)");
     wait_for("coturn to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        std::net::TcpStream::connect((ip, port)).ok()
     })
     .unwrap();
     guard
+}
+
+/// coturn's arguments for the one long-term user the tests' clients use.
+const LT_USER: [&str; 3] = ["--lt-cred-mech", "--user", "liveloop:relay-pass"];
+
+/// An `RTC_CONFIG_JSON` with the TURN server `url` and [`LT_USER`]'s credentials, relay-only
+/// if asked.
+fn turn_config(url: &str, relay_only: bool) -> Value {
+    let mut config = json!({"iceServers": [{"urls": url,
+        "username": "liveloop", "credential": "relay-pass"}]});
+    if relay_only {
+        config["iceTransportPolicy"] = json!("relay");
+    }
+    config
+}
+
+/// The built-in servers (rooms and matchmaking) in this process, on `ip`.
+async fn embedded_servers(
+    ip: Ipv4Addr,
+    rooms: liveloop_server::rooms::RoomsConfig,
+) -> liveloop_server::embedded::Embedded {
+    liveloop_server::embedded::start(
+        ip.into(),
+        (0, 0),
+        liveloop_server::matchmaking::MatchmakingConfig::default(),
+        rooms,
+    )
+    .await
+    .unwrap()
 }
 
 /// liveloop-server's room and matchmaking services on loopback, with `args`; the room port.
@@ -338,36 +368,19 @@ async fn relay_only_calls_reach_turn_over_tcp_and_tls_when_no_udp_does() {
         key.to_string_lossy().into_owned(),
     );
     let tls = tls_port.to_string();
-    let _turn = coturn_with(
-        port,
-        &[
-            "--lt-cred-mech",
-            "--user",
-            "liveloop:relay-pass",
-            "--no-udp",
-            "--no-tls",
-        ],
-    );
-    let _turns = coturn_with(
-        free_port().unwrap(),
-        &[
-            "--lt-cred-mech",
-            "--user",
-            "liveloop:relay-pass",
-            "--no-udp",
-            "--tls-listening-port",
-            &tls,
-            "--cert",
-            &cert,
-            "--pkey",
-            &key,
-        ],
-    );
+    let _turn = coturn_with(port, &[&LT_USER[..], &["--no-udp", "--no-tls"]].concat());
+    let tls_args = [
+        "--no-udp",
+        "--tls-listening-port",
+        &tls,
+        "--cert",
+        &cert,
+        "--pkey",
+        &key,
+    ];
+    let _turns = coturn_with(free_port().unwrap(), &[&LT_USER[..], &tls_args].concat());
     let (_server, rooms, _) = liveloop_server(&[], None);
-    let config = |url: String| {
-        json!({"iceServers": [{"urls": url, "username": "liveloop", "credential": "relay-pass"}],
-               "iceTransportPolicy": "relay"})
-    };
+    let config = |url: String| turn_config(&url, true);
     let tcp = config(format!("turn:127.0.0.1:{port}?transport=tcp"));
     assert_relayed_media("tcp", &relay_call(rooms, "tcp", &tcp, 8, None).await);
     let turns = config(format!("turns:localhost:{tls_port}?transport=tcp"));
@@ -391,37 +404,16 @@ async fn relay_only_calls_reach_turn_over_tcp_and_tls_when_no_udp_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_relay_only_calls_a_native_peer_through_coturn() {
     use liveloop_proto::rtc_config::RtcConfig;
-    use liveloop_server::embedded;
-    use liveloop_server::matchmaking::MatchmakingConfig;
     use liveloop_server::rooms::RoomsConfig;
 
     let port = free_port().unwrap();
-    let _turn = coturn_with(
-        port,
-        &[
-            "--lt-cred-mech",
-            "--user",
-            "liveloop:relay-pass",
-            "--no-tls",
-        ],
-    );
-    let relay = json!({
-        "iceServers": [{"urls": format!("turn:127.0.0.1:{port}"),
-            "username": "liveloop", "credential": "relay-pass"}],
-        "iceTransportPolicy": "relay",
-    });
+    let _turn = coturn_with(port, &[&LT_USER[..], &["--no-tls"]].concat());
+    let relay = turn_config(&format!("turn:127.0.0.1:{port}"), true);
     let rooms = RoomsConfig {
         rtc_config: RtcConfig::parse(&relay.to_string()).unwrap(),
         ..RoomsConfig::default()
     };
-    let server = embedded::start(
-        std::net::Ipv4Addr::LOCALHOST.into(),
-        (0, 0),
-        MatchmakingConfig::default(),
-        rooms,
-    )
-    .await
-    .unwrap();
+    let server = embedded_servers(Ipv4Addr::LOCALHOST, rooms).await;
     let log = liveloop_e2e::artifacts_dir()
         .unwrap()
         .join("turn-chromium-console.log");
@@ -505,31 +497,12 @@ async fn chromium_relay_only_calls_a_native_peer_through_coturn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_mode_in_random_chat_shows_the_stranger_no_address_of_ours() {
     use liveloop_e2e::sio_client::SioClient;
-    use liveloop_server::embedded;
-    use liveloop_server::matchmaking::MatchmakingConfig;
-    use liveloop_server::rooms::RoomsConfig;
 
     let port = free_port().unwrap();
-    let _turn = coturn_with(
-        port,
-        &[
-            "--lt-cred-mech",
-            "--user",
-            "liveloop:relay-pass",
-            "--no-tls",
-        ],
-    );
-    let server = embedded::start(
-        std::net::Ipv4Addr::LOCALHOST.into(),
-        (0, 0),
-        MatchmakingConfig::default(),
-        RoomsConfig::default(),
-    )
-    .await
-    .unwrap();
+    let _turn = coturn_with(port, &[&LT_USER[..], &["--no-tls"]].concat());
+    let server = embedded_servers(Ipv4Addr::LOCALHOST, Default::default()).await;
     let url = format!("http://{}", server.matchmaking);
-    let turn = json!({"iceServers": [{"urls": format!("turn:127.0.0.1:{port}"),
-        "username": "liveloop", "credential": "relay-pass"}]});
+    let turn = turn_config(&format!("turn:127.0.0.1:{port}"), false);
 
     // Without a TURN server, private mode refuses to start rather than show our addresses.
     let refused = Command::new(workspace_bin("liveloop-cli").unwrap())
@@ -627,48 +600,11 @@ async fn a_firewall_that_lets_udp_reach_only_the_turn_server_still_gets_a_relaye
     let lab = NetLab::start("llturn", &["a", "b"], 0).expect("the network lab");
     lab.allow_udp_only_with(root_addr());
     let port = free_port().unwrap();
-    let log = temp_dir("coturn-lab").unwrap().join("turn.log");
-    let mut cmd = Command::new("turnserver");
-    let root = root_addr().to_string();
-    cmd.args(["-n", "--listening-ip", &root, "--relay-ip", &root])
-        .args(["--listening-port", &port.to_string()])
-        .args([
-            "--lt-cred-mech",
-            "--user",
-            "liveloop:relay-pass",
-            "--realm",
-            "liveloop.test",
-        ])
-        .args([
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--min-port",
-            "49300",
-            "--max-port",
-            "49400",
-        ])
-        .arg("--log-file")
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _turn = ChildGuard::spawn("coturn", &mut cmd).unwrap();
-    wait_for("coturn to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect((root_addr(), port)).ok()
-    })
-    .unwrap();
-    let server = liveloop_server::embedded::start(
-        root_addr().into(),
-        (0, 0),
-        liveloop_server::matchmaking::MatchmakingConfig::default(),
-        liveloop_server::rooms::RoomsConfig::default(),
-    )
-    .await
-    .unwrap();
+    let root = root_addr();
+    let _turn = coturn_on(root, port, &[&LT_USER[..], &["--no-tls"]].concat());
+    let server = embedded_servers(root, Default::default()).await;
     let ws = format!("ws://{}/ws", server.rooms);
-    let config = json!({"iceServers": [{"urls": format!("turn:{root}:{port}"),
-        "username": "liveloop", "credential": "relay-pass"}]})
-    .to_string();
+    let config = turn_config(&format!("turn:{root}:{port}"), false).to_string();
     let cli = workspace_bin("liveloop-cli").unwrap();
     let spawn = |n: usize, id: &str| {
         let mut cmd = lab.command(n, &cli);
