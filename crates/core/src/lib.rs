@@ -11,6 +11,7 @@ pub mod keyframe;
 pub mod layers;
 pub mod matchmaker;
 pub mod membership;
+pub mod netwatch;
 pub mod rate;
 pub mod rooms;
 pub mod send_rate;

@@ -3,6 +3,7 @@
 pub mod echo;
 mod media;
 pub mod meter;
+mod netwatch;
 pub mod recording;
 mod runner;
 pub mod stats;
@@ -266,6 +267,11 @@ pub enum EngineEvent {
     Speaking {
         id: Option<String>,
     },
+    /// This computer's network changed under the call (an address gone, the default route
+    /// moved): ICE restarted with `restarted` participants (`core::netwatch`).
+    NetworkChanged {
+        restarted: usize,
+    },
     /// Every participant's call figures.
     Stats(CallStats),
     Error {
@@ -289,6 +295,9 @@ impl EngineEvent {
                 json!({"event": "peer_joined", "id": id, "name": name})
             }
             Self::PeerConnected { id } => json!({"event": "peer_connected", "id": id}),
+            Self::NetworkChanged { restarted } => {
+                json!({"event": "network_changed", "restarted": restarted})
+            }
             Self::PeerLeft { id } => json!({"event": "peer_left", "id": id}),
             Self::PeerState {
                 id,

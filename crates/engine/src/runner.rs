@@ -257,6 +257,7 @@ impl Runner {
         );
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut network = crate::netwatch::start();
         let mut send_rate = tokio::time::interval(Duration::from_millis(200));
         send_rate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         self.update_state().await;
@@ -284,6 +285,7 @@ impl Runner {
                     self.update_send_loss().await;
                 }
                 _ = send_rate.tick() => self.update_send_rate(),
+                Some(_) = network.recv() => self.on_network_change().await,
                 Some((generation, reason)) = screen_ended.recv() => {
                     if generation == self.screen_generation && self.screen.take().is_some() {
                         self.broadcast_state().await;

@@ -177,7 +177,16 @@ pub(crate) async fn build_connection(
         // better to wait for; otherwise as long as a server-reflexive pair waits (0.5 s), so
         // a direct path that works over the internet still wins.
         .with_relay_acceptance_min_wait(Some(relay_wait(options.relay_only)))
+        // A peer-reflexive pair (the other side's checks arrived before its trickled
+        // candidates: after an ICE restart, nearly always) waited 1 s, the whole of a
+        // restart's delay. Such a pair is a direct path, ranked above server-reflexive ones
+        // (RFC 8445 5.1.2): no wait, as for host pairs.
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_multicast_dns_mode(mdns)
+        // An ICE restart binds the sockets afresh, on the interfaces there are then: after a
+        // network change (`engine::netwatch`) the old addresses may be gone, and candidates
+        // gathered on them would lead nowhere.
+        .with_discard_local_candidates_during_ice_restart(true)
         .build();
     let ice_servers = options
         .ice_servers

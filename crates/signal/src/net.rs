@@ -26,6 +26,44 @@ pub fn on_link(ip: IpAddr) -> bool {
         })
 }
 
+/// The local address of the default route for IPv4 or IPv6, or `None` without one.
+/// Connecting a UDP socket sends nothing; it only picks the route.
+#[must_use]
+pub fn default_route_local(v6: bool) -> Option<IpAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    // Documentation addresses (RFC 5737, RFC 3849): routed by the default route, never used.
+    let (bind, probe): (SocketAddr, SocketAddr) = if v6 {
+        (
+            (Ipv6Addr::UNSPECIFIED, 0).into(),
+            (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
+        )
+    } else {
+        (
+            (Ipv4Addr::UNSPECIFIED, 0).into(),
+            (Ipv4Addr::new(192, 0, 2, 1), 9).into(),
+        )
+    };
+    let socket = UdpSocket::bind(bind).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+/// One reading of this computer's network for `core::netwatch`: its interface addresses and
+/// the default route's local address per family (an empty reading when the interfaces cannot
+/// be read).
+#[must_use]
+pub fn reading() -> liveloop_core::netwatch::NetSnapshot {
+    let addrs = if_addrs::get_if_addrs()
+        .map(|list| list.iter().map(if_addrs::Interface::ip).collect::<Vec<_>>())
+        .unwrap_or_default();
+    liveloop_core::netwatch::NetSnapshot::new(
+        addrs,
+        default_route_local(false),
+        default_route_local(true),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

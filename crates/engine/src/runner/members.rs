@@ -249,6 +249,23 @@ impl Runner {
         self.update_state().await;
     }
 
+    /// This computer's network changed (`core::netwatch`): every call restarts ICE at once,
+    /// whichever side is polite (perfect negotiation settles a collision), on sockets bound
+    /// afresh to the interfaces there are now; the media tracks and the data channel carry
+    /// on, so nobody rejoins.
+    pub(super) async fn on_network_change(&mut self) {
+        let mut restarted = 0;
+        for (id, m) in &self.members {
+            match m.peer.restart_ice().await {
+                Ok(()) => restarted += 1,
+                Err(e) => {
+                    tracing::warn!(peer = %id, error = %e, "ICE restart after a network change")
+                }
+            }
+        }
+        self.emit(EngineEvent::NetworkChanged { restarted }).await;
+    }
+
     /// Participants whose grace ran out (`core::membership`) are let go.
     pub(super) async fn expire_absent(&mut self) {
         let expired = self.membership.expired(self.epoch.elapsed());
