@@ -153,6 +153,11 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     .unwrap();
     click(&s, "#join-room");
     wait_view(&s, "call");
+    // Private mode is off by default in rooms: nothing to say.
+    assert_eq!(
+        js(&s, "return document.getElementById('private-state').hidden"),
+        true
+    );
     let remote = remote_tile(&s, 10);
     assert_eq!(remote, "cli");
     // The remote tile's pixels change from frame to frame: a checksum is taken after the next
@@ -385,6 +390,18 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     .unwrap();
     click(&s, "#start-random");
     wait_view(&s, "call");
+    // Private mode is on by default in random chat, but these servers have no TURN relay:
+    // the call goes ahead and says it is not private.
+    let pill = js(
+        &s,
+        "const p = document.getElementById('private-state'); \
+         return {hidden: p.hidden, text: p.textContent}",
+    );
+    assert_eq!(
+        pill,
+        json!({"hidden": false, "text": "Not private"}),
+        "{pill}"
+    );
     remote_tile(&s, 10);
     random.seen("connected to the app", |v| v["event"] == "peer_connected");
     shot(&s, "app-random-call.png");

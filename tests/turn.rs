@@ -496,8 +496,6 @@ async fn chromium_relay_only_calls_a_native_peer_through_coturn() {
 /// of ours: relay candidates only, their related address hidden.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_mode_in_random_chat_shows_the_stranger_no_address_of_ours() {
-    use liveloop_e2e::sio_client::SioClient;
-
     let port = free_port().unwrap();
     let _turn = coturn_with(port, &[&LT_USER[..], &["--no-tls"]].concat());
     let server = embedded_servers(Ipv4Addr::LOCALHOST, Default::default()).await;
@@ -528,13 +526,28 @@ async fn private_mode_in_random_chat_shows_the_stranger_no_address_of_ours() {
     ])
     .args(["--private", "--rtc-config", &turn.to_string()]);
     let _cli = CliPeer::spawn_command("turn-private", cmd).unwrap();
-    wait_for("the CLI to queue", Duration::from_secs(10), || {
+    wait_for_queue(&url, 1);
+    stranger_sees_only_relay_candidates(&url).await;
+}
+
+/// Waits until the matchmaker at `url` has `n` waiting.
+fn wait_for_queue(url: &str, n: u64) {
+    wait_for("the queue", Duration::from_secs(10), || {
         let status = ureq::get(&format!("{url}/api/status")).call().ok()?;
         let v: Value = status.into_body().read_json().ok()?;
-        (v["queue"]["size"] == 1).then_some(())
+        (v["queue"]["size"] == n).then_some(())
     })
     .unwrap();
-    let mut stranger = SioClient::connect(&url).await.unwrap();
+}
+
+/// A stranger (a socket.io client that can see everything the server relays) asks the
+/// matchmaker at `url` for a partner: the one queued, which makes the offer. Nothing it
+/// receives, the offer or any candidate trickled in the next 4 s, carries an address of the
+/// other side: relay candidates only, their related address hidden.
+async fn stranger_sees_only_relay_candidates(url: &str) {
+    use liveloop_e2e::sio_client::SioClient;
+
+    let mut stranger = SioClient::connect(url).await.unwrap();
     stranger
         .emit(
             "request-room",
@@ -652,4 +665,41 @@ async fn a_firewall_that_lets_udp_reach_only_the_turn_server_still_gets_a_relaye
         relayed(&calls[0]) || relayed(&calls[1]),
         "neither side's stats said relayed"
     );
+}
+
+/// Private mode in the app (issue 21, point 5): on by default in random chat. With a server
+/// whose `/api/rtc-config` offers a TURN relay (time-limited credentials from
+/// `--turn-secret`), the app fetches it at the call's start, sends relay candidates only
+/// (the stranger sees no address of ours) and the call view says "Private".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_is_private_in_random_chat_by_default_through_the_servers_relay() {
+    let (_turn, turn_port) = coturn();
+    let config = json!({"iceServers": [{"urls": format!("turn:127.0.0.1:{turn_port}")}]});
+    let (_server, _rooms, mm) = liveloop_server(&["--turn-secret", SECRET], Some(&config));
+    let url = format!("http://127.0.0.1:{mm}");
+    let settings = json!({"displayName": "Private User", "matchmakingUrl": url});
+    let env = [
+        ("LIVELOOP_VIDEO", "synthetic:320x180@15"),
+        ("LIVELOOP_AUDIO", "synthetic"),
+    ];
+    let (_driver, s, _dir) =
+        liveloop_e2e::app::open_app("turn-app", &env, Some(&settings)).unwrap();
+    let js = |script: &str| s.execute(script, &[]).unwrap();
+    wait_for("the home view", Duration::from_secs(20), || {
+        (js("return document.body.dataset.view") == "home").then_some(())
+    })
+    .unwrap();
+    wait_for("a click on Random chat", Duration::from_secs(5), || {
+        s.click(&s.find("#start-random").ok()?).ok()
+    })
+    .unwrap();
+    wait_for_queue(&url, 1);
+    let pill = js("const p = document.getElementById('private-state'); \
+         return {hidden: p.hidden, text: p.textContent}");
+    assert_eq!(pill, json!({"hidden": false, "text": "Private"}), "{pill}");
+    stranger_sees_only_relay_candidates(&url).await;
+    let shot = liveloop_e2e::artifacts_dir()
+        .unwrap()
+        .join("app-private-random.png");
+    s.screenshot(&shot).unwrap();
 }

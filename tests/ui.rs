@@ -69,6 +69,31 @@ fn window_opens_navigates_and_talks_to_rust() -> Result<()> {
     );
     assert!(!before.unwrap_or_default().contains("localhost:8080"));
 
+    // Private mode (issue 21): on in random chat, off in rooms by default; switched on for
+    // rooms, it is kept.
+    let private = s.execute(
+        "return [document.getElementById('private-random').checked, \
+         document.getElementById('private-rooms').checked]",
+        &[],
+    )?;
+    assert_eq!(private, serde_json::json!([true, false]), "{private}");
+    s.execute(
+        "document.getElementById('rooms-url').value = ''; \
+         document.getElementById('private-rooms').checked = true",
+        &[],
+    )?;
+    s.click(&s.find("#save-settings")?)?;
+    wait_for(
+        "private mode in rooms saved",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(config_dir.join("settings.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter(|v| v["privateRooms"] == true && v["privateRandom"] == true)
+        },
+    )?;
+
     let shot = artifacts_dir()?.join("ui-settings.png");
     s.screenshot(&shot)?;
     ensure!(

@@ -73,7 +73,7 @@ async function renderNearby() {
 
 let settings = {
   displayName: "", matchmakingUrl: "", roomsUrl: "", camera: "", microphone: "", speaker: "", recordingDir: "", avatar: "",
-  builtInThisComputerOnly: false, builtInPorts: [0, 0],
+  builtInThisComputerOnly: false, builtInPorts: [0, 0], privateRandom: true, privateRooms: false,
 };
 
 // ---------------------------------------------------------------- the device check
@@ -123,6 +123,8 @@ function renderSettings() {
   $("matchmaking-url").value = settings.matchmakingUrl;
   $("rooms-url").value = settings.roomsUrl;
   $("built-in-local-only").checked = settings.builtInThisComputerOnly;
+  $("private-random").checked = settings.privateRandom;
+  $("private-rooms").checked = settings.privateRooms;
   $("recording-dir").value = settings.recordingDir;
 }
 
@@ -524,6 +526,14 @@ async function startCallNow(command, args) {
     $("call-title").textContent = started.mode === "random" ? "Random chat"
       : started.mode === "test" ? "Test call" : `Room ${started.room}`;
     $("round-trip").hidden = true;
+    // Private mode: say when it holds, and when it was asked for but cannot.
+    const privateState = $("private-state");
+    privateState.hidden = started.private === "off";
+    privateState.textContent = started.private === "on" ? "Private" : "Not private";
+    privateState.classList.toggle("warn", started.private === "unavailable");
+    privateState.title = started.private === "on"
+      ? "Private mode: through the server's relay only, the other side can't see your IP address"
+      : "Private mode can't apply: this server has no TURN relay, so the other side can see your IP address";
     $("room-link-row").hidden = !started.link;
     $("room-link").value = started.link ?? "";
     // Several addresses on the network (Wi-Fi and Ethernet, IPv4 and IPv6), and the HTTPS
@@ -804,6 +814,8 @@ async function start() {
       matchmakingUrl: $("matchmaking-url").value,
       roomsUrl: $("rooms-url").value,
       builtInThisComputerOnly: $("built-in-local-only").checked,
+      privateRandom: $("private-random").checked,
+      privateRooms: $("private-rooms").checked,
       camera: $("camera-select").value,
       microphone: $("microphone-select").value,
       speaker: $("speaker-select").value,

@@ -89,6 +89,9 @@ pub struct CallStarted {
     pub me: Option<String>,
     /// Device notes (no camera, no microphone) to show.
     pub notes: Vec<String>,
+    /// Private mode in this call: `on` (relay candidates only), `off`, or `unavailable`
+    /// (asked for, but the server offers no TURN relay).
+    pub private: &'static str,
 }
 
 /// How to start a call.
@@ -109,6 +112,45 @@ pub enum Start {
     },
 }
 
+/// The STUN and TURN servers for a call, from the server it goes through
+/// (`/api/rtc-config`, with fresh TURN credentials when the server has a TURN secret), whether
+/// ICE is relay-only, and what private mode comes to. A server that does not answer leaves
+/// the call with host candidates only (and a note); a test call stays on this computer.
+async fn ice_setup(
+    start: &Start,
+    private: bool,
+    notes: &mut Vec<String>,
+) -> (
+    Vec<liveloop_engine::IceServer>,
+    bool,
+    liveloop_engine::Privacy,
+) {
+    let server = match start {
+        Start::Room { ws_url, .. } => Some(ws_url.clone()),
+        Start::Random { matchmaker, .. } => matchmaker.pick().await,
+        Start::Test { .. } => None,
+    };
+    let (servers, relay_policy) = match server {
+        Some(server) => match liveloop_signal::rtc_config::fetch(&server).await {
+            Ok(config) => liveloop_engine::ice_servers_of(&config),
+            Err(e) => {
+                tracing::warn!(error = %e, "no STUN/TURN configuration from the server");
+                (Vec::new(), false)
+            }
+        },
+        None => (Vec::new(), false),
+    };
+    let privacy = liveloop_engine::Privacy::of(private, &servers);
+    if privacy == liveloop_engine::Privacy::Unavailable {
+        notes.push(
+            "Private mode can't apply: this server has no TURN relay, so the other side can see your IP address. Set a server with one in Settings."
+                .into(),
+        );
+    }
+    let relay_only = relay_policy || privacy == liveloop_engine::Privacy::On;
+    (servers, relay_only, privacy)
+}
+
 impl Calls {
     /// Starts a call, ending any other first.
     ///
@@ -121,9 +163,11 @@ impl Calls {
         name: String,
         devices: Devices,
         start: Start,
+        private: bool,
     ) -> Result<CallStarted, AppError> {
         self.leave().await;
         let mut notes = Vec::new();
+        let (ice_servers, relay_only, privacy) = ice_setup(&start, private, &mut notes).await;
         let mut media = media(&devices, &mut notes);
         let (feed, speaker) = start_speaker(devices.speaker.clone(), &mut notes);
         media.speaker = feed;
@@ -146,6 +190,8 @@ impl Calls {
             }))),
             // A test call measures the round trip from frames that come back.
             stamp_outgoing: testing,
+            ice_servers,
+            relay_only,
             ..EngineConfig::default()
         };
         let start = match start {
@@ -172,6 +218,7 @@ impl Calls {
                     link_reach: "server",
                     me: Some(me),
                     notes,
+                    private: privacy.as_str(),
                 };
                 (h, e, started)
             }
@@ -193,6 +240,7 @@ impl Calls {
                     link_reach: "server",
                     me: None,
                     notes,
+                    private: privacy.as_str(),
                 };
                 (h, e, started)
             }

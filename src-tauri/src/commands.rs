@@ -94,9 +94,17 @@ async fn start(app: AppHandle, state: &AppState, how: Start) -> Result<CallStart
     let built_in_room = servers.embedded
         && matches!(&how, Start::Room { ws_url, .. }
             if liveloop_proto::link::same_server(ws_url, &call::rooms_ws_url(&servers.rooms_url)));
+    let private = {
+        let s = crate::lock(&state.settings);
+        match &how {
+            Start::Random { .. } => s.private_random,
+            Start::Room { .. } => s.private_rooms,
+            Start::Test { .. } => false,
+        }
+    };
     let mut started = state
         .calls
-        .start(app, state.video.clone(), name, devices, how)
+        .start(app, state.video.clone(), name, devices, how, private)
         .await?;
     if built_in_room && let Some(room) = started.room.clone() {
         // The https link first: it works in a browser (a secure page may use the camera) and

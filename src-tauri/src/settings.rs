@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppError;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Settings {
     /// The name others see.
@@ -31,6 +31,31 @@ pub struct Settings {
     pub recording_dir: String,
     /// Your picture (a small JPEG data URL taken from the camera), or empty.
     pub avatar: String,
+    /// Private mode in random chat (on by default: a stranger never learns your address) and
+    /// in rooms (off by default: you know who is there, and a direct path is faster): relay
+    /// candidates only, through the server's TURN relay; without one it cannot apply.
+    pub private_random: bool,
+    pub private_rooms: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            display_name: String::new(),
+            matchmaking_url: String::new(),
+            rooms_url: String::new(),
+            built_in_this_computer_only: false,
+            built_in_ports: [0, 0],
+            built_in_https_port: 0,
+            camera: String::new(),
+            microphone: String::new(),
+            speaker: String::new(),
+            recording_dir: String::new(),
+            avatar: String::new(),
+            private_random: true,
+            private_rooms: false,
+        }
+    }
 }
 
 impl Settings {
@@ -163,6 +188,10 @@ mod tests {
         assert_eq!(Settings::load(&path), s);
         assert!(std::fs::write(&path, "{not json").is_ok());
         assert_eq!(Settings::load(&path), Settings::default());
+        // A settings file from before private mode: on in random chat, off in rooms.
+        assert!(std::fs::write(&path, r#"{"displayName":"Ada"}"#).is_ok());
+        let old = Settings::load(&path);
+        assert!(old.private_random && !old.private_rooms);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -194,19 +194,7 @@ fn ice_servers(json: Option<&str>) -> Result<(Vec<liveloop_rtc::IceServer>, bool
         return Ok((Vec::new(), false));
     };
     let config = liveloop_proto::rtc_config::RtcConfig::parse(json).context("--rtc-config")?;
-    let relay_only = config.ice_transport_policy.as_deref() == Some("relay");
-    Ok((
-        config
-            .ice_servers
-            .iter()
-            .map(|s| liveloop_rtc::IceServer {
-                urls: s.urls.as_slice().to_vec(),
-                username: s.username.clone().unwrap_or_default(),
-                credential: s.credential.clone().unwrap_or_default(),
-            })
-            .collect(),
-        relay_only,
-    ))
+    Ok(liveloop_engine::ice_servers_of(&config))
 }
 
 /// A room link in any form the app takes (`liveloop://join/…`, `http(s)://host/r/<room>`,
@@ -609,7 +597,8 @@ async fn main() -> Result<()> {
     let feed = call_recorder.as_ref().map(Recorder::feeder);
     let (ice_servers, mut relay_only) = ice_servers(opts.rtc_config.as_deref())?;
     if opts.private {
-        if !ice_servers.iter().any(liveloop_rtc::IceServer::is_turn) {
+        if liveloop_engine::Privacy::of(true, &ice_servers) == liveloop_engine::Privacy::Unavailable
+        {
             anyhow::bail!(
                 "--private needs a TURN server in --rtc-config: private mode sends relay candidates only"
             );

@@ -17,6 +17,7 @@ pub use liveloop_signal::matchmaking::Matchmaker;
 use liveloop_signal::session::{RandomSession, RoomSession, Signaling};
 use tokio::sync::mpsc;
 
+pub use liveloop_rtc::IceServer;
 pub use media::now_ms32;
 pub use stats::{CallStats, PeerReport};
 
@@ -77,6 +78,58 @@ impl std::fmt::Debug for AudioTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AudioTap")
     }
+}
+
+/// Whether private mode (relay candidates only) holds for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privacy {
+    /// Not asked for: every kind of candidate.
+    Off,
+    /// Relay candidates only: the other side never learns this computer's addresses.
+    On,
+    /// Asked for, but the servers offer no TURN relay, so it cannot hold.
+    Unavailable,
+}
+
+impl Privacy {
+    /// What private mode comes to with `servers`.
+    #[must_use]
+    pub fn of(wanted: bool, servers: &[liveloop_rtc::IceServer]) -> Self {
+        match (wanted, servers.iter().any(liveloop_rtc::IceServer::is_turn)) {
+            (false, _) => Self::Off,
+            (true, true) => Self::On,
+            (true, false) => Self::Unavailable,
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The ICE servers of a signaling server's configuration (`RTC_CONFIG_JSON`, or what its
+/// `/api/rtc-config` answered), and whether it asks for relay candidates only
+/// (`iceTransportPolicy: "relay"`).
+#[must_use]
+pub fn ice_servers_of(
+    config: &liveloop_proto::rtc_config::RtcConfig,
+) -> (Vec<liveloop_rtc::IceServer>, bool) {
+    let relay_only = config.ice_transport_policy.as_deref() == Some("relay");
+    let servers = config
+        .ice_servers
+        .iter()
+        .map(|s| liveloop_rtc::IceServer {
+            urls: s.urls.as_slice().to_vec(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    (servers, relay_only)
 }
 
 impl Default for EngineConfig {

@@ -3,6 +3,7 @@
 pub mod matchmaking;
 pub mod net;
 pub mod rooms;
+pub mod rtc_config;
 pub mod session;
 pub mod tls;
 
