@@ -31,7 +31,7 @@ use base64::Engine as _;
 use liveloop_e2e::browser::{Browser, BrowserOptions};
 use liveloop_e2e::cli_peer::CliPeer;
 use liveloop_e2e::netlab::{Impairment, NetLab, root_addr};
-use liveloop_e2e::{ChildGuard, free_port, workspace_bin};
+use liveloop_e2e::{ChildGuard, free_port, wait_for, workspace_bin};
 use liveloop_engine::meter::Meter as ProcMeter;
 use liveloop_media::synthetic::{SyntheticCamera, SyntheticMic, Voice, find_marks};
 use serde_json::{Value, json};
@@ -869,11 +869,16 @@ fn analyse_measure_dir(
     Ok(())
 }
 
-async fn setup_native(env: &Env, calls: usize) -> Result<RunResult> {
+async fn setup_native(env: &Env, calls: usize, rtc_config: Option<&str>) -> Result<RunResult> {
     let mut result = RunResult::default();
     let url = format!("ws://127.0.0.1:{}/ws", env.port);
+    let kind = if rtc_config.is_some() {
+        "relay"
+    } else {
+        "native"
+    };
     for call in 0..calls {
-        let room = format!("setup-native-{call}");
+        let room = format!("setup-{kind}-{call}");
         let mut peers = Vec::new();
         for id in ["a", "b"] {
             let mut cmd = Command::new(workspace_bin("liveloop-cli")?);
@@ -882,6 +887,9 @@ async fn setup_native(env: &Env, calls: usize) -> Result<RunResult> {
                 .arg(format!("stamped:{}", env.assets.clip720.display()))
                 .args(["--seconds", "3"])
                 .env("RUST_LOG", "error");
+            if let Some(config) = rtc_config {
+                cmd.args(["--rtc-config", config]);
+            }
             peers.push(CliPeer::spawn_command(&format!("{room}-{id}"), cmd)?);
         }
         for p in peers {
@@ -1317,6 +1325,13 @@ fn table(results: &BTreeMap<String, BTreeMap<Stack, Value>>) -> String {
         &["setup_first_frame_ms", "p95"],
         1,
     );
+    both(
+        &mut out,
+        "setup relay-only (native): join → connected p95 (ms)",
+        "setup relay-only",
+        &["setup_connected_ms", "p95"],
+        1,
+    );
     for (p, label) in [("p50", "p50"), ("p95", "p95"), ("p99", "p99")] {
         both(
             &mut out,
@@ -1506,7 +1521,45 @@ async fn main() -> Result<()> {
         record(
             "setup",
             Stack::Native,
-            &setup_native(&env, args.calls).await?,
+            &setup_native(&env, args.calls, None).await?,
+        );
+        // Relay-only through Debian's coturn on loopback (issue 21's third goal).
+        let turn_port = free_port()?;
+        let mut turn = Command::new("turnserver");
+        turn.args([
+            "-n",
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+        ])
+        .args(["--listening-port", &turn_port.to_string()])
+        .args([
+            "--lt-cred-mech",
+            "--user",
+            "bench:bench",
+            "--realm",
+            "liveloop.bench",
+        ])
+        .args([
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--allow-loopback-peers",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let _turn =
+            ChildGuard::spawn("coturn", &mut turn).context("coturn (apt package coturn)")?;
+        wait_for("coturn to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", turn_port)).ok()
+        })?;
+        let relay = serde_json::json!({"iceServers": [{"urls": format!("turn:127.0.0.1:{turn_port}"),
+            "username": "bench", "credential": "bench"}], "iceTransportPolicy": "relay"});
+        record(
+            "setup relay-only",
+            Stack::Native,
+            &setup_native(&env, args.calls, Some(&relay.to_string())).await?,
         );
         if !args.native_only {
             record(

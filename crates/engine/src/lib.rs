@@ -488,6 +488,8 @@ pub fn join_room_with(
     id: String,
     media: Media,
 ) -> Result<(EngineHandle, mpsc::Receiver<EngineEvent>), EngineError> {
+    // DTLS certificates made while the signaling connects, not when a peer appears.
+    liveloop_rtc::warm_up();
     let (session, events) = RoomSession::start(ws_url, room, id)?;
     Ok(runner::start(
         config,
@@ -510,6 +512,7 @@ pub async fn random_chat(
     matchmaker: impl Into<Matchmaker>,
     media: Media,
 ) -> Result<(EngineHandle, mpsc::Receiver<EngineEvent>), EngineError> {
+    liveloop_rtc::warm_up();
     let (session, events) =
         RandomSession::connect(matchmaker, config.name.clone(), config.image.clone()).await?;
     session.find_partner().await?;

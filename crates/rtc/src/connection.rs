@@ -203,6 +203,8 @@ pub(crate) async fn build_connection(
         rtc::peer_connection::configuration::RTCIceTransportPolicy::All
     };
     let config = RTCConfigurationBuilder::new()
+        // Made ahead of time (`certs.rs`); none ready: webrtc-rs makes one now.
+        .with_certificates(crate::certs::take().into_iter().collect())
         .with_ice_servers(ice_servers)
         .with_ice_transport_policy(policy)
         .build();

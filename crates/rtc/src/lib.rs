@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod bwe;
+mod certs;
 mod connection;
 mod events;
 #[cfg(test)]
@@ -19,6 +20,7 @@ mod turn_bridge;
 mod types;
 mod video;
 
+pub use certs::warm_up;
 pub use connection::{MAX_BITRATE_BPS, MIN_BITRATE_BPS, START_BITRATE_BPS};
 pub use negotiation::dtls_fingerprint;
 pub use stats::PeerStats;

@@ -36,8 +36,15 @@ pub enum SignalEvent {
 
 enum Command {
     Send(ClientMessage),
+    /// This computer's network changed: if the connection's own address is gone, it is dead
+    /// (nothing will say so until the server's pings stop): reconnect now.
+    NetworkChanged,
     Close,
 }
+
+/// Messages kept while the connection is down, sent after the rejoin (an ICE restart's offer
+/// made during a network change, say); past it the oldest are dropped.
+pub const MAX_QUEUED_WHILE_AWAY: usize = 64;
 
 /// A handle to the driver task.
 #[derive(Debug, Clone)]
@@ -49,6 +56,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Send(m) => write!(f, "Send({m:?})"),
+            Self::NetworkChanged => f.write_str("NetworkChanged"),
             Self::Close => f.write_str("Close"),
         }
     }
@@ -103,6 +111,12 @@ impl RoomClient {
             .send(Command::Send(msg))
             .await
             .map_err(|_| SignalError::Stopped)
+    }
+
+    /// This computer's network changed: a connection whose local address is gone reconnects
+    /// (and rejoins) at once.
+    pub async fn network_changed(&self) {
+        let _ = self.commands.send(Command::NetworkChanged).await;
     }
 
     /// Leaves the room and stops.
@@ -210,6 +224,18 @@ impl Rejoin {
 enum Ended {
     Closed,
     Dropped,
+    /// Its local address went away with a network change: reconnect without waiting.
+    PathGone,
+}
+
+/// The messages waiting for the next connection.
+type Queue = std::collections::VecDeque<ClientMessage>;
+
+fn queue_while_away(queue: &mut Queue, message: ClientMessage) {
+    if queue.len() >= MAX_QUEUED_WHILE_AWAY {
+        queue.pop_front();
+    }
+    queue.push_back(message);
 }
 
 async fn drive(
@@ -219,9 +245,22 @@ async fn drive(
     events: mpsc::Sender<SignalEvent>,
 ) {
     let mut backoff = Backoff::default();
+    let mut queued = Queue::new();
     loop {
-        match session(&url, &mut rejoin, &mut commands, &events, &mut backoff).await {
+        match session(
+            &url,
+            &mut rejoin,
+            &mut commands,
+            &events,
+            &mut backoff,
+            &mut queued,
+        )
+        .await
+        {
             Ended::Closed => return,
+            Ended::PathGone => {
+                tracing::info!("the signaling connection's address is gone: reconnecting now");
+            }
             Ended::Dropped => {
                 let delay = backoff.next_delay();
                 let _ = events
@@ -230,8 +269,8 @@ async fn drive(
                         delay,
                     })
                     .await;
-                // Commands sent while away (e.g. candidates) are dropped: the peer connection
-                // renegotiates if it needs to. A Close still ends the client.
+                // Messages sent while away (an offer, candidates) wait for the next
+                // connection, the newest 64. A Close still ends the client.
                 let sleep = tokio::time::sleep(delay);
                 tokio::pin!(sleep);
                 loop {
@@ -239,7 +278,9 @@ async fn drive(
                         () = &mut sleep => break,
                         cmd = commands.recv() => match cmd {
                             Some(Command::Close) | None => return,
-                            Some(Command::Send(_)) => {}
+                            Some(Command::Send(m)) => queue_while_away(&mut queued, m),
+                            // A new network may well be what brings the server back.
+                            Some(Command::NetworkChanged) => break,
                         },
                     }
                 }
@@ -254,6 +295,7 @@ async fn session(
     commands: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<SignalEvent>,
     backoff: &mut Backoff,
+    queued: &mut Queue,
 ) -> Ended {
     let connector = crate::tls::connector_for(url);
     let connected =
@@ -265,6 +307,7 @@ async fn session(
             return Ended::Dropped;
         }
     };
+    let local_ip = local_ip(ws.get_ref());
     let text = |m: &ClientMessage| {
         Message::Text(
             serde_json::to_string(&m.to_wire())
@@ -274,6 +317,13 @@ async fn session(
     };
     if ws.send(text(&rejoin.join_message())).await.is_err() {
         return Ended::Dropped;
+    }
+    // The server handles a socket's messages in order: these follow the join.
+    while let Some(m) = queued.front() {
+        if ws.send(text(m)).await.is_err() {
+            return Ended::Dropped;
+        }
+        queued.pop_front();
     }
     loop {
         tokio::select! {
@@ -311,7 +361,16 @@ async fn session(
             cmd = commands.recv() => match cmd {
                 Some(Command::Send(m)) => {
                     if ws.send(text(&m)).await.is_err() {
+                        queue_while_away(queued, m);
                         return Ended::Dropped;
+                    }
+                }
+                Some(Command::NetworkChanged) => {
+                    if let Some(ip) = local_ip
+                        && !crate::net::reading().addrs.contains(&ip)
+                        && !ip.is_loopback()
+                    {
+                        return Ended::PathGone;
                     }
                 }
                 Some(Command::Close) | None => {
@@ -322,6 +381,18 @@ async fn session(
             },
         }
     }
+}
+
+/// The local address of a room-server connection, plain or TLS.
+fn local_ip(
+    stream: &tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+) -> Option<std::net::IpAddr> {
+    let tcp = match stream {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+        tokio_tungstenite::MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
+        _ => return None,
+    };
+    tcp.local_addr().ok().map(|a| a.ip())
 }
 
 #[cfg(test)]

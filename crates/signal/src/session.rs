@@ -83,6 +83,10 @@ pub trait Signaling: Send + Sync + std::fmt::Debug {
     /// [`SignalError::Unsupported`] in a room.
     async fn end_call(&self) -> Result<(), SignalError>;
 
+    /// This computer's network changed: a connection whose address went away reconnects now
+    /// (rather than when the server's pings stop). The default does nothing.
+    async fn network_changed(&self) {}
+
     /// Leaves and stops.
     async fn close(&self);
 }
@@ -225,6 +229,10 @@ impl Signaling for RoomSession {
 
     async fn end_call(&self) -> Result<(), SignalError> {
         Err(SignalError::Unsupported("random chat in a room"))
+    }
+
+    async fn network_changed(&self) {
+        self.client.network_changed().await;
     }
 
     async fn close(&self) {

@@ -254,6 +254,9 @@ impl Runner {
     /// afresh to the interfaces there are now; the media tracks and the data channel carry
     /// on, so nobody rejoins.
     pub(super) async fn on_network_change(&mut self) {
+        // First the signaling: a connection over the address that went away reconnects now,
+        // and the offers below wait for it (`signal::rooms`, queued while away).
+        self.session.network_changed().await;
         let mut restarted = 0;
         for (id, m) in &self.members {
             match m.peer.restart_ice().await {
