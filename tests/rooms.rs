@@ -405,9 +405,11 @@ async fn floods_are_rate_limited_per_socket() -> Result<()> {
             _ => {}
         }
     }
-    // The burst of 50 (plus what refilled meanwhile) is served; the excess is refused, and
-    // one rate_limited error answers a whole run of refused messages.
-    assert!((50..70).contains(&pongs), "{pongs} pongs");
+    // The burst of 50, less the token the join took, plus what refilled meanwhile (nothing
+    // when the pings arrive within a few milliseconds, as they do without Nagle's delay) is
+    // served; the excess is refused, and one rate_limited error answers a whole run of
+    // refused messages.
+    assert!((49..70).contains(&pongs), "{pongs} pongs");
     assert_eq!(limited, 1, "{limited} rate_limited errors");
     // A second later the flooder is served again.
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -21,6 +21,11 @@ pub const KEYFRAME_SHARE: f64 = 0.5;
 /// get one).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3);
 
+/// The shortest time between two keyframes for a receiver that has no picture at all yet
+/// ([`KeyframeGate::request_now`]: a peer just connected). Only our own events ask for these,
+/// never a remote's PLI; the floor bounds a peer that reconnects over and over.
+pub const URGENT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The keyframe gate of one encoder.
 #[derive(Debug, Clone, Default)]
 pub struct KeyframeGate {
@@ -30,6 +35,8 @@ pub struct KeyframeGate {
     interval: Duration,
     /// The keyframe `due` granted has not been reported by `sent` yet.
     granted: bool,
+    /// The pending request is for a receiver with no picture yet.
+    urgent: bool,
 }
 
 impl KeyframeGate {
@@ -43,13 +50,27 @@ impl KeyframeGate {
         self.pending = true;
     }
 
+    /// A receiver that has no picture at all yet (a peer just connected): served at the next
+    /// frame unless a keyframe left in the last [`URGENT_INTERVAL`]. Without this, the
+    /// keyframe the encoder made at its start held a new peer's first picture back by up to
+    /// [`MIN_INTERVAL`] (join → first frame p95 674 ms against p50 120 ms).
+    pub fn request_now(&mut self) {
+        self.pending = true;
+        self.urgent = true;
+    }
+
     /// Whether the frame encoded at `now` should be a keyframe.
     pub fn due(&mut self, now: Duration) -> bool {
-        let interval = self.interval.max(MIN_INTERVAL);
+        let interval = if self.urgent {
+            URGENT_INTERVAL
+        } else {
+            self.interval.max(MIN_INTERVAL)
+        };
         if !self.pending || self.last.is_some_and(|t| now.saturating_sub(t) < interval) {
             return false;
         }
         self.pending = false;
+        self.urgent = false;
         self.last = Some(now);
         self.interval = MIN_INTERVAL;
         self.granted = true;
@@ -80,6 +101,30 @@ mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_receiver_gets_its_keyframe_at_once_and_a_pli_waits_its_turn() {
+        let mut g = KeyframeGate::new();
+        // The encoder's own first keyframe, at its start.
+        g.sent(Duration::ZERO, 40_000, 1_000_000);
+        // A PLI 80 ms later waits for the interval...
+        g.request();
+        assert!(!g.due(Duration::from_millis(80)));
+        // ...but a peer that just connected is served at the next frame.
+        g.request_now();
+        assert!(g.due(Duration::from_millis(113)));
+        g.sent(Duration::from_millis(113), 40_000, 1_000_000);
+        // Urgent requests still have a floor, and then wait for nothing more.
+        g.request_now();
+        assert!(!g.due(Duration::from_millis(150)));
+        assert!(g.due(Duration::from_millis(213)));
+        g.sent(Duration::from_millis(213), 40_000, 1_000_000);
+        // An ordinary request after it waits for the budget again (40 kB at half of
+        // 1 Mbit/s: 640 ms).
+        g.request();
+        assert!(!g.due(Duration::from_millis(800)));
+        assert!(g.due(Duration::from_millis(860)));
+    }
 
     const MS: Duration = Duration::from_millis(1);
 

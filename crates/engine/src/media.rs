@@ -61,11 +61,30 @@ impl<T> PerCodec<T> {
 /// Keyframe requests per codec: a request from a peer that receives VP8 does not force an
 /// H.264 keyframe on everyone else.
 #[derive(Debug, Default)]
-pub(crate) struct Keyframes(PerCodec<AtomicBool>);
+pub(crate) struct Keyframes {
+    requested: PerCodec<AtomicBool>,
+    /// For a receiver that has no picture yet (`core::keyframe::KeyframeGate::request_now`).
+    urgent: PerCodec<AtomicBool>,
+}
 
 impl Keyframes {
     pub fn request(&self, codec: VideoCodec) {
-        self.0.get(codec).store(true, Ordering::Relaxed);
+        self.requested.get(codec).store(true, Ordering::Relaxed);
+    }
+
+    /// A peer that just connected has no picture yet: a keyframe at once.
+    pub fn request_now(&self, codec: VideoCodec) {
+        self.urgent.get(codec).store(true, Ordering::Relaxed);
+    }
+
+    /// Hands this codec's requests to its gate.
+    fn pass_to(&self, codec: VideoCodec, gate: &mut KeyframeGate) {
+        if self.urgent.get(codec).swap(false, Ordering::Relaxed) {
+            gate.request_now();
+        }
+        if self.take(codec) {
+            gate.request();
+        }
     }
 
     /// A new source or a new receiver: every codec starts with a keyframe.
@@ -76,7 +95,7 @@ impl Keyframes {
     }
 
     fn take(&self, codec: VideoCodec) -> bool {
-        self.0.get(codec).swap(false, Ordering::Relaxed)
+        self.requested.get(codec).swap(false, Ordering::Relaxed)
     }
 }
 
@@ -191,6 +210,14 @@ impl MediaFlags {
         match layer {
             Layer::Main => self.keyframe.request(codec),
             Layer::Low => self.low_keyframe.request(codec),
+        }
+    }
+
+    /// A keyframe on `layer` in `codec` at once, for a peer that just connected.
+    pub fn request_keyframe_now(&self, layer: Layer, codec: VideoCodec) {
+        match layer {
+            Layer::Main => self.keyframe.request_now(codec),
+            Layer::Low => self.low_keyframe.request_now(codec),
         }
     }
 
@@ -409,9 +436,7 @@ impl LayerEncoders {
             }
             // Requests are coalesced: two keyframes a second at most (core::keyframe).
             let gate = self.gates.get_mut(codec);
-            if keyframes.take(codec) {
-                gate.request();
-            }
+            keyframes.pass_to(codec, gate);
             if gate.due(src.now) {
                 enc.request_keyframe();
             }
@@ -751,9 +776,7 @@ pub(crate) fn start_screen(
                     }
                     // Requests are coalesced: two keyframes a second at most (core::keyframe).
                     let gate = gates.get_mut(codec);
-                    if flags.keyframe.take(codec) {
-                        gate.request();
-                    }
+                    flags.keyframe.pass_to(codec, gate);
                     if gate.due(epoch.elapsed()) {
                         enc.request_keyframe();
                     }

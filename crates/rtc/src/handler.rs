@@ -3,6 +3,7 @@
 //! reports become events.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -12,7 +13,8 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    PeerConnectionEventHandler, RTCIceConnectionState, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState,
 };
 
 use crate::{
@@ -49,8 +51,28 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        match state {
+            // Checks (the first ones, or a restart's, ours or the other side's): setup.
+            RTCIceConnectionState::Checking if !self.0.closed.load(Ordering::Relaxed) => {
+                self.0.relay_pump.set(true);
+            }
+            // After a restart, with DTLS long done, a pair is the end of the setup.
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                if self.0.dtls_done.load(Ordering::Relaxed) =>
+            {
+                self.0.end_setup();
+            }
+            _ => {}
+        }
+    }
+
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::info!(?state, "peer connection state");
+        if state == RTCPeerConnectionState::Connected {
+            self.0.dtls_done.store(true, Ordering::Relaxed);
+            self.0.end_setup();
+        }
         let state = match state {
             RTCPeerConnectionState::Connected => ConnectionState::Connected,
             RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,

@@ -76,8 +76,15 @@ struct Shared {
     held_candidates: Mutex<Option<Vec<serde_json::Value>>>,
     /// The send-side bandwidth estimate, as the interceptor chain last reported it.
     send_estimate: keyframe::SendEstimate,
-    /// Bounds the driver's sleeps while a TURN relay may carry our packets (`runtime.rs`).
+    /// Bounds the driver's sleeps while the connection is being set up or a TURN relay may
+    /// carry our packets (`runtime.rs`).
     relay_pump: runtime::RelayPump,
+    /// A TURN server is configured: the pump stays on after setup until a direct pair is
+    /// known to be picked (`stats.rs`).
+    turn_configured: bool,
+    /// DTLS is done (the connection was connected once): after an ICE restart, ICE's
+    /// connected state ends the setup.
+    dtls_done: AtomicBool,
 }
 
 /// Local candidates held back at most while our description is set (a host has a few
@@ -85,6 +92,14 @@ struct Shared {
 const MAX_HELD_CANDIDATES: usize = 256;
 
 impl Shared {
+    /// The connection is set up: the driver's sleeps are unbounded again, unless a TURN relay
+    /// may carry the call (then `stats.rs` decides once a pair is picked).
+    fn end_setup(&self) {
+        if !self.turn_configured {
+            self.relay_pump.set(false);
+        }
+    }
+
     /// Holds local candidates until [`Shared::release_candidates`].
     fn hold_candidates(&self) {
         lock(&self.held_candidates).get_or_insert_with(Vec::new);
@@ -217,11 +232,13 @@ impl Peer {
             held_candidates: Mutex::new(None),
             send_estimate: keyframe::SendEstimate::default(),
             relay_pump: runtime::RelayPump::default(),
+            turn_configured: options.ice_servers.iter().any(IceServer::is_turn),
+            dtls_done: AtomicBool::new(false),
         });
-        // Until a pair is picked, any configured TURN server may end up carrying the call.
-        shared
-            .relay_pump
-            .set(options.ice_servers.iter().any(IceServer::is_turn));
+        // Bounded sleeps from the start: the setup's ICE checks and DTLS flights must not wait
+        // for the driver's next wake-up (`runtime.rs`); off once connected, unless a relay may
+        // carry the call.
+        shared.relay_pump.set(true);
         let (options, turn_bridges) = bridge_stream_turn(options).await;
         // mDNS (resolving a browser's `.local` candidates) is optional: where its multicast
         // group cannot be joined (a network with no default route or no multicast, ENODEV),
@@ -544,6 +561,10 @@ impl Peer {
     /// # Errors
     /// On a WebRTC error.
     pub async fn restart_ice(&self) -> Result<(), RtcError> {
+        // The new checks are setup too (`runtime.rs`).
+        if !self.shared.closed.load(Ordering::Relaxed) {
+            self.shared.relay_pump.set(true);
+        }
         self.pc.restart_ice().await.map_err(rtc_err)?;
         self.start_offer().await
     }

@@ -61,7 +61,10 @@ impl Peer {
             });
             // A pair is picked: the driver needs bounded sleeps only if it is relayed
             // (`runtime.rs`).
-            if pair.nominated && !self.shared.closed.load(Ordering::Relaxed) {
+            if self.shared.turn_configured
+                && pair.nominated
+                && !self.shared.closed.load(Ordering::Relaxed)
+            {
                 self.shared.relay_pump.set(stats.relayed);
             }
         }

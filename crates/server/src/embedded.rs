@@ -189,7 +189,7 @@ fn serve(
             tokio::spawn(async move {
                 // `tap_io` gives the connections their peer address (the per-address caps).
                 let served = axum::serve(
-                    listener.tap_io(|_| {}),
+                    listener.tap_io(crate::no_delay_tls),
                     router.into_make_service_with_connect_info::<SocketAddr>(),
                 )
                 .with_graceful_shutdown(crate::shutdown_signal(rx))
@@ -204,8 +204,9 @@ fn serve(
     };
     let rx = watch_rx.clone();
     tokio::spawn(async move {
+        use axum::serve::ListenerExt as _;
         let served = axum::serve(
-            mm_listener,
+            mm_listener.tap_io(crate::no_delay),
             mm_router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(crate::shutdown_signal(rx))
@@ -215,8 +216,9 @@ fn serve(
         }
     });
     tokio::spawn(async move {
+        use axum::serve::ListenerExt as _;
         let served = axum::serve(
-            rooms_listener,
+            rooms_listener.tap_io(crate::no_delay),
             rooms_router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(crate::shutdown_signal(watch_rx))

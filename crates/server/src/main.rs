@@ -273,8 +273,9 @@ async fn serve(
     match listener {
         // The peer's address is what connections are counted by (`limits`).
         Listener::Tcp(l) => {
+            use axum::serve::ListenerExt as _;
             axum::serve(
-                l,
+                l.tap_io(liveloop_server::no_delay),
                 router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(signal)
@@ -284,7 +285,7 @@ async fn serve(
             use axum::serve::ListenerExt as _;
             // `tap_io` gives the connections their peer address, as for plain TCP.
             axum::serve(
-                l.tap_io(|_| {}),
+                l.tap_io(liveloop_server::no_delay_tls),
                 router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
             .with_graceful_shutdown(signal)

@@ -19,9 +19,9 @@ impl Runner {
                 if let Some(m) = self.members.get(from)
                     && let Some(codec) = m.sending_as
                 {
-                    self.flags.request_keyframe(*m.layer.borrow(), codec);
+                    self.flags.request_keyframe_now(*m.layer.borrow(), codec);
                     if let Some(screen) = &self.screen {
-                        screen.keyframe.request(codec);
+                        screen.keyframe.request_now(codec);
                     }
                 }
                 self.emit(EngineEvent::PeerConnected {
