@@ -82,7 +82,7 @@ impl Keyframes {
         if self.urgent.get(codec).swap(false, Ordering::Relaxed) {
             gate.request_now();
         }
-        if self.take(codec) {
+        if self.requested.get(codec).swap(false, Ordering::Relaxed) {
             gate.request();
         }
     }
@@ -92,10 +92,6 @@ impl Keyframes {
         for codec in VideoCodec::PREFERENCE {
             self.request(codec);
         }
-    }
-
-    fn take(&self, codec: VideoCodec) -> bool {
-        self.requested.get(codec).swap(false, Ordering::Relaxed)
     }
 }
 

@@ -22,8 +22,8 @@
 //! again): the driver strands core writes on direct paths too, less often but during setup
 //! just as badly. A DTLS ClientHello queued by the core after ICE connects waited about 21 ms
 //! for the next wake-up; with the pump on, join → connected on loopback fell from 86 to 56 ms
-//! (p50; docs/PERFORMANCE.md, "Setup"). Setup lasts tens of milliseconds, so the 1,000
-//! wake-ups a second cost nothing measurable. The other sleeps
+//! (p50; docs/PERFORMANCE.md, "Setup"). Setup lasts tens of milliseconds, and the 1,000
+//! wake-ups a second last only as long. The other sleeps
 //! in webrtc-rs (a data channel's 50 ms backpressure re-check) are liveness backstops that a
 //! shorter sleep only re-checks sooner.
 //!
