@@ -9,6 +9,7 @@ pub mod frame;
 pub mod h264;
 pub mod mkv;
 pub mod opus;
+pub mod processing;
 pub mod quality;
 pub mod sink;
 pub mod spec;
