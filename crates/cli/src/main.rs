@@ -143,6 +143,16 @@ struct Opts {
     /// Start muted.
     #[arg(long)]
     muted: bool,
+    /// No echo cancellation on the microphone (with `--audio mic`; synthetic and file audio
+    /// is sent as it is).
+    #[arg(long)]
+    no_aec: bool,
+    /// No noise suppression on the microphone (with `--audio mic`).
+    #[arg(long)]
+    no_ns: bool,
+    /// No automatic gain on the microphone (with `--audio mic`).
+    #[arg(long)]
+    no_agc: bool,
     /// Print call statistics every second.
     #[arg(long)]
     stats: bool,
@@ -207,6 +217,17 @@ fn parse_link(link: &str) -> Result<(Option<String>, String)> {
 
 fn video_source(spec: &str) -> Result<Option<Box<dyn VideoSource>>> {
     liveloop_media::spec::video_source(spec).with_context(|| format!("--video {spec}"))
+}
+
+/// The microphone's processing: each part on unless switched off, for a real microphone only
+/// (synthetic and file sources are clean signals that the quality harness scores as sent).
+fn audio_processing(opts: &Opts) -> liveloop_media::processing::ProcessingSettings {
+    let mic = opts.audio == "mic";
+    liveloop_media::processing::ProcessingSettings {
+        echo_cancellation: mic && !opts.no_aec,
+        noise_suppression: mic && !opts.no_ns,
+        auto_gain: mic && !opts.no_agc,
+    }
 }
 
 fn audio_source(spec: &str) -> Result<Option<Box<dyn AudioSource>>> {
@@ -615,6 +636,7 @@ async fn main() -> Result<()> {
             .clone()
             .map(|f| FrameTap(Arc::new(move |frame| f.local_frame(frame)))),
         local_audio: feed.map(|f| AudioTap(Arc::new(move |pcm| f.local_audio(pcm)))),
+        audio_processing: audio_processing(&opts),
         ..EngineConfig::default()
     };
     let (media, echo) = if opts.echo {

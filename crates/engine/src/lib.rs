@@ -55,6 +55,10 @@ pub struct EngineConfig {
     /// Writes a frame-number and capture-time stamp into every frame sent (the synthetic
     /// camera's marks), so a frame that comes back (an echo peer) tells its round trip.
     pub stamp_outgoing: bool,
+    /// The microphone's echo cancellation, noise suppression and gain
+    /// (`liveloop_media::processing`). Off here until the synthetic test sources are checked
+    /// against it (issue 19); changed in a call with [`Command::SetAudioProcessing`].
+    pub audio_processing: liveloop_media::processing::ProcessingSettings,
 }
 
 /// A callback that sees frames on a media thread; it must return quickly.
@@ -145,6 +149,7 @@ impl Default for EngineConfig {
             local_preview: None,
             local_audio: None,
             stamp_outgoing: false,
+            audio_processing: liveloop_media::processing::ProcessingSettings::OFF,
         }
     }
 }
@@ -155,6 +160,9 @@ pub enum Command {
     SendChat(String),
     SetMuted(bool),
     SetCamera(bool),
+    /// Switch the microphone's echo cancellation, noise suppression and gain; takes effect
+    /// at the next 20 ms frame (the echo canceller learns again within about a second).
+    SetAudioProcessing(liveloop_media::processing::ProcessingSettings),
     /// Use another camera (or file); the others get a keyframe from it at once.
     SetVideoSource(Box<dyn VideoSource>),
     /// Use another microphone (or file).
@@ -181,6 +189,7 @@ impl std::fmt::Debug for Command {
             Self::SendChat(t) => write!(f, "SendChat({t:?})"),
             Self::SetMuted(m) => write!(f, "SetMuted({m})"),
             Self::SetCamera(c) => write!(f, "SetCamera({c})"),
+            Self::SetAudioProcessing(p) => write!(f, "SetAudioProcessing({p:?})"),
             Self::SetVideoSource(s) => write!(f, "SetVideoSource({:?})", s.format()),
             Self::SetAudioSource(_) => f.write_str("SetAudioSource"),
             Self::ShareScreen(s) => write!(f, "ShareScreen({:?})", s.format()),

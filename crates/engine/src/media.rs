@@ -13,6 +13,7 @@ use liveloop_core::layers::Layer;
 use liveloop_media::convert::Scaler;
 use liveloop_media::h264::{EncodedFrame, H264Config, H264Decoder, H264Encoder};
 use liveloop_media::opus::{OpusConfig, OpusEncoder};
+use liveloop_media::processing::ProcessingSettings;
 use liveloop_media::synthetic::read_stamp;
 use liveloop_media::vp8::{Vp8Decoder, Vp8Encoder};
 use liveloop_media::{AudioSource, MediaError, VideoFormat, VideoFrame, VideoSource};
@@ -198,6 +199,9 @@ pub(crate) struct MediaFlags {
     /// The low camera layer's keyframe requests and targets (`core::layers`).
     pub low_keyframe: Keyframes,
     pub low: SendTargets,
+    /// The microphone's processing (`ProcessingSettings::bits`), read by the capture thread
+    /// before every frame.
+    pub processing: AtomicU8,
 }
 
 impl MediaFlags {
@@ -576,6 +580,7 @@ pub(crate) fn start_audio(
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
     tap: Option<crate::AudioTap>,
+    reference: liveloop_media::processing::ReferenceTap,
 ) -> broadcast::Sender<Bytes> {
     let (tx, _) = broadcast::channel(16);
     let out = tx.clone();
@@ -589,6 +594,10 @@ pub(crate) fn start_audio(
                     return;
                 }
             };
+            let mut processor = liveloop_media::processing::CaptureProcessor::new(
+                ProcessingSettings::from_bits(flags.processing.load(Ordering::Relaxed)),
+                Some(reference),
+            );
             let mut source = source;
             let mut failing = false;
             let mut frame = vec![0.0f32; encoder.frame_len()];
@@ -617,6 +626,14 @@ pub(crate) fn start_audio(
                     continue;
                 }
                 failing = false;
+                // Processed while muted too: the echo canceller keeps learning, and voice
+                // activity is judged.
+                processor.set_settings(ProcessingSettings::from_bits(
+                    flags.processing.load(Ordering::Relaxed),
+                ));
+                if processor.settings() != ProcessingSettings::OFF {
+                    processor.process_frames(&mut frame);
+                }
                 if flags.muted.load(Ordering::Relaxed) {
                     continue;
                 }

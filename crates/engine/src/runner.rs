@@ -79,12 +79,17 @@ pub(crate) fn start(
     let roster = Roster::default();
     let (speaking, speaking_rx) = tokio::sync::watch::channel(None);
     let epoch = Instant::now();
+    flags
+        .processing
+        .store(config.audio_processing.bits(), Ordering::Relaxed);
+    let (reference, reference_tap) = liveloop_media::processing::echo_reference();
     let playout = playout::start_playout(
         roster.clone(),
         epoch,
         media_in.speaker,
         events.clone(),
         speaking,
+        reference,
     );
     let encoded_audio = media::start_audio(
         media_in.audio,
@@ -92,6 +97,7 @@ pub(crate) fn start(
         flags.clone(),
         events.clone(),
         config.local_audio.clone(),
+        reference_tap,
     );
     let send_config = SendConfig {
         max_video_bps: config.bitrate_bps,

@@ -241,8 +241,13 @@ impl CaptureProcessor {
 
     fn feed_pending(&mut self) {
         let whole = self.pending.len() / PROCESS_FRAME * PROCESS_FRAME;
-        if let Some(apm) = self.apm.as_mut().filter(|_| self.settings.echo_cancellation) {
-            for frame in self.pending[..whole].chunks_exact(PROCESS_FRAME) {
+        if let Some(apm) = self
+            .apm
+            .as_mut()
+            .filter(|_| self.settings.echo_cancellation)
+        {
+            // `chunks_exact` leaves the partial frame at the end for the next call.
+            for frame in self.pending.chunks_exact(PROCESS_FRAME) {
                 if let Err(e) = apm.process_render_f32(&[frame], &mut [&mut self.scratch]) {
                     tracing::warn!(error = ?e, "echo reference frame refused");
                 }
@@ -379,7 +384,13 @@ mod tests {
             feed.write(chunk);
             let start = i * PROCESS_FRAME;
             let mut mic: Vec<f32> = (start..start + PROCESS_FRAME)
-                .map(|j| if j >= delay { far[j - delay] * 0.5 } else { 0.0 })
+                .map(|j| {
+                    if j >= delay {
+                        far[j - delay] * 0.5
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let before = power(&mic);
             p.process(&mut mic);

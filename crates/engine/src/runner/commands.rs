@@ -40,6 +40,11 @@ impl Runner {
                 self.flags.muted.store(muted, Ordering::Relaxed);
                 self.broadcast_state().await;
             }
+            Command::SetAudioProcessing(settings) => {
+                self.flags
+                    .processing
+                    .store(settings.bits(), Ordering::Relaxed);
+            }
             Command::SetCamera(on) => {
                 if on && !self.has_video {
                     self.error(ErrorKind::NoDevice, "no camera to turn on".into())

@@ -103,6 +103,7 @@ pub(super) fn start_playout(
     speaker: Option<SpeakerFeed>,
     events: mpsc::Sender<EngineEvent>,
     speaking: tokio::sync::watch::Sender<Option<String>>,
+    mut reference: liveloop_media::processing::ReferenceFeed,
 ) -> PlayoutThread {
     let stop = Arc::new(AtomicBool::new(false));
     let mut pacer = match speaker {
@@ -150,6 +151,8 @@ pub(super) fn start_playout(
                 }
                 soft_limit(&mut mix);
                 pacer.write(&mix);
+                // The echo canceller's far end: exactly what the speaker was given.
+                reference.write(&mix);
                 if let Some(now_speaking) = change {
                     speaking.send_replace(now_speaking);
                 }
