@@ -626,12 +626,14 @@ pub(crate) fn start_audio(
                     continue;
                 }
                 failing = false;
-                // Processed while muted too: the echo canceller keeps learning, and voice
-                // activity is judged.
+                // Processed while muted too, so the echo canceller keeps learning. (The voice
+                // activity it returns is not used yet: issue 19's muted hint.)
                 processor.set_settings(ProcessingSettings::from_bits(
                     flags.processing.load(Ordering::Relaxed),
                 ));
-                if processor.settings() != ProcessingSettings::OFF {
+                if processor.settings() == ProcessingSettings::OFF {
+                    processor.discard_reference();
+                } else {
                     processor.process_frames(&mut frame);
                 }
                 if flags.muted.load(Ordering::Relaxed) {

@@ -51,7 +51,8 @@ impl Default for ProcessingSettings {
 }
 
 impl ProcessingSettings {
-    /// Everything off: the microphone as it is (voice activity is still judged).
+    /// Everything off: the microphone as it is ([`CaptureProcessor::process`] still judges
+    /// voice activity).
     pub const OFF: Self = Self {
         echo_cancellation: false,
         noise_suppression: false,
@@ -276,7 +277,6 @@ impl CaptureProcessor {
         self.scratch.extend(frame.iter().map(|s| s * 32768.0));
         self.scratch.resize(PROCESS_FRAME, 0.0);
         let probability = self.vad.analyze(&self.scratch);
-        self.scratch.resize(PROCESS_FRAME, 0.0);
         let power = frame.iter().map(|s| s * s).sum::<f32>() / frame.len().max(1) as f32;
         Voice {
             probability,
@@ -301,6 +301,19 @@ impl CaptureProcessor {
             voice.level_dbfs = voice.level_dbfs.max(v.level_dbfs);
         }
         voice
+    }
+
+    /// Throws away the far-end audio that has arrived, for a caller that processes nothing
+    /// (everything off): the ring keeps room for what plays next, so turning echo
+    /// cancellation on later starts from a current reference, not a stale one.
+    pub fn discard_reference(&mut self) {
+        if let Some(tap) = self.reference.as_mut() {
+            let n = tap.consumer.slots();
+            if let Ok(chunk) = tap.consumer.read_chunk(n) {
+                chunk.commit_all();
+            }
+        }
+        self.pending.clear();
     }
 
     /// AEC3's own figures: echo return loss enhancement and its delay estimate, when known.
@@ -353,6 +366,21 @@ mod tests {
         tap.drain_into(&mut out);
         assert!(out.len() <= MAX_REFERENCE_LAG);
         assert!(out.len() > MAX_REFERENCE_LAG - PROCESS_FRAME);
+    }
+
+    #[test]
+    fn with_everything_off_the_reference_is_discarded_so_the_ring_never_fills() {
+        let (mut feed, tap) = echo_reference();
+        let mut p = CaptureProcessor::new(ProcessingSettings::OFF, Some(tap));
+        for _ in 0..3 {
+            feed.write(&vec![0.1; REFERENCE_CAPACITY]);
+            p.discard_reference();
+        }
+        let (mut feed2, tap2) = echo_reference();
+        feed2.write(&vec![0.1; REFERENCE_CAPACITY + 1]);
+        // The same writes without discarding would have dropped samples; with it, none.
+        assert_eq!(tap2.dropped(), 1);
+        assert_eq!(p.reference.as_ref().map(ReferenceTap::dropped), Some(0));
     }
 
     /// A delayed, attenuated copy of the far end in the microphone is cancelled: the far end
