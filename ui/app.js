@@ -74,6 +74,7 @@ async function renderNearby() {
 let settings = {
   displayName: "", matchmakingUrl: "", roomsUrl: "", camera: "", microphone: "", speaker: "", recordingDir: "", avatar: "",
   builtInThisComputerOnly: false, builtInPorts: [0, 0], privateRandom: true, privateRooms: false,
+  echoCancellation: true, noiseSuppression: true, autoGain: true,
 };
 
 // ---------------------------------------------------------------- the device check
@@ -125,6 +126,12 @@ function renderSettings() {
   $("built-in-local-only").checked = settings.builtInThisComputerOnly;
   $("private-random").checked = settings.privateRandom;
   $("private-rooms").checked = settings.privateRooms;
+  $("set-aec").checked = settings.echoCancellation;
+  $("set-ns").checked = settings.noiseSuppression;
+  $("set-agc").checked = settings.autoGain;
+  $("call-aec").checked = settings.echoCancellation;
+  $("call-ns").checked = settings.noiseSuppression;
+  $("call-agc").checked = settings.autoGain;
   $("recording-dir").value = settings.recordingDir;
 }
 
@@ -431,6 +438,16 @@ function onCallEvent(ev) {
       call.send = ev.send || null;
       renderStats();
       break;
+    case "audio_processing": {
+      // What the capture thread applies: the menu says what is in effect, not what was asked.
+      const on = [[ev.echoCancellation, "echo cancellation"], [ev.noiseSuppression, "noise suppression"], [ev.autoGain, "automatic gain"]]
+        .filter(([v]) => v).map(([, name]) => name);
+      $("audio-state").textContent = on.length ? `In effect: ${on.join(", ")}` : "In effect: none (your microphone as it is)";
+      break;
+    }
+    case "speaking_while_muted":
+      if (call.muted) showMutedHint();
+      break;
     case "speaking":
       for (const [id, t] of call.tiles) t.el.classList.toggle("speaking", id === ev.id);
       break;
@@ -582,6 +599,9 @@ function endCall() {
   call.sharing = false;
   renderShare();
   $("share-picker").hidden = true;
+  toggleAudioMenu(false);
+  hideMutedHint();
+  $("audio-state").textContent = "";
   $("btn-record").textContent = "Record";
   $("btn-record").classList.remove("recording");
   $("btn-record").setAttribute("aria-pressed", "false");
@@ -682,12 +702,41 @@ async function leave() {
   endCall();
 }
 
+let mutedHintTimer;
+function showMutedHint() {
+  $("muted-hint").hidden = false;
+  clearTimeout(mutedHintTimer);
+  mutedHintTimer = setTimeout(() => { $("muted-hint").hidden = true; }, 5000);
+}
+
+function hideMutedHint() {
+  clearTimeout(mutedHintTimer);
+  $("muted-hint").hidden = true;
+}
+
+function toggleAudioMenu(open = $("audio-menu").hidden) {
+  $("audio-menu").hidden = !open;
+  $("btn-audio").setAttribute("aria-expanded", String(open));
+}
+
+async function setAudioProcessing() {
+  try {
+    settings = await invoke("call_audio_processing", {
+      echoCancellation: $("call-aec").checked,
+      noiseSuppression: $("call-ns").checked,
+      autoGain: $("call-agc").checked,
+    });
+    renderSettings();
+  } catch (e) { toast(errorText(e), true); }
+}
+
 async function toggleMute() {
   if (!call.active) return;
   const next = !call.muted;
   try {
     await invoke("call_mute", { muted: next });
     call.muted = next;
+    if (!next) hideMutedHint();
     renderControls();
   } catch (e) { toast(errorText(e), true); }
 }
@@ -721,6 +770,9 @@ function bindCall() {
   $("join-link").addEventListener("keydown", (e) => { if (e.key === "Enter") $("join-room").click(); });
   $("btn-mute").addEventListener("click", toggleMute);
   $("btn-camera").addEventListener("click", toggleCamera);
+  $("btn-audio").addEventListener("click", () => toggleAudioMenu());
+  $("audio-menu-close").addEventListener("click", () => toggleAudioMenu(false));
+  for (const id of ["call-aec", "call-ns", "call-agc"]) $(id).addEventListener("change", setAudioProcessing);
   $("btn-hangup").addEventListener("click", leave);
   $("btn-record").addEventListener("click", toggleRecording);
   $("btn-share").addEventListener("click", toggleShare);
@@ -816,6 +868,9 @@ async function start() {
       builtInThisComputerOnly: $("built-in-local-only").checked,
       privateRandom: $("private-random").checked,
       privateRooms: $("private-rooms").checked,
+      echoCancellation: $("set-aec").checked,
+      noiseSuppression: $("set-ns").checked,
+      autoGain: $("set-agc").checked,
       camera: $("camera-select").value,
       microphone: $("microphone-select").value,
       speaker: $("speaker-select").value,

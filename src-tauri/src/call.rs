@@ -192,6 +192,7 @@ impl Calls {
             stamp_outgoing: testing,
             ice_servers,
             relay_only,
+            audio_processing: devices.processing,
             ..EngineConfig::default()
         };
         let start = match start {

@@ -68,6 +68,7 @@ fn devices(state: &AppState) -> call::Devices {
         camera: s.camera.clone(),
         microphone: s.microphone.clone(),
         speaker: s.speaker.clone(),
+        processing: s.audio_processing(),
     }
 }
 
@@ -207,6 +208,33 @@ pub async fn call_random(
 #[tauri::command]
 pub async fn call_mute(state: State<'_, AppState>, muted: bool) -> Result<(), AppError> {
     state.calls.send(Command::SetMuted(muted)).await
+}
+
+/// The microphone's processing, from the in-call audio menu: remembered in the settings,
+/// and applied to the call in progress if there is one.
+#[tauri::command]
+pub async fn call_audio_processing(
+    state: State<'_, AppState>,
+    echo_cancellation: bool,
+    noise_suppression: bool,
+    auto_gain: bool,
+) -> Result<Settings, AppError> {
+    let settings = {
+        let mut s = crate::lock(&state.settings);
+        s.echo_cancellation = echo_cancellation;
+        s.noise_suppression = noise_suppression;
+        s.auto_gain = auto_gain;
+        s.save(&state.settings_path)?;
+        s.clone()
+    };
+    match state
+        .calls
+        .send(Command::SetAudioProcessing(settings.audio_processing()))
+        .await
+    {
+        Ok(()) | Err(AppError::NoCall) => Ok(settings),
+        Err(e) => Err(e),
+    }
 }
 
 #[tauri::command]

@@ -55,6 +55,8 @@ pub struct Devices {
     pub camera: String,
     pub microphone: String,
     pub speaker: String,
+    /// How the microphone is processed (Settings: echo cancellation, noise suppression, gain).
+    pub processing: liveloop_media::processing::ProcessingSettings,
 }
 
 fn chosen(id: &str) -> Option<&str> {

@@ -110,6 +110,7 @@ pub fn run() -> anyhow::Result<()> {
             commands::call_random,
             commands::call_test,
             commands::call_mute,
+            commands::call_audio_processing,
             commands::call_camera,
             commands::call_chat,
             commands::call_next,

@@ -36,6 +36,11 @@ pub struct Settings {
     /// candidates only, through the server's TURN relay; without one it cannot apply.
     pub private_random: bool,
     pub private_rooms: bool,
+    /// The microphone's processing, each part on by default as in every calling app; the
+    /// in-call audio menu changes them too, and they are remembered.
+    pub echo_cancellation: bool,
+    pub noise_suppression: bool,
+    pub auto_gain: bool,
 }
 
 impl Default for Settings {
@@ -54,11 +59,24 @@ impl Default for Settings {
             avatar: String::new(),
             private_random: true,
             private_rooms: false,
+            echo_cancellation: true,
+            noise_suppression: true,
+            auto_gain: true,
         }
     }
 }
 
 impl Settings {
+    /// The microphone's processing these settings ask for.
+    #[must_use]
+    pub fn audio_processing(&self) -> liveloop_media::processing::ProcessingSettings {
+        liveloop_media::processing::ProcessingSettings {
+            echo_cancellation: self.echo_cancellation,
+            noise_suppression: self.noise_suppression,
+            auto_gain: self.auto_gain,
+        }
+    }
+
     /// Reads the settings file; a missing or unreadable file gives the defaults (and a log
     /// line), never a failed start.
     #[must_use]

@@ -59,6 +59,9 @@ enum Cmd {
     },
     /// List the screens and windows that can be shared.
     Screens,
+    /// List the microphones and speakers as JSON lines (`kind`, `id`, `name`, `default`): the
+    /// ids `--audio mic:ID` and `--speaker ID` take.
+    Devices,
     /// Run the app's built-in servers on the network, without a window or a call (a spare
     /// computer that hosts rooms and random chat for its network, and tests): prints their
     /// addresses and links as a JSON line, then runs until interrupted or --seconds.
@@ -128,9 +131,14 @@ struct Opts {
     #[arg(long, default_value = "synthetic:640x360@30")]
     video: String,
     /// Audio: `synthetic`, `synthetic:clock` (its timing marks on whole seconds of the wall
-    /// clock), `tone`, `silence`, a .wav file, `mic` or `none`.
+    /// clock), `tone`, `silence`, a .wav file, `mic` (the default microphone), `mic:ID` (as
+    /// `liveloop-cli devices` lists it) or `none`.
     #[arg(long, default_value = "synthetic")]
     audio: String,
+    /// Play the call on a speaker: the default one, or ID (as `liveloop-cli devices` lists
+    /// it). Without this the CLI plays nothing.
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    speaker: Option<String>,
     /// Be an echo peer: send back the video and audio received (replaces --video/--audio).
     #[arg(long)]
     echo: bool,
@@ -222,7 +230,7 @@ fn video_source(spec: &str) -> Result<Option<Box<dyn VideoSource>>> {
 /// The microphone's processing: each part on unless switched off, for a real microphone only
 /// (synthetic and file sources are clean signals that the quality harness scores as sent).
 fn audio_processing(opts: &Opts) -> liveloop_media::processing::ProcessingSettings {
-    let mic = opts.audio == "mic";
+    let mic = opts.audio == "mic" || opts.audio.starts_with("mic:");
     liveloop_media::processing::ProcessingSettings {
         echo_cancellation: mic && !opts.no_aec,
         noise_suppression: mic && !opts.no_ns,
@@ -596,6 +604,24 @@ async fn main() -> Result<()> {
             return host(room, local_only, ports, tls_dir, announce, seconds).await;
         }
         Cmd::Nearby { seconds } => return nearby(seconds).await,
+        Cmd::Devices => {
+            use liveloop_media::device::audio::{list_microphones, list_speakers};
+            let kinds = [
+                (
+                    "microphone",
+                    list_microphones().context("cannot list microphones")?,
+                ),
+                ("speaker", list_speakers().context("cannot list speakers")?),
+            ];
+            for (kind, devices) in kinds {
+                for d in devices {
+                    print(
+                        &json!({"kind": kind, "id": d.id, "name": d.name, "default": d.is_default}),
+                    );
+                }
+            }
+            return Ok(());
+        }
         Cmd::Screens => {
             for s in liveloop_media::device::screen::list().context("cannot list screens")? {
                 print(&json!({"id": s.id, "name": s.name, "primary": s.is_default}));
@@ -639,6 +665,19 @@ async fn main() -> Result<()> {
         audio_processing: audio_processing(&opts),
         ..EngineConfig::default()
     };
+    // The stream stays open on this thread for the whole call (cpal streams are not Send).
+    let (_speaker, speaker_feed) = match opts.speaker.as_deref() {
+        Some(id) => {
+            let id = (!id.is_empty()).then_some(id);
+            let (speaker, feed) = liveloop_media::device::audio::Speaker::open(
+                id,
+                liveloop_media::device::audio::LIVE_SPEAKER_RING,
+            )
+            .context("--speaker")?;
+            (Some(speaker), Some(feed))
+        }
+        None => (None, None),
+    };
     let (media, echo) = if opts.echo {
         let (media, feed) = echo_media(VideoFormat {
             width: 640,
@@ -651,7 +690,7 @@ async fn main() -> Result<()> {
             Media {
                 video: video_source(&opts.video)?,
                 audio: audio_source(&opts.audio)?,
-                speaker: None,
+                speaker: speaker_feed,
             },
             None,
         )

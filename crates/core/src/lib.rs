@@ -11,6 +11,7 @@ pub mod keyframe;
 pub mod layers;
 pub mod matchmaker;
 pub mod membership;
+pub mod muted_speech;
 pub mod netwatch;
 pub mod rate;
 pub mod rooms;

@@ -329,6 +329,12 @@ pub enum EngineEvent {
     Speaking {
         id: Option<String>,
     },
+    /// The microphone's processing now in effect on the capture thread (at the start, and
+    /// after each [`Command::SetAudioProcessing`] reached it).
+    AudioProcessing(liveloop_media::processing::ProcessingSettings),
+    /// Someone speaks into the muted microphone (`core::muted_speech`): time for "You are
+    /// muted".
+    SpeakingWhileMuted,
     /// This computer's network changed under the call (an address gone, the default route
     /// moved): ICE restarted with `restarted` participants (`core::netwatch`).
     NetworkChanged {
@@ -396,6 +402,11 @@ impl EngineEvent {
                 json!({"event": "stats", "at_ms": at_ms, "peers": stats.peers, "send": stats.send})
             }
             Self::Speaking { id } => json!({"event": "speaking", "id": id}),
+            Self::AudioProcessing(p) => json!({
+                "event": "audio_processing", "echoCancellation": p.echo_cancellation,
+                "noiseSuppression": p.noise_suppression, "autoGain": p.auto_gain,
+            }),
+            Self::SpeakingWhileMuted => json!({"event": "speaking_while_muted"}),
             Self::Error { kind, message } => {
                 json!({"event": "error", "kind": kind.as_str(), "message": message})
             }

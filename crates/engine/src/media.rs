@@ -594,10 +594,13 @@ pub(crate) fn start_audio(
                     return;
                 }
             };
-            let mut processor = liveloop_media::processing::CaptureProcessor::new(
-                ProcessingSettings::from_bits(flags.processing.load(Ordering::Relaxed)),
-                Some(reference),
-            );
+            let mut applied =
+                ProcessingSettings::from_bits(flags.processing.load(Ordering::Relaxed));
+            let mut processor =
+                liveloop_media::processing::CaptureProcessor::new(applied, Some(reference));
+            let _ = events.try_send(EngineEvent::AudioProcessing(applied));
+            let mut muted_speech = liveloop_core::muted_speech::MutedSpeech::new();
+            let started = Instant::now();
             let mut source = source;
             let mut failing = false;
             let mut frame = vec![0.0f32; encoder.frame_len()];
@@ -626,17 +629,31 @@ pub(crate) fn start_audio(
                     continue;
                 }
                 failing = false;
-                // Processed while muted too, so the echo canceller keeps learning. (The voice
-                // activity it returns is not used yet: issue 19's muted hint.)
-                processor.set_settings(ProcessingSettings::from_bits(
-                    flags.processing.load(Ordering::Relaxed),
-                ));
-                if processor.settings() == ProcessingSettings::OFF {
+                // Processed while muted too, so the echo canceller keeps learning and the
+                // voice activity can say "you are muted".
+                let settings =
+                    ProcessingSettings::from_bits(flags.processing.load(Ordering::Relaxed));
+                if settings != applied {
+                    processor.set_settings(settings);
+                    applied = settings;
+                    let _ = events.try_send(EngineEvent::AudioProcessing(settings));
+                }
+                let muted = flags.muted.load(Ordering::Relaxed);
+                if settings.is_off() && !muted {
                     processor.discard_reference();
                 } else {
-                    processor.process_frames(&mut frame);
+                    // All off and muted: only the voice activity is computed.
+                    let voice = processor.process_frames(&mut frame);
+                    if muted_speech.observe(
+                        started.elapsed(),
+                        muted,
+                        voice.probability,
+                        voice.level_dbfs,
+                    ) {
+                        let _ = events.try_send(EngineEvent::SpeakingWhileMuted);
+                    }
                 }
-                if flags.muted.load(Ordering::Relaxed) {
+                if muted {
                     continue;
                 }
                 if let Some(tap) = &tap {

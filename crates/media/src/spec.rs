@@ -3,8 +3,8 @@
 //!
 //! Video: `synthetic[:WxH[@FPS]]`, `camera[:ID]`, a `.y4m` file, `stamped:<file.y4m>` (the
 //! file with the synthetic camera's frame stamps written over its top-left corner), or `none`.
-//! Audio: `synthetic` (speech with timing marks), `tone`, `silence`, `mic`, a `.wav` file, or
-//! `none`.
+//! Audio: `synthetic` (speech with timing marks), `tone`, `silence`, `mic[:ID]` (the default
+//! microphone, or the one `liveloop-cli devices` lists as ID), a `.wav` file, or `none`.
 
 use std::path::Path;
 
@@ -65,6 +65,9 @@ pub fn audio_source(spec: &str) -> Result<Option<Box<dyn AudioSource>>, MediaErr
         "tone" => Box::new(SyntheticMic::new(Voice::Tone(440.0), true)),
         "silence" => Box::new(SyntheticMic::new(Voice::Silence, false)),
         "mic" => Box::new(crate::device::audio::Microphone::open(None)?),
+        id if id.starts_with("mic:") => Box::new(crate::device::audio::Microphone::open(
+            id.strip_prefix("mic:"),
+        )?),
         path => Box::new(WavSource::open(Path::new(path))?),
     }))
 }
