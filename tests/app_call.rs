@@ -88,6 +88,8 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
         "matchmakingUrl": server.matchmaking_url(),
         "roomsUrl": server.rooms_url(),
         "recordingDir": recordings,
+        // Issue 19: the Settings switch reaches the engine (checked in the test call).
+        "noiseSuppression": false,
     });
     let env = [
         ("LIVELOOP_VIDEO", "synthetic:640x360@30"),
@@ -370,6 +372,62 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     .unwrap();
     eprintln!("test call: {round_trip}");
     shot(&s, "app-test-call.png");
+
+    // --- Issue 19: the microphone's switches reach the capture thread, which says what it
+    // applies; the in-call menu changes them and they are remembered; speech into the muted
+    // microphone (the synthetic voice) shows "You are muted".
+    let in_effect = |want: &str| {
+        wait_for(
+            &format!("the audio menu to say {want:?}"),
+            Duration::from_secs(10),
+            || {
+                (js(
+                    &s,
+                    "return document.getElementById('audio-state').textContent",
+                ) == want)
+                    .then_some(())
+            },
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}: {}",
+                js(
+                    &s,
+                    "return document.getElementById('audio-state').textContent"
+                )
+            )
+        });
+    };
+    in_effect("In effect: echo cancellation, automatic gain");
+    click(&s, "#btn-audio");
+    click(&s, "#call-aec");
+    in_effect("In effect: automatic gain");
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(_dir.join("settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            &saved["echoCancellation"],
+            &saved["noiseSuppression"],
+            &saved["autoGain"]
+        ),
+        (&json!(false), &json!(false), &json!(true)),
+        "{saved}"
+    );
+    click(&s, "#call-aec");
+    in_effect("In effect: echo cancellation, automatic gain");
+    shot(&s, "app-audio-menu.png");
+    click(&s, "#audio-menu-close");
+    let hint_shown = || js(&s, "return !document.getElementById('muted-hint').hidden");
+    assert_eq!(hint_shown(), json!(false));
+    click(&s, "#btn-mute");
+    wait_for("You are muted", Duration::from_secs(10), || {
+        (hint_shown() == json!(true)).then_some(())
+    })
+    .unwrap();
+    shot(&s, "app-muted-hint.png");
+    click(&s, "#btn-mute");
+    assert_eq!(hint_shown(), json!(false), "unmuting hides the hint");
     click(&s, "#btn-hangup");
     wait_view(&s, "home");
 

@@ -94,6 +94,25 @@ fn window_opens_navigates_and_talks_to_rust() -> Result<()> {
         },
     )?;
 
+    // The microphone's processing (issue 19): each part on by default; a switch is kept.
+    let processing = s.execute(
+        "return ['set-aec', 'set-ns', 'set-agc'].map((id) => document.getElementById(id).checked)",
+        &[],
+    )?;
+    assert_eq!(
+        processing,
+        serde_json::json!([true, true, true]),
+        "{processing}"
+    );
+    s.click(&s.find("#set-agc")?)?;
+    s.click(&s.find("#save-settings")?)?;
+    wait_for("automatic gain off saved", Duration::from_secs(5), || {
+        std::fs::read_to_string(config_dir.join("settings.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|v| v["autoGain"] == false && v["echoCancellation"] == true)
+    })?;
+
     let shot = artifacts_dir()?.join("ui-settings.png");
     s.screenshot(&shot)?;
     ensure!(

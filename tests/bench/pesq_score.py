@@ -7,6 +7,9 @@
       Cuts the received (looped) speech into whole periods of the reference, each found by
       cross-correlation, and scores each against the reference with ITU-T P.862.2 wideband
       PESQ (the `pesq` package) at 16 kHz. Prints JSON: {"scores": [...], "failed": n}.
+  pesq_score.py pair <reference.wav> <degraded.wav>...
+      Wideband PESQ of each degraded file against the reference, as they are (time-aligned:
+      liveloop-bench-audio's outputs). Prints JSON: {"<degraded.wav>": score or null}.
 """
 
 import json
@@ -66,9 +69,25 @@ def score(ref_path, rx_path, skip):
     print(json.dumps({"scores": scores, "failed": failed}))
 
 
+def pair(ref_path, degraded):
+    rate = 16000
+    ref = load(ref_path, rate)
+    out = {}
+    for path in degraded:
+        deg = load(path, rate)
+        n = min(len(ref), len(deg))
+        try:
+            out[path] = float(pesq(rate, ref[:n], deg[:n], "wb"))
+        except Exception:  # noqa: BLE001 - no utterances found: unscorable
+            out[path] = None
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make-ref":
         make_ref(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "pair":
+        pair(sys.argv[2], sys.argv[3:])
     elif sys.argv[1] == "score":
         score(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     else:
