@@ -79,7 +79,9 @@ fn main() -> BoxResult<()> {
     let near = load(near)?;
     let out_dir = out_dir.unwrap_or_else(|| std::env::temp_dir().join("liveloop-bench-audio"));
     std::fs::create_dir_all(&out_dir)?;
-    double_talk(&far, &near, &out_dir)?;
+    for atten_db in [9, 18] {
+        double_talk(&far, &near, atten_db, &out_dir)?;
+    }
     noise_suppression(&far, &near, &out_dir)?;
     println!("files for PESQ: {}", out_dir.display());
     Ok(())
@@ -209,9 +211,10 @@ fn energy(x: &[f32]) -> f64 {
 }
 
 /// Both talk: the far end from 0, the near end (one pass of `near`) from [`NEAR_FROM`], over
-/// an 80 ms, -9 dB echo path. Writes the clean near speech and what the far end receives,
-/// processed (all on; AEC only) and not.
-fn double_talk(far: &[f32], near: &[f32], dir: &Path) -> BoxResult<()> {
+/// an 80 ms echo path `atten_db` down. Writes the clean near speech and what the far end receives,
+/// processed (all on; AEC only) and not, and the near end alone processed (what the
+/// processing costs the voice by itself).
+fn double_talk(far: &[f32], near: &[f32], atten_db: u8, dir: &Path) -> BoxResult<()> {
     let lead = RATE * NEAR_FROM;
     let total = (lead + near.len()).div_ceil(PROCESS_FRAME) * PROCESS_FRAME;
     let near_at = |i: usize| {
@@ -221,38 +224,46 @@ fn double_talk(far: &[f32], near: &[f32], dir: &Path) -> BoxResult<()> {
             .unwrap_or(0.0)
     };
     println!(
-        "double talk (80 ms, -9 dB echo; near end from {NEAR_FROM} s): files doubletalk_*.wav"
+        "double talk (80 ms, -{atten_db} dB echo; near end from {NEAR_FROM} s): files doubletalk{atten_db}_*.wav"
     );
     let mut raw = Vec::with_capacity(total);
-    for (label, settings) in [("all", ProcessingSettings::default()), ("aec", AEC_ONLY)] {
+    let silent = vec![0.0; RATE];
+    for (label, settings, far) in [
+        ("all", ProcessingSettings::default(), far),
+        ("aec", AEC_ONLY, far),
+        ("alone", ProcessingSettings::default(), &silent[..]),
+    ] {
         let mut p = CaptureProcessor::new(settings, None);
-        let mut path = EchoPath::new(80, 9.0);
+        let mut path = EchoPath::new(80, f32::from(atten_db));
         let mut out = Vec::with_capacity(total);
         let mut cpu = 0.0f64;
-        raw.clear();
         for start in (0..total).step_by(PROCESS_FRAME) {
             p.render(&frame_of(far, start));
             let mut mic = path.mic(far, start, 0);
             for (k, s) in mic.iter_mut().enumerate() {
                 *s += near_at(start + k);
             }
-            raw.extend_from_slice(&mic);
+            if label == "all" {
+                raw.extend_from_slice(&mic);
+            }
             let t = Instant::now();
             p.process(&mut mic);
             cpu += t.elapsed().as_secs_f64();
             out.extend_from_slice(&mic);
         }
         write(
-            &dir.join(format!("doubletalk_{label}.wav")),
+            &dir.join(format!("doubletalk{atten_db}_{label}.wav")),
             out.get(lead..).unwrap_or_default(),
         )?;
+        let processed = out.get(lead..).unwrap_or_default();
         println!(
-            "  {label:>3}: {:.3} ms CPU per 10 ms frame",
-            cpu * 1000.0 / (total / PROCESS_FRAME) as f64
+            "  {label:>5}: {:.3} ms CPU per 10 ms frame; output {:.1} ms behind its input",
+            cpu * 1000.0 / (total / PROCESS_FRAME) as f64,
+            lag_ms(near, processed)
         );
     }
     write(
-        &dir.join("doubletalk_raw.wav"),
+        &dir.join(format!("doubletalk{atten_db}_raw.wav")),
         raw.get(lead..).unwrap_or_default(),
     )?;
     write(&dir.join("doubletalk_ref.wav"), near)?;
@@ -301,6 +312,28 @@ fn noise_suppression(far: &[f32], near: &[f32], dir: &Path) -> BoxResult<()> {
     }
     println!("goal: SNR gain >= 10 dB, and a PESQ gain over unprocessed");
     Ok(())
+}
+
+/// How far `y` lags `x`: the lag (0-40 ms) where their cross-correlation's magnitude peaks,
+/// over the first 3 s (the filter bank may also flip the sign).
+fn lag_ms(x: &[f32], y: &[f32]) -> f64 {
+    let n = x.len().min(y.len()).min(3 * RATE);
+    let (x, y) = (
+        x.get(..n).unwrap_or_default(),
+        y.get(..n).unwrap_or_default(),
+    );
+    let best = (0..RATE / 25)
+        .map(|lag| {
+            let c: f64 = x
+                .iter()
+                .zip(y.iter().skip(lag))
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            (lag, c.abs())
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(lag, _)| lag);
+    best as f64 * 1000.0 / RATE as f64
 }
 
 fn mean_over(power: &[f64], active: &[bool], want: bool) -> f64 {
