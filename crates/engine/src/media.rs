@@ -581,7 +581,7 @@ pub(crate) fn start_audio(
     flags: Arc<MediaFlags>,
     events: mpsc::Sender<EngineEvent>,
     tap: Option<crate::AudioTap>,
-    reference: liveloop_media::processing::ReferenceTap,
+    reference: Option<liveloop_media::processing::ReferenceTap>,
 ) -> broadcast::Sender<Bytes> {
     let (tx, _) = broadcast::channel(16);
     let out = tx.clone();
@@ -601,7 +601,7 @@ pub(crate) fn start_audio(
             let mut applied =
                 ProcessingSettings::from_bits(flags.processing.load(Ordering::Relaxed));
             let mut processor =
-                liveloop_media::processing::CaptureProcessor::new(applied, Some(reference));
+                liveloop_media::processing::CaptureProcessor::new(applied, reference);
             let _ = events.try_send(EngineEvent::AudioProcessing(applied));
             let mut muted_speech = liveloop_core::muted_speech::MutedSpeech::new();
             let started = Instant::now();

@@ -83,6 +83,10 @@ pub(crate) fn start(
         .processing
         .store(config.audio_processing.bits(), Ordering::Relaxed);
     let (reference, reference_tap) = liveloop_media::processing::echo_reference();
+    // Nothing plays aloud without a speaker, so there is no echo to cancel: the echo
+    // canceller gets no reference (one would cancel a near end that resembles the far end,
+    // such as two clients playing the same recording).
+    let reference_tap = media_in.speaker.is_some().then_some(reference_tap);
     let playout = playout::start_playout(
         roster.clone(),
         epoch,
