@@ -119,7 +119,9 @@ impl Runner {
             } => {
                 let now = self.epoch.elapsed();
                 if let Some(m) = self.members.get(from) {
-                    lock(&m.slot.playback).push(rtp_timestamp, now, packet);
+                    lock(&m.slot.playback)
+                        .jitter
+                        .push(rtp_timestamp, now, (rtp_timestamp, packet));
                 }
             }
             PeerEvent::VideoLoss { .. } => {
