@@ -851,13 +851,17 @@ async fn playout_follows_the_speaker_clock() {
     while listener.events.try_recv().is_ok() {}
     let start = played.lock().unwrap().len();
     let window = Duration::from_secs(4);
-    let mut frames = 0usize;
+    // Counted in the device's 20 ms units (the playout ticks every 10 ms).
+    let mut samples = 0usize;
     let end = Instant::now() + window;
     while let Ok(Some(ev)) = tokio::time::timeout_at(end.into(), listener.events.recv()).await {
-        if matches!(ev, EngineEvent::AudioPlayout { from, .. } if from == "talker") {
-            frames += 1;
+        if let EngineEvent::AudioPlayout { from, pcm } = &ev
+            && from == "talker"
+        {
+            samples += pcm.len();
         }
     }
+    let frames = samples / 960;
     let device_frames = (played.lock().unwrap().len() - start) / 960;
     let timer_frames = window.as_millis() as usize / 20;
     eprintln!(

@@ -4,7 +4,11 @@
 //! docs/PERFORMANCE.md explains every figure.
 //!
 //!   liveloop-bench-quality [--calls 20] [--seconds 60] [--impair-seconds 30]
-//!       [--out DIR] [--quick] [--only SCENARIO]
+//!       [--out DIR] [--quick] [--only SCENARIO] [--native-only] [--processing]
+//!
+//! `--processing` runs the native clients with the microphone processing on their (file and
+//! synthetic) audio: echo cancellation, noise suppression and gain (`liveloop-cli
+//! --process-audio`).
 //!
 //! Native clients are `liveloop-cli` processes (synthetic 720p30 camera with stamped frames,
 //! `--measure` for sampled frames and played-out audio). Chromium clients are one headless
@@ -53,6 +57,8 @@ struct Args {
     only: Option<String>,
     /// Skip Chromium (repeated native runs, for the spread).
     native_only: bool,
+    /// Native clients process their audio as a microphone's.
+    processing: bool,
 }
 
 impl Args {
@@ -71,6 +77,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("target/quality"),
         only: None,
         native_only: false,
+        processing: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +87,10 @@ fn parse_args() -> Result<Args> {
         }
         if flag == "--native-only" {
             a.native_only = true;
+            continue;
+        }
+        if flag == "--processing" {
+            a.processing = true;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -512,6 +523,8 @@ struct Env {
     port: u16,
     work: PathBuf,
     chromium: PathBuf,
+    /// `--processing`.
+    processing: bool,
 }
 
 /// A scenario's name as room and file names allow it.
@@ -696,6 +709,7 @@ async fn run_native(env: &Env, s: &Scenario) -> Result<RunResult> {
         .args(["--video", &video, "--audio", &audio])
         .args(["--bitrate", &s.bitrate_kbps.to_string()])
         .args(["--seconds", &total.as_secs().to_string()])
+        .args(env.processing.then_some("--process-audio"))
         .arg("--stats")
         .arg("--measure")
         .arg(dir.join(id))
@@ -1504,6 +1518,7 @@ async fn main() -> Result<()> {
         port,
         work,
         chromium,
+        processing: args.processing,
     };
     let started = Instant::now();
     let mut results: BTreeMap<String, BTreeMap<Stack, Value>> = BTreeMap::new();

@@ -152,7 +152,7 @@ struct Opts {
     #[arg(long)]
     muted: bool,
     /// No echo cancellation on the microphone (with `--audio mic`; synthetic and file audio
-    /// is sent as it is).
+    /// is sent as it is, unless --process-audio).
     #[arg(long)]
     no_aec: bool,
     /// No noise suppression on the microphone (with `--audio mic`).
@@ -161,6 +161,11 @@ struct Opts {
     /// No automatic gain on the microphone (with `--audio mic`).
     #[arg(long)]
     no_agc: bool,
+    /// Process synthetic and file audio as a microphone's (echo cancellation, noise
+    /// suppression, gain, less what --no-aec/--no-ns/--no-agc switch off): for measuring what
+    /// the processing does to a call.
+    #[arg(long)]
+    process_audio: bool,
     /// Print call statistics every second.
     #[arg(long)]
     stats: bool,
@@ -230,7 +235,7 @@ fn video_source(spec: &str) -> Result<Option<Box<dyn VideoSource>>> {
 /// The microphone's processing: each part on unless switched off, for a real microphone only
 /// (synthetic and file sources are clean signals that the quality harness scores as sent).
 fn audio_processing(opts: &Opts) -> liveloop_media::processing::ProcessingSettings {
-    let mic = opts.audio == "mic" || opts.audio.starts_with("mic:");
+    let mic = opts.audio == "mic" || opts.audio.starts_with("mic:") || opts.process_audio;
     liveloop_media::processing::ProcessingSettings {
         echo_cancellation: mic && !opts.no_aec,
         noise_suppression: mic && !opts.no_ns,

@@ -3,7 +3,7 @@
 //! Packets go in with their RTP timestamp and arrival time; the playout clock pulls one frame
 //! per tick with [`JitterBuffer::pop`]. The buffer holds each packet for a target delay that
 //! follows the network's jitter: the spread of `arrival − media time` over the last two
-//! seconds, plus a small margin, between 20 and 400 ms. When the queue runs deeper than the
+//! seconds, plus a small margin, between 10 and 400 ms. When the queue runs deeper than the
 //! target (after a burst), a frame is dropped to catch up; when it runs dry the caller
 //! conceals and the timeline waits (a pause — mute, DTX — is not loss).
 
@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// Where the target delay may go.
-pub const MIN_DELAY: Duration = Duration::from_millis(20);
+pub const MIN_DELAY: Duration = Duration::from_millis(10);
 pub const MAX_DELAY: Duration = Duration::from_millis(400);
 /// Added to the measured spread.
 const MARGIN: Duration = Duration::from_millis(10);
@@ -263,7 +263,9 @@ impl<T: Clone> JitterBuffer<T> {
         Playout::Conceal
     }
 
-    fn frame(&self) -> Duration {
+    /// The frame length this buffer steps by.
+    #[must_use]
+    pub fn frame(&self) -> Duration {
         Duration::from_micros(self.frame_ticks * 1_000_000 / u64::from(self.clock_rate))
     }
 }

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 /// How long loudness is summed before the speaker is judged.
 pub const WINDOW: Duration = Duration::from_millis(300);
-/// The quietest window that counts as speech: the sum of the frames' mean squares, about
-/// −40 dBFS held over 15 frames of 20 ms.
+/// The quietest window that counts as speech: the sum of the frames' mean squares, each
+/// weighted by its length in 20 ms units (so the playout's 10 ms ticks count as half), about
+/// −40 dBFS held over 300 ms.
 pub const THRESHOLD: f32 = 15.0 * 1e-4;
+/// Samples in 20 ms at 48 kHz: the unit frames are weighted in.
+const UNIT: f32 = 960.0;
 
 /// The active-speaker judge of one call.
 #[derive(Debug, Clone, Default)]
@@ -34,7 +37,7 @@ impl ActiveSpeaker {
     /// `pcm` of participant `id` was played at `now`. Returns the new active speaker (or
     /// `Some(None)`: nobody) when a window ended and the answer changed.
     pub fn observe(&mut self, id: &str, pcm: &[f32], now: Duration) -> Option<Option<String>> {
-        let energy = pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32;
+        let energy = pcm.iter().map(|s| s * s).sum::<f32>() / UNIT;
         *self.loudness.entry(id.to_owned()).or_default() += energy;
         let start = *self.window_start.get_or_insert(now);
         if now.saturating_sub(start) < WINDOW {

@@ -573,7 +573,8 @@ pub(crate) fn start_video(
     tx
 }
 
-/// The capture-and-encode thread for audio: 20 ms Opus frames; while muted nothing is sent.
+/// The capture-and-encode thread for audio: 10 ms from the microphone, processed, and sent as
+/// 10 ms Opus packets (20 ms on a tiny link); while muted nothing is sent.
 pub(crate) fn start_audio(
     source: Option<Box<dyn AudioSource>>,
     swap: std::sync::mpsc::Receiver<Box<dyn AudioSource>>,
@@ -587,7 +588,10 @@ pub(crate) fn start_audio(
     let spawned = std::thread::Builder::new()
         .name("audio-encode".into())
         .spawn(move || {
-            let mut encoder = match OpusEncoder::new(OpusConfig::default()) {
+            let mut encoder = match OpusEncoder::new(OpusConfig {
+                frame_ms: 10,
+                ..OpusConfig::default()
+            }) {
                 Ok(e) => e,
                 Err(e) => {
                     report(&events, ErrorKind::Media, format!("audio encoder: {e}"));
@@ -603,7 +607,11 @@ pub(crate) fn start_audio(
             let started = Instant::now();
             let mut source = source;
             let mut failing = false;
+            // 10 ms from the microphone at a time; sent as 10 ms packets, or two at a time
+            // (20 ms: half the header overhead) while audio is at its tiny-link floor.
             let mut frame = vec![0.0f32; encoder.frame_len()];
+            let mut packet: Vec<f32> = Vec::with_capacity(2 * frame.len());
+            let tick = Duration::from_micros(frame.len() as u64 * 1_000_000 / 48_000);
             let mut next = Instant::now();
             let configured = OpusConfig::default();
             let (mut bitrate, mut loss) = (
@@ -615,7 +623,7 @@ pub(crate) fn start_audio(
                     source = Some(new);
                     failing = false;
                 }
-                next += Duration::from_millis(20);
+                next += tick;
                 sleep_until(next);
                 let Some(src) = source.as_mut() else {
                     continue;
@@ -654,6 +662,7 @@ pub(crate) fn start_audio(
                     }
                 }
                 if muted {
+                    packet.clear();
                     continue;
                 }
                 if let Some(tap) = &tap {
@@ -681,12 +690,22 @@ pub(crate) fn start_audio(
                         Err(e) => tracing::warn!(error = %e, "Opus loss not changed"),
                     }
                 }
-                match encoder.encode(&frame) {
-                    Ok(packet) => {
-                        let _ = out.send(Bytes::from(packet));
+                packet.extend_from_slice(&frame);
+                let packet_len = if bitrate <= liveloop_core::send_rate::AUDIO_FLOOR_BPS {
+                    2 * frame.len()
+                } else {
+                    frame.len()
+                };
+                if packet.len() < packet_len {
+                    continue;
+                }
+                match encoder.encode(&packet) {
+                    Ok(bytes) => {
+                        let _ = out.send(Bytes::from(bytes));
                     }
                     Err(e) => tracing::warn!(error = %e, "Opus encode failed"),
                 }
+                packet.clear();
             }
         });
     if let Err(e) = spawned {

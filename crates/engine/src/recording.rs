@@ -331,11 +331,11 @@ struct Tile {
 
 /// How long a participant's last frame stays on screen without a new one (camera off, left).
 const STALE: Duration = Duration::from_millis(700);
-/// The most audio a participant may have queued for the mix (older is dropped): a frame and a
-/// half. Playout delivers 20 ms per participant every 20 ms and the mix takes 20 ms every 20 ms,
-/// so a backlog left by one late tick would otherwise stay for the whole recording and put that
-/// participant's audio 20 ms later than its video (measured: 16 ms in one run, 40 in the next).
-/// Trimming it costs 10 ms of audio once, when a tick comes late.
+/// The most audio a participant may have queued for the mix (older is dropped): 30 ms.
+/// Playout delivers 10 ms per participant every 10 ms and the mix takes 10 ms every 10 ms, one
+/// tick behind, so a backlog left by one late tick would otherwise stay for the whole
+/// recording and put that participant's audio later than its video (measured with 20 ms
+/// frames: 16 ms in one run, 40 in the next). Trimming it costs 10 ms of audio once.
 const MAX_AUDIO_QUEUE: usize = 1440;
 
 fn run(
@@ -368,7 +368,7 @@ fn run(
     let mut stopping = false;
     loop {
         let video_at = start + Duration::from_secs_f64(video_index as f64 * frame_ms / 1000.0);
-        let audio_at = start + Duration::from_millis(audio_index * 20);
+        let audio_at = start + Duration::from_millis((audio_index + 1) * 10);
         let due = video_at.min(audio_at);
         // Take input until the next frame of either kind is due.
         while !stopping {
@@ -431,10 +431,23 @@ fn run(
         // can take longer than 20 ms on a busy machine, and audio left behind would pile up
         // against the queue cap, which trims it (measured: 5 of 12 timing marks cut from the
         // mix, sync off by 40 ms, when one frame was mixed per turn).
-        while now >= start + Duration::from_millis(audio_index * 20) {
-            mixer.mix(&mut mix);
-            let packet = opus.encode(&mix)?;
-            mkv.audio(0, audio_index * 20, &packet)?;
+        // Mixed 10 ms at a time, as the playout delivers it, one tick behind it (so a
+        // participant's queue holds 10-20 ms when it is mixed, not 0-10 ms: a mix that finds a
+        // half-delivered tick would leave silence in the file and put what follows later);
+        // encoded 20 ms at a time.
+        while now >= start + Duration::from_millis((audio_index + 1) * 10) {
+            let half = if audio_index % 2 == 0 {
+                mix.get_mut(..480)
+            } else {
+                mix.get_mut(480..)
+            };
+            if let Some(half) = half {
+                mixer.mix(half);
+            }
+            if audio_index % 2 == 1 {
+                let packet = opus.encode(&mix)?;
+                mkv.audio(0, (audio_index - 1) * 10, &packet)?;
+            }
             audio_index += 1;
         }
         if now >= video_at {

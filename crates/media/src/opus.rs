@@ -79,15 +79,17 @@ impl OpusEncoder {
         self.frame_len
     }
 
-    /// Encodes one frame of exactly [`OpusEncoder::frame_len`] samples. During silence with DTX
-    /// the packet may be 1-2 bytes (send it anyway or skip it: both decode).
+    /// Encodes one frame: [`OpusEncoder::frame_len`] samples, or another Opus frame length
+    /// (10, 20, 40 or 60 ms: one encoder may change its frame length from packet to packet).
+    /// During silence with DTX the packet may be 1-2 bytes (send it anyway or skip it: both
+    /// decode).
     ///
     /// # Errors
     /// For a wrong frame length or a libopus error.
     pub fn encode(&mut self, frame: &[f32]) -> Result<Vec<u8>, MediaError> {
-        if frame.len() != self.frame_len {
+        if !matches!(frame.len(), 480 | 960 | 1920 | 2880) {
             return Err(MediaError::InvalidFrame(format!(
-                "{} samples; Opus frames here are {}",
+                "{} samples; Opus frames here are 480, 960, 1920 or 2880 (configured: {})",
                 frame.len(),
                 self.frame_len
             )));
@@ -155,4 +157,16 @@ impl OpusDecoder {
             None => self.decoder.decode_float(&[], out, false).map_err(err),
         }
     }
+}
+
+/// The samples (at 48 kHz) an Opus packet holds, read from its table of contents: 480 for a
+/// 10 ms frame, 960 for 20 ms. `None` for an empty or malformed packet, or one over 120 ms.
+#[must_use]
+pub fn packet_samples(packet: &[u8]) -> Option<usize> {
+    if packet.is_empty() {
+        return None;
+    }
+    opus::packet::get_nb_samples(packet, SAMPLE_RATE)
+        .ok()
+        .filter(|n| (1..=5760).contains(n))
 }

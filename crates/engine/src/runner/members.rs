@@ -6,9 +6,43 @@ use super::*;
 
 /// The audio playout state of one participant (one lock: libopus state is not `Sync`).
 pub(super) struct Playback {
-    /// Packets with their RTP timestamps (lip sync needs to know what is playing).
+    /// Packets with their RTP timestamps (lip sync needs to know what is playing), stepped by
+    /// the sender's frame length (10 ms from LiveLoop, 20 ms from browsers: see `push`).
     pub(super) jitter: JitterBuffer<(u32, Bytes)>,
     pub(super) opus: Option<OpusDecoder>,
+    /// Decoded samples not yet played: a 20 ms packet plays over two 10 ms ticks. At most one
+    /// packet's worth (the playout decodes only when fewer than a tick's are left).
+    pub(super) pending: std::collections::VecDeque<f32>,
+}
+
+impl Playback {
+    pub(super) fn new() -> Self {
+        Self {
+            jitter: JitterBuffer::new(48_000, Duration::from_millis(20)),
+            opus: OpusDecoder::new().ok(),
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// An audio packet arrived at `now`. The jitter buffer steps by the packet's own length
+    /// (its Opus table of contents): when a sender's frame length differs from the buffer's
+    /// (the first packet, or a sender that changes it), the buffer starts again at that
+    /// length. Packets of other lengths than 10, 20, 40 or 60 ms are not played.
+    pub(super) fn push(&mut self, rtp_timestamp: u32, now: Duration, packet: Bytes) {
+        let Some(samples) = liveloop_media::opus::packet_samples(&packet) else {
+            return;
+        };
+        if !matches!(samples, 480 | 960 | 1920 | 2880) {
+            return;
+        }
+        let frame = Duration::from_micros(samples as u64 * 1_000_000 / 48_000);
+        if frame != self.jitter.frame() {
+            tracing::debug!(?frame, "the sender's audio frame length changed");
+            self.jitter = JitterBuffer::new(48_000, frame);
+        }
+        self.jitter
+            .push(rtp_timestamp, now, (rtp_timestamp, packet));
+    }
 }
 
 pub(super) struct Member {
@@ -93,7 +127,11 @@ impl Runner {
             loop {
                 match packets.recv().await {
                     Ok(p) => {
-                        let _ = sender.send_audio(p, Duration::from_millis(20)).await;
+                        // The RTP timestamp advances by the packet's own length (10 ms, or
+                        // 20 ms on a tiny link).
+                        let samples = liveloop_media::opus::packet_samples(&p).unwrap_or(480);
+                        let duration = Duration::from_micros(samples as u64 * 1_000_000 / 48_000);
+                        let _ = sender.send_audio(p, duration).await;
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -115,10 +153,7 @@ impl Runner {
                 .await;
         }
         let slot = Arc::new(Slot {
-            playback: Mutex::new(Playback {
-                jitter: JitterBuffer::new(48_000, Duration::from_millis(20)),
-                opus: OpusDecoder::new().ok(),
-            }),
+            playback: Mutex::new(Playback::new()),
             sync: sync.clone(),
             connected: AtomicBool::new(false),
         });

@@ -119,9 +119,7 @@ impl Runner {
             } => {
                 let now = self.epoch.elapsed();
                 if let Some(m) = self.members.get(from) {
-                    lock(&m.slot.playback)
-                        .jitter
-                        .push(rtp_timestamp, now, (rtp_timestamp, packet));
+                    lock(&m.slot.playback).push(rtp_timestamp, now, packet);
                 }
             }
             PeerEvent::VideoLoss { .. } => {

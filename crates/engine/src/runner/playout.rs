@@ -1,17 +1,21 @@
-//! Audio playout on a thread of its own, paced by the speaker: every 20 ms the speaker takes,
-//! one frame from every connected participant (jitter buffer, Opus decoding or concealment),
-//! the mix written to the speaker's wait-free ring, the active speaker judged, and the
-//! lip-sync clocks updated. With no speaker (tests, the CLI) a steady 20 ms schedule stands in
-//! for the device. Also the stats tick, which stays on the session loop.
+//! Audio playout on a thread of its own, paced by the speaker: every 10 ms the speaker takes,
+//! 10 ms from every connected participant (jitter buffer, Opus decoding or concealment; a
+//! 20 ms packet plays over two ticks), the mix written to the speaker's wait-free ring, the
+//! active speaker judged, and the lip-sync clocks updated. With no speaker (tests, the CLI) a
+//! steady 10 ms schedule stands in for the device. Also the stats tick, which stays on the
+//! session loop.
 
 use liveloop_media::audio::{SpeakerFeed, soft_limit};
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// Samples in one 20 ms frame at 48 kHz.
-pub(super) const FRAME: usize = 960;
-const TICK: Duration = Duration::from_millis(20);
+/// Samples in one 10 ms tick at 48 kHz.
+pub(super) const FRAME: usize = 480;
+const TICK: Duration = Duration::from_millis(10);
+/// The speaker is topped up while it has less than this queued (20 ms): its device buffer
+/// takes 20 ms at a time (`Speaker::open`), so 20–30 ms stay queued.
+const SPEAKER_QUEUE: usize = 960;
 /// How often the speaker ring is looked at (polled: its reader, the device callback, must not
 /// make a system call to wake us).
 const POLL: Duration = Duration::from_millis(2);
@@ -45,9 +49,9 @@ impl Drop for PlayoutThread {
 
 /// What paces the playout.
 enum Pacer {
-    /// The speaker: a frame is made whenever less than one frame is queued for it.
+    /// The speaker: a tick is made whenever less than [`SPEAKER_QUEUE`] is queued for it.
     Device(SpeakerFeed),
-    /// No speaker: a frame every 20 ms on a schedule that does not drift.
+    /// No speaker: a tick every 10 ms on a schedule that does not drift.
     Clock { next: Instant },
 }
 
@@ -66,7 +70,7 @@ impl Pacer {
                     };
                 }
                 Self::Device(feed) => {
-                    if feed.queued() < FRAME {
+                    if feed.queued() < SPEAKER_QUEUE {
                         return true;
                     }
                     std::thread::sleep(POLL);
@@ -164,36 +168,52 @@ pub(super) fn start_playout(
     PlayoutThread { stop }
 }
 
-/// One 20 ms frame of one participant: the next packet decoded, a loss concealed (with FEC
-/// from the packet after it when there is one), or silence; and the lip-sync clocks.
+/// One 10 ms tick of one participant, from what was decoded before or from the next step of
+/// the jitter buffer (a packet decoded, a loss concealed with FEC from the packet after it
+/// when there is one, or silence); and the lip-sync clocks.
 fn play_frame(slot: &Slot, now: Duration) -> Vec<f32> {
-    let mut pcm = vec![0.0f32; FRAME];
     let mut playback = lock(&slot.playback);
-    let Playback { jitter, opus } = &mut *playback;
-    let step = jitter.pop(now);
-    if let Playout::Packet((ts, _)) = &step {
-        let delay = jitter.target_delay() + TICK;
-        *lock(&slot.sync.audio_delay) = Some((delay, Instant::now()));
-        if let Some(map) = *lock(&slot.sync.audio_map) {
-            let lag = media::now_us() as i64 - map.sender_time_us(*ts);
-            *lock(&slot.sync.audio_lag) = Some((lag, Instant::now()));
-        }
-    }
-    if let Some(opus) = opus.as_mut() {
-        let result = match &step {
-            Playout::Packet((_, p)) => opus.decode(p, &mut pcm),
-            Playout::Lost { next } => {
-                opus.conceal(next.as_ref().map(|(_, p)| p.as_ref()), &mut pcm)
+    let Playback {
+        jitter,
+        opus,
+        pending,
+    } = &mut *playback;
+    if pending.len() < FRAME {
+        let step = jitter.pop(now);
+        let frame_len = (jitter.frame().as_micros() as usize * 48 / 1000).max(FRAME);
+        if let Playout::Packet((ts, _)) = &step {
+            // Held for the target, then played over the ticks the packet lasts.
+            let delay = jitter.target_delay() + jitter.frame();
+            *lock(&slot.sync.audio_delay) = Some((delay, Instant::now()));
+            if let Some(map) = *lock(&slot.sync.audio_map) {
+                let lag = media::now_us() as i64 - map.sender_time_us(*ts);
+                *lock(&slot.sync.audio_lag) = Some((lag, Instant::now()));
             }
-            Playout::Conceal => opus.conceal(None, &mut pcm),
-            Playout::Silence => Ok(FRAME),
-        };
-        if result.is_err() {
-            pcm.fill(0.0);
         }
+        let mut pcm = vec![0.0f32; frame_len];
+        if let Some(opus) = opus.as_mut() {
+            let result = match &step {
+                Playout::Packet((_, p)) => opus.decode(p, &mut pcm),
+                Playout::Lost { next } => {
+                    opus.conceal(next.as_ref().map(|(_, p)| p.as_ref()), &mut pcm)
+                }
+                Playout::Conceal => opus.conceal(None, &mut pcm),
+                // Not started or paused: one tick of silence, nothing kept for later.
+                Playout::Silence => Ok(FRAME),
+            };
+            match result {
+                Ok(n) => pcm.truncate(n.min(frame_len)),
+                Err(_) => pcm.fill(0.0),
+            }
+        } else {
+            pcm.truncate(FRAME);
+        }
+        pending.extend(pcm);
     }
-    pcm.resize(FRAME, 0.0);
-    pcm
+    let take = pending.len().min(FRAME);
+    let mut out: Vec<f32> = pending.drain(..take).collect();
+    out.resize(FRAME, 0.0);
+    out
 }
 
 impl Runner {
