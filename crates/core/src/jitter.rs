@@ -59,6 +59,10 @@ pub struct JitterBuffer<T> {
     dry_since: Option<Duration>,
     /// The smallest `arrival − media time` in the window (µs): the fastest path.
     min_transit: i64,
+    /// What the network's jitter asks for (`stats.target` adds the lip-sync minimum to it).
+    jitter_target: Duration,
+    /// The least delay lip sync asks for (audio waiting for late video).
+    minimum: Duration,
     stats: JitterStats,
 }
 
@@ -92,6 +96,8 @@ impl<T: Clone> JitterBuffer<T> {
             transits: VecDeque::new(),
             dry_since: None,
             min_transit: 0,
+            jitter_target: MIN_DELAY,
+            minimum: Duration::ZERO,
             stats: JitterStats {
                 target: MIN_DELAY,
                 ..JitterStats::default()
@@ -108,6 +114,21 @@ impl<T: Clone> JitterBuffer<T> {
     #[must_use]
     pub fn target_delay(&self) -> Duration {
         self.stats.target
+    }
+
+    /// The least delay to hold packets for whatever the jitter (lip sync: audio waiting for
+    /// video that runs later). Playout reaches a new target by stretching or skipping a frame
+    /// at a time, as it does when the jitter changes.
+    pub fn set_minimum_delay(&mut self, minimum: Duration) {
+        self.minimum = minimum;
+        self.update_target();
+    }
+
+    fn update_target(&mut self) {
+        self.stats.target = self
+            .jitter_target
+            .max(self.minimum)
+            .clamp(MIN_DELAY, MAX_DELAY);
     }
 
     /// Unwraps a 32-bit RTP timestamp next to the last one seen.
@@ -163,7 +184,8 @@ impl<T: Clone> JitterBuffer<T> {
                 (lo.min(*t), hi.max(*t))
             });
         let spread = Duration::from_micros(hi.saturating_sub(lo).max(0) as u64);
-        self.stats.target = (spread + MARGIN).clamp(MIN_DELAY, MAX_DELAY);
+        self.jitter_target = spread + MARGIN;
+        self.update_target();
         self.min_transit = lo;
         // Too late to play: it still taught the estimator how late packets come.
         if self.next.is_some_and(|next| extended < next) {
@@ -218,6 +240,12 @@ impl<T: Clone> JitterBuffer<T> {
         let offset = now.as_micros() as i64 - self.media_time_us(next);
         let desired = self.min_transit + self.stats.target.as_micros() as i64;
         let frame = self.frame().as_micros() as i64;
+        if offset < desired - frame / 2 && self.packets.contains_key(&next) {
+            // Playout runs ahead of the target (the target rose: more jitter, or lip sync asks
+            // for more): stretch by one frame, the packet waits for the next tick.
+            self.stats.concealed += 1;
+            return Playout::Conceal;
+        }
         if let Some((_, payload)) = self.packets.remove(&next) {
             // Too far behind (after a burst, or once the jitter calmed down): skip a frame.
             if offset > desired + 2 * frame
@@ -299,6 +327,44 @@ mod tests {
         assert!(played.windows(2).all(|w| w[1] == w[0] + 1), "{played:?}");
         assert_eq!(jb.target_delay(), MIN_DELAY);
         assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn a_minimum_delay_stretches_playout_to_it_and_back_without_loss() {
+        let mut jb = buffer();
+        // (tick, timestamp index played)
+        let mut played: Vec<(u32, u32)> = Vec::new();
+        for i in 0..300u32 {
+            let now = 20 * MS * i;
+            if i == 100 {
+                jb.set_minimum_delay(80 * MS);
+            }
+            if i == 200 {
+                jb.set_minimum_delay(Duration::ZERO);
+            }
+            jb.push(1_000 + i * FRAME, now, i);
+            if let Playout::Packet(p) = jb.pop(now + 5 * MS) {
+                played.push((i, p));
+            }
+        }
+        let lag_at = |tick: u32| {
+            played
+                .iter()
+                .find(|(t, _)| *t == tick)
+                .map(|(t, p)| (t - p) * 20)
+        };
+        // Packets arrive on time: one tick behind before, about 70 ms more with the minimum,
+        // and back near the jitter's own floor after it.
+        let (before, held, after) = (lag_at(90), lag_at(190), lag_at(290));
+        eprintln!("{before:?} {held:?} {after:?}");
+        assert_eq!(before, Some(20));
+        // 70 ms more than the 10 ms floor, reached in 20 ms frames.
+        assert!(held.is_some_and(|l| (80..=100).contains(&l)), "{held:?}");
+        assert!(after.is_some_and(|l| l <= 60), "{after:?}");
+        assert_eq!(jb.target_delay(), MIN_DELAY);
+        assert_eq!(jb.stats().lost, 0);
+        assert!(jb.stats().concealed >= 3, "{:?}", jb.stats());
+        assert!(jb.stats().catch_up_dropped >= 1, "{:?}", jb.stats());
     }
 
     #[test]

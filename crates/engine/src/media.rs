@@ -918,6 +918,9 @@ pub(crate) struct SyncState {
     /// Until sender reports give both clocks: how long audio waits between arrival and
     /// playout (the jitter buffer's delay plus a frame), and when audio last played.
     pub audio_delay: std::sync::Mutex<Option<(Duration, Instant)>>,
+    /// How long audio playout waits for video that runs later than it: fed by the decoder
+    /// thread with each frame's lateness, read by the playout tick into the jitter buffer.
+    pub audio_hold: std::sync::Mutex<avsync::AudioHold>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -942,9 +945,19 @@ impl SyncState {
         if at.elapsed() > Duration::from_secs(1) {
             return Duration::ZERO;
         }
-        let video_lag = now_us() as i64 - video.sender_time_us(rtp_timestamp);
+        let now = now_us() as i64;
+        let video_lag = now - video.sender_time_us(rtp_timestamp);
         self.av_offset_us
             .store(audio_lag - video_lag, Ordering::Relaxed);
+        {
+            // How far this frame runs behind the audio as it would play without the hold.
+            let mut hold = lock(&self.audio_hold);
+            let held = hold.current().as_micros() as i64;
+            hold.observe(
+                Duration::from_micros(now.unsigned_abs()),
+                video_lag - (audio_lag - held),
+            );
+        }
         avsync::video_hold(audio_lag, video_lag)
     }
 }

@@ -179,6 +179,9 @@ fn play_frame(slot: &Slot, now: Duration) -> Vec<f32> {
         pending,
     } = &mut *playback;
     if pending.len() < FRAME {
+        // Audio waits for video that runs later than it (lip sync's other half).
+        let hold = lock(&slot.sync.audio_hold).hold(Duration::from_micros(media::now_us()));
+        jitter.set_minimum_delay(hold);
         let step = jitter.pop(now);
         let frame_len = (jitter.frame().as_micros() as usize * 48 / 1000).max(FRAME);
         if let Playout::Packet((ts, _)) = &step {
