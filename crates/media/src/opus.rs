@@ -18,10 +18,12 @@ pub struct OpusConfig {
 impl Default for OpusConfig {
     fn default() -> Self {
         Self {
-            // 48 kbit/s: at 32 the codec alone scores PESQ 3.93 on our speech reference
-            // (calls measured 3.7), at 48 it scores 4.17 (docs/PERFORMANCE.md). The extra
-            // 16 kbit/s is 1% of a 720p call.
-            bitrate_bps: 48_000,
+            // 64 kbit/s: calls send 10 ms frames, which spend more on framing and resolve
+            // less than 20 ms ones. The codec alone on the bench's near speech scores PESQ
+            // 4.29 in 10 ms frames at 48 kbit/s, 4.46 at 64 (20 ms frames: 4.38 at 48; 32
+            // kbit/s scored 3.93 on the harness's reference; docs/PERFORMANCE.md). The extra
+            // 16 kbit/s is 1% of a 720p call; a tiny link drops audio to its floor anyway.
+            bitrate_bps: 64_000,
             frame_ms: 20,
             expected_loss_percent: 5,
             dtx: true,

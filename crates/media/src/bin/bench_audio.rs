@@ -17,7 +17,10 @@
 //!   after (speech power over the frames where the clean speech is active, noise power over
 //!   those where it is silent), and files for PESQ;
 //! - CPU per 10 ms frame with all three parts on, and the latency the processing adds (the
-//!   lag at which the near end's output best matches its input).
+//!   lag at which the near end's output best matches its input);
+//! - the codec alone (with near.wav): the near speech through Opus and back in 10 and 20 ms
+//!   frames at 48 and 64 kbit/s (`opus<frame>_<kbit/s>.wav`), for PESQ: which rate 10 ms
+//!   frames need to keep what 20 ms frames give at 48.
 
 #![allow(clippy::print_stdout)] // A bench: its table goes to stdout.
 
@@ -83,7 +86,41 @@ fn main() -> BoxResult<()> {
         double_talk(&far, &near, atten_db, &out_dir)?;
     }
     noise_suppression(&far, &near, &out_dir)?;
+    codec_alone(&near, &out_dir)?;
     println!("files for PESQ: {}", out_dir.display());
+    Ok(())
+}
+
+fn codec_alone(near: &[f32], dir: &Path) -> BoxResult<()> {
+    use liveloop_media::opus::{OpusConfig, OpusDecoder, OpusEncoder};
+    for frame_ms in [10u32, 20] {
+        for kbps in [48i32, 64] {
+            let mut enc = OpusEncoder::new(OpusConfig {
+                bitrate_bps: kbps * 1000,
+                frame_ms,
+                expected_loss_percent: 5,
+                dtx: true,
+            })?;
+            let mut dec = OpusDecoder::new()?;
+            let len = frame_ms as usize * RATE / 1000;
+            let mut out = Vec::with_capacity(near.len());
+            let mut pcm = vec![0.0f32; len];
+            let mut bytes = 0usize;
+            for chunk in near.chunks_exact(len) {
+                let packet = enc.encode(chunk)?;
+                bytes += packet.len();
+                let n = dec.decode(&packet, &mut pcm)?;
+                out.extend_from_slice(pcm.get(..n).unwrap_or(&pcm));
+            }
+            let name = format!("opus{frame_ms}_{kbps}.wav");
+            write(&dir.join(&name), &out)?;
+            let secs = out.len() as f64 / RATE as f64;
+            println!(
+                "codec alone: {frame_ms} ms frames at {kbps} kbit/s ({:.1} kbit/s of payload): {name}",
+                bytes as f64 * 8.0 / secs / 1000.0
+            );
+        }
+    }
     Ok(())
 }
 
