@@ -6,6 +6,7 @@ pub mod nearby;
 pub mod peer;
 pub mod rooms;
 pub mod rtc_config;
+pub mod sfu;
 
 /// Longest id (room or client) the room dialect accepts, in characters.
 pub const MAX_ID_CHARS: usize = 64;
