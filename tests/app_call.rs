@@ -253,7 +253,7 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
                 "return document.getElementById('stats-send').textContent",
             );
             let line = line.as_str()?.to_owned();
-            line.contains("audio 48 kb/s").then_some(line)
+            line.contains("audio 64 kb/s").then_some(line)
         },
     )
     .unwrap();

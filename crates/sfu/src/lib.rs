@@ -7,6 +7,9 @@
 //! - [`forward`]: per consumer, which packets go out and how they are renumbered (SSRC,
 //!   payload type, sequence numbers and timestamps kept continuous across layer switches and
 //!   pauses), and which simulcast layer its bandwidth and requested size allow.
+//! - [`room`]: rooms, members and what each owns (transports, producers, consumers), the
+//!   per-member caps, and what a departure removes.
 
 pub mod forward;
 pub mod ortc;
+pub mod room;
