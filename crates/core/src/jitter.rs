@@ -240,9 +240,9 @@ impl<T: Clone> JitterBuffer<T> {
         let offset = now.as_micros() as i64 - self.media_time_us(next);
         let desired = self.min_transit + self.stats.target.as_micros() as i64;
         let frame = self.frame().as_micros() as i64;
-        if offset < desired - frame / 2 && self.packets.contains_key(&next) {
+        if offset < desired - frame / 2 && self.packets.range(next..).next().is_some() {
             // Playout runs ahead of the target (the target rose: more jitter, or lip sync asks
-            // for more): stretch by one frame, the packet waits for the next tick.
+            // for more): stretch by one frame; what is here waits for the next tick.
             self.stats.concealed += 1;
             return Playout::Conceal;
         }
@@ -264,11 +264,6 @@ impl<T: Clone> JitterBuffer<T> {
             return Playout::Packet(payload);
         }
         if self.packets.range(next..).next().is_some() {
-            if offset < desired - frame / 2 {
-                // Playout runs ahead of the target (the jitter grew): stretch by one frame.
-                self.stats.concealed += 1;
-                return Playout::Conceal;
-            }
             // Later packets are here and this one is overdue: lost.
             self.next = Some(next + self.frame_ticks);
             self.stats.lost += 1;

@@ -445,19 +445,33 @@ fn feedback(list: &[RtcpFeedback]) -> Result<(), SfuRequestError> {
     Ok(())
 }
 
+/// The list sizes and each codec's strings, common to capabilities and parameters.
+fn codecs<'a>(
+    codecs: impl ExactSizeIterator<Item = (&'a str, &'a BTreeMap<String, Value>, &'a [RtcpFeedback])>,
+    header_extensions: usize,
+) -> Result<(), SfuRequestError> {
+    count("codecs", codecs.len(), MAX_CODECS)?;
+    count("headerExtensions", header_extensions, MAX_HEADER_EXTENSIONS)?;
+    for (mime, parameters, rtcp_feedback) in codecs {
+        text("mimeType", mime)?;
+        fmtp(parameters)?;
+        feedback(rtcp_feedback)?;
+    }
+    Ok(())
+}
+
 impl Validate for RtpCapabilities {
     fn validate(&self) -> Result<(), SfuRequestError> {
-        count("codecs", self.codecs.len(), MAX_CODECS)?;
-        count(
-            "headerExtensions",
+        codecs(
+            self.codecs.iter().map(|c| {
+                (
+                    c.mime_type.as_str(),
+                    &c.parameters,
+                    c.rtcp_feedback.as_slice(),
+                )
+            }),
             self.header_extensions.len(),
-            MAX_HEADER_EXTENSIONS,
         )?;
-        for c in &self.codecs {
-            text("mimeType", &c.mime_type)?;
-            fmtp(&c.parameters)?;
-            feedback(&c.rtcp_feedback)?;
-        }
         for h in &self.header_extensions {
             text("uri", &h.uri)?;
             text("direction", &h.direction)?;
@@ -468,11 +482,15 @@ impl Validate for RtpCapabilities {
 
 impl Validate for RtpParameters {
     fn validate(&self) -> Result<(), SfuRequestError> {
-        count("codecs", self.codecs.len(), MAX_CODECS)?;
-        count(
-            "headerExtensions",
+        codecs(
+            self.codecs.iter().map(|c| {
+                (
+                    c.mime_type.as_str(),
+                    &c.parameters,
+                    c.rtcp_feedback.as_slice(),
+                )
+            }),
             self.header_extensions.len(),
-            MAX_HEADER_EXTENSIONS,
         )?;
         count("encodings", self.encodings.len(), MAX_ENCODINGS)?;
         if self.encodings.is_empty() {
@@ -480,11 +498,6 @@ impl Validate for RtpParameters {
         }
         if let Some(mid) = &self.mid {
             text("mid", mid)?;
-        }
-        for c in &self.codecs {
-            text("mimeType", &c.mime_type)?;
-            fmtp(&c.parameters)?;
-            feedback(&c.rtcp_feedback)?;
         }
         for h in &self.header_extensions {
             text("uri", &h.uri)?;

@@ -25,6 +25,7 @@ use liveloop_proto::rooms::{
     ServerMessage, is_valid_secret,
 };
 use liveloop_proto::rtc_config::RtcConfig;
+use liveloop_proto::sfu::{self, Validate};
 use liveloop_proto::{MAX_ID_CHARS, is_valid_id};
 
 const _: () = assert!(MAX_ID_CHARS == 64, "the long id in TOKENS is 65 characters");
@@ -547,6 +548,59 @@ fn rtc_config() {
     fuzz("rtc_config", RTC_CONFIG_SEEDS, check_rtc_config);
 }
 
+const SFU_SEEDS: &[&str] = &[
+    r#"{"roomId":"big","transportId":"t1","kind":"video","rtpParameters":{"mid":"1","codecs":[{"mimeType":"video/H264","payloadType":108,"clockRate":90000,"parameters":{"packetization-mode":1,"profile-level-id":"42e01f"},"rtcpFeedback":[{"type":"nack","parameter":"pli"}]},{"mimeType":"video/rtx","payloadType":109,"clockRate":90000,"parameters":{"apt":108}}],"headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:sdes:mid","id":4}],"encodings":[{"rid":"r0","scaleResolutionDownBy":4},{"rid":"r1"}],"rtcp":{"cname":"c"}}}"#,
+    r#"{"roomId":"big","producerId":"p1","rtpCapabilities":{"codecs":[{"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,"channels":2}],"headerExtensions":[{"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:sdes:mid","preferredId":1}]}}"#,
+    r#"{"roomId":"big","rtpCapabilities":{"codecs":[],"headerExtensions":[]},"name":"Ann"}"#,
+    r#"{"roomId":"big","transportId":"t1","dtlsParameters":{"role":"client","fingerprints":[{"algorithm":"sha-256","value":"AB:CD"}]}}"#,
+    r#"{"roomId":"big","direction":"recv"}"#,
+    r#"{"roomId":"big","consumerId":"c1"}"#,
+];
+
+/// Every seed 002 request: parsed or refused, never a panic; what passes validation keeps
+/// the limits.
+fn check_sfu(text: &str) {
+    fn checked<T: DeserializeOwned + Validate + Serialize>(text: &str) -> Option<T> {
+        let request: T = serde_json::from_str(text).ok()?;
+        request.validate().ok()?;
+        serde_json::to_string(&request).unwrap();
+        Some(request)
+    }
+    if let Some(p) = checked::<sfu::Produce>(text) {
+        let rtp = &p.rtp_parameters;
+        assert!((1..=sfu::MAX_ENCODINGS).contains(&rtp.encodings.len()));
+        assert!(rtp.codecs.len() <= sfu::MAX_CODECS);
+        assert!(
+            rtp.header_extensions
+                .iter()
+                .all(|h| (1..=14).contains(&h.id))
+        );
+        assert!(is_valid_id(&p.room_id) && is_valid_id(&p.transport_id));
+    }
+    if let Some(c) = checked::<sfu::Consume>(text) {
+        assert!(c.rtp_capabilities.codecs.len() <= sfu::MAX_CODECS);
+        assert!(is_valid_id(&c.producer_id));
+    }
+    if let Some(j) = checked::<sfu::JoinRoom>(text) {
+        assert!(
+            j.name
+                .is_none_or(|n| n.chars().count() <= sfu::MAX_NAME_CHARS)
+        );
+    }
+    if let Some(c) = checked::<sfu::ConnectTransport>(text) {
+        let n = c.dtls_parameters.fingerprints.len();
+        assert!((1..=sfu::MAX_FINGERPRINTS).contains(&n));
+    }
+    checked::<sfu::CreateTransport>(text);
+    checked::<sfu::ResumeConsumer>(text);
+    checked::<sfu::GetRtpCapabilities>(text);
+}
+
+#[test]
+fn sfu_requests() {
+    fuzz("sfu_requests", SFU_SEEDS, check_sfu);
+}
+
 /// Every target's seeds are files of its corpus, `seed-<n>` (so a coverage-guided fuzzer
 /// starts from them too). `LIVELOOP_FUZZ_BLESS=1` writes them after a seed changed.
 #[test]
@@ -559,6 +613,7 @@ fn seeds_are_in_the_corpus() {
         ("matchmaking_payloads", MATCHMAKING_SEEDS),
         ("room_link", LINK_SEEDS),
         ("rtc_config", RTC_CONFIG_SEEDS),
+        ("sfu_requests", SFU_SEEDS),
     ] {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/__fuzz__")

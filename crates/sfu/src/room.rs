@@ -20,8 +20,8 @@ pub const MAX_TRANSPORTS: usize = 4;
 pub const MAX_PRODUCERS: usize = 4;
 /// Consumers per member: every producer of everyone else in a full room.
 pub const MAX_CONSUMERS: usize = (MAX_MEMBERS - 1) * MAX_PRODUCERS;
-/// Rooms at most, and members in all rooms at most (a server's memory is not a remote's to
-/// take).
+/// Rooms at most (a server's memory is not a remote's to take); with [`MAX_MEMBERS`] each,
+/// this bounds the members and, with the per-member caps, every object.
 pub const MAX_ROOMS: usize = 1_000;
 
 /// Why a request was refused (its text is the `error` of the ack).
