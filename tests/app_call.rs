@@ -427,7 +427,11 @@ async fn the_app_calls_a_cli_peer_in_a_room_and_in_random_chat() {
     .unwrap();
     shot(&s, "app-muted-hint.png");
     click(&s, "#btn-mute");
-    assert_eq!(hint_shown(), json!(false), "unmuting hides the hint");
+    // The click goes through the engine and back: wait for it, not for a fixed time.
+    wait_for("unmuting hides the hint", Duration::from_secs(5), || {
+        (hint_shown() == json!(false)).then_some(())
+    })
+    .unwrap();
     click(&s, "#btn-hangup");
     wait_view(&s, "home");
 

@@ -694,9 +694,16 @@ async fn the_app_is_private_in_random_chat_by_default_through_the_servers_relay(
     })
     .unwrap();
     wait_for_queue(&url, 1);
-    let pill = js("const p = document.getElementById('private-state'); \
-         return {hidden: p.hidden, text: p.textContent}");
-    assert_eq!(pill, json!({"hidden": false, "text": "Private"}), "{pill}");
+    // The pill follows the engine's event: wait for it rather than read it once.
+    let read_pill = || {
+        js("const p = document.getElementById('private-state'); \
+             return {hidden: p.hidden, text: p.textContent}")
+    };
+    let shown = wait_for("the Private pill", Duration::from_secs(5), || {
+        let pill = read_pill();
+        (pill == json!({"hidden": false, "text": "Private"})).then_some(pill)
+    });
+    assert!(shown.is_ok(), "{}", read_pill());
     stranger_sees_only_relay_candidates(&url).await;
     let shot = liveloop_e2e::artifacts_dir()
         .unwrap()
